@@ -1,0 +1,321 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Plain libvirt client shared by modules, the inventory plugin and tests.
+
+It must never import Ansible: the inventory plugin runs it on the controller
+and unit tests replace the ``libvirt`` module object below with a fake.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import traceback
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import xmlutil
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    HAS_LIBVIRT = False
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_LIBVIRT = True
+    LIBVIRT_IMPORT_ERROR = None
+
+
+DEFAULT_URI = "qemu:///system"
+
+# Per object kind, the libvirt error code meaning "no such object". Names,
+# not values, so they are resolved against whatever ``libvirt`` is loaded.
+NOT_FOUND_CODES = {
+    "domain": "VIR_ERR_NO_DOMAIN",
+    "pool": "VIR_ERR_NO_STORAGE_POOL",
+    "volume": "VIR_ERR_NO_STORAGE_VOL",
+    "network": "VIR_ERR_NO_NETWORK",
+    "secret": "VIR_ERR_NO_SECRET",
+    "snapshot": "VIR_ERR_NO_DOMAIN_SNAPSHOT",
+    "nwfilter": "VIR_ERR_NO_NWFILTER",
+    "nodedev": "VIR_ERR_NO_NODE_DEVICE",
+}
+
+# libvirt accepts user:password@ in URIs; never echo a password in a message.
+_URI_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^/@:]*):[^/@]*@", re.IGNORECASE)
+
+
+def resolve_uri(uri=None):
+    """The URI option if set, else $LIBVIRT_DEFAULT_URI if non-empty, else qemu:///system."""
+    if uri:
+        return uri
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
+def version_tuple(version):
+    """Unpack libvirt's packed version int (major * 1000000 + minor * 1000 + micro)."""
+    version = int(version)
+    return (version // 1000000, (version // 1000) % 1000, version % 1000)
+
+
+def _version_string(version):
+    return "%d.%d.%d" % version_tuple(version)
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _display_uri(uri):
+    return _URI_PASSWORD.sub(r"\1:********@", uri) if uri else uri
+
+
+class LibvirtClientError(Exception):
+    """The one error raised by this client.
+
+    ``str(e)`` is a single line naming the action, the object and the URI.
+    """
+
+    def __init__(self, action, obj=None, uri=None, code=None, detail=None):
+        self.action = action
+        self.obj = obj
+        self.uri = uri
+        self.code = code
+        self.detail = _one_line(detail) if detail is not None else None
+        where = _display_uri(uri) or "libvirt"
+        if action == "connect":
+            message = "cannot connect to %s" % where
+        else:
+            message = "failed to %s%s on %s" % (action, " %s" % obj if obj else "", where)
+        if self.detail:
+            message = "%s: %s" % (message, self.detail)
+        super(LibvirtClientError, self).__init__(message)
+
+
+def _error_detail(err):
+    detail = None
+    getter = getattr(err, "get_error_message", None)
+    if getter is not None:
+        detail = getter()
+    return detail or str(err) or type(err).__name__
+
+
+def _error_code(err):
+    getter = getattr(err, "get_error_code", None)
+    return getter() if getter is not None else None
+
+
+def _silence(ctx, err):
+    # libvirt prints every error to stderr by default; errors reach callers as exceptions.
+    pass
+
+
+class Client(object):
+    """One libvirt connection, opened on first use.
+
+    Lookups return None when the object does not exist and raise
+    LibvirtClientError on any other failure.
+    """
+
+    def __init__(self, uri=None, readonly=False):
+        self.uri = resolve_uri(uri)
+        self.readonly = readonly
+        self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.close()
+        return False
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self):
+        if libvirt is None:
+            raise LibvirtClientError(
+                "connect", uri=self.uri,
+                detail="the libvirt Python bindings (libvirt-python) are not installed")
+        libvirt.registerErrorHandler(_silence, None)
+        opener = libvirt.openReadOnly if self.readonly else libvirt.open
+        try:
+            conn = opener(self.uri)
+        except libvirt.libvirtError as e:
+            raise LibvirtClientError("connect", uri=self.uri, code=_error_code(e), detail=_error_detail(e)) from e
+        if conn is None:
+            raise LibvirtClientError("connect", uri=self.uri, detail="libvirt returned no connection")
+        return conn
+
+    def close(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                # Closing is best effort: the result of the work is already decided.
+                pass
+
+    def call(self, action, obj, fn, *args, **kwargs):
+        """Run ``fn``; a libvirtError becomes a LibvirtClientError naming action, obj and URI."""
+        try:
+            return fn(*args, **kwargs)
+        except libvirt.libvirtError as e:
+            raise LibvirtClientError(action, obj, self.uri, _error_code(e), _error_detail(e)) from e
+
+    def lookup(self, kind, obj, fn, *args):
+        """Run a lookup ``fn``; None when libvirt reports the not-found code of ``kind``."""
+        missing = getattr(libvirt, NOT_FOUND_CODES[kind])
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as e:
+            code = _error_code(e)
+            if code == missing:
+                return None
+            raise LibvirtClientError("look up", obj, self.uri, code, _error_detail(e)) from e
+
+    # lookups
+
+    def domain(self, name):
+        return self.lookup("domain", "domain '%s'" % name, self.conn.lookupByName, name)
+
+    def domain_by_uuid(self, uuid):
+        return self.lookup("domain", "domain with UUID %s" % uuid, self.conn.lookupByUUIDString, uuid)
+
+    def pool(self, name):
+        return self.lookup("pool", "storage pool '%s'" % name, self.conn.storagePoolLookupByName, name)
+
+    def pool_by_uuid(self, uuid):
+        return self.lookup("pool", "storage pool with UUID %s" % uuid,
+                           self.conn.storagePoolLookupByUUIDString, uuid)
+
+    def volume(self, pool_name, vol_name):
+        pool = self.pool(pool_name)
+        if pool is None:
+            return None
+        return self.lookup("volume", "volume '%s' in storage pool '%s'" % (vol_name, pool_name),
+                           pool.storageVolLookupByName, vol_name)
+
+    def volume_by_path(self, path):
+        return self.lookup("volume", "volume '%s'" % path, self.conn.storageVolLookupByPath, path)
+
+    def network(self, name):
+        return self.lookup("network", "network '%s'" % name, self.conn.networkLookupByName, name)
+
+    def secret_by_usage(self, usage_type, usage_id):
+        return self.lookup("secret", "secret for usage '%s'" % usage_id,
+                           self.conn.secretLookupByUsage, usage_type, usage_id)
+
+    def snapshot(self, domain_name, snap_name):
+        dom = self.domain(domain_name)
+        if dom is None:
+            return None
+        return self.lookup("snapshot", "snapshot '%s' of domain '%s'" % (snap_name, domain_name),
+                           dom.snapshotLookupByName, snap_name, 0)
+
+    # listings
+
+    def domain_names(self):
+        """All domains, running and defined, sorted by name."""
+        domains = self.call("list domains", None, self.conn.listAllDomains, 0)
+        return sorted(dom.name() for dom in domains)
+
+    def pool_names(self):
+        pools = self.call("list storage pools", None, self.conn.listAllStoragePools, 0)
+        return sorted(pool.name() for pool in pools)
+
+    def network_names(self):
+        networks = self.call("list networks", None, self.conn.listAllNetworks, 0)
+        return sorted(net.name() for net in networks)
+
+    # host
+
+    def host_info(self):
+        conn = self.conn
+        action = "read host information"
+        caps = xmlutil.parse(self.call(action, None, conn.getCapabilities))
+        info = self.call(action, None, conn.getInfo)
+        arch = xmlutil.find_text(caps, "host/cpu/arch") or info[0]
+        return {
+            "hostname": self.call(action, None, conn.getHostname),
+            "uri": self.call(action, None, conn.getURI),
+            "libvirt_version": _version_string(self.call(action, None, conn.getLibVersion)),
+            "hypervisor": self.call(action, None, conn.getType),
+            "hypervisor_version": _version_string(self.call(action, None, conn.getVersion)),
+            "host_uuid": xmlutil.find_text(caps, "host/uuid"),
+            "arch": arch,
+            "cpus": info[2],
+            "memory_bytes": _memory_bytes(caps, info),
+            "domain_types": _domain_types(caps, arch),
+        }
+
+    # domains
+
+    def define_domain(self, xml, flags=0):
+        name = _xml_name(xml)
+        obj = "domain '%s'" % name if name else "domain"
+        return self.call("define", obj, self.conn.defineXMLFlags, xml, flags)
+
+    def undefine_domain(self, name, flags=0):
+        """Undefine a domain; False when it did not exist."""
+        dom = self.domain(name)
+        if dom is None:
+            return False
+        self.call("undefine", "domain '%s'" % name, dom.undefineFlags, flags)
+        return True
+
+    def domain_xml(self, name, inactive=False, secure=False):
+        dom = self.domain(name)
+        if dom is None:
+            return None
+        flags = 0
+        if inactive:
+            flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
+        if secure:
+            flags |= libvirt.VIR_DOMAIN_XML_SECURE
+        return self.call("read the XML of", "domain '%s'" % name, dom.XMLDesc, flags)
+
+
+_MEMORY_UNITS = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1024 ** 2, "m": 1024 ** 2,
+                 "gib": 1024 ** 3, "g": 1024 ** 3}
+
+
+def _memory_bytes(caps, info):
+    # The NUMA cells give the exact size; getInfo() rounds down to MiB.
+    total = 0
+    for mem in caps.findall("host/topology/cells/cell/memory"):
+        factor = _MEMORY_UNITS.get((mem.get("unit") or "KiB").lower())
+        if factor is None or not (mem.text or "").strip().isdigit():
+            total = 0
+            break
+        total += int(mem.text) * factor
+    return total or int(info[1]) * 1024 ** 2
+
+
+def _domain_types(caps, arch):
+    types = []
+    for guest in caps.findall("guest"):
+        arch_elem = guest.find("arch")
+        if arch_elem is None or arch_elem.get("name") != arch:
+            continue
+        for dom in arch_elem.findall("domain"):
+            kind = dom.get("type")
+            if kind and kind not in types:
+                types.append(kind)
+    if "kvm" in types:
+        types.remove("kvm")
+        types.insert(0, "kvm")
+    return types
+
+
+def _xml_name(xml):
+    try:
+        return xmlutil.find_text(xmlutil.parse(xml), "name")
+    except ValueError:
+        return None

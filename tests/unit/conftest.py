@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Shared unit-test fixtures.
+
+libvirt is replaced at the client boundary only: the ``libvirt`` module object
+that plugins/module_utils/client.py imported is swapped for FakeLibvirt, whose
+open()/openReadOnly() hand out a MagicMock virConnect. No daemon is needed and
+libvirt-python does not even have to be installed.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import types
+from unittest import mock
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.common.text.converters import to_bytes
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
+
+# Values of libvirt's stable ABI (include/libvirt/virterror.h, libvirt-domain.h).
+LIBVIRT_CONSTANTS = dict(
+    VIR_ERR_INTERNAL_ERROR=1,
+    VIR_ERR_SYSTEM_ERROR=38,
+    VIR_ERR_OPERATION_INVALID=55,
+    VIR_ERR_NO_DOMAIN=42,
+    VIR_ERR_NO_NETWORK=43,
+    VIR_ERR_NO_STORAGE_POOL=49,
+    VIR_ERR_NO_STORAGE_VOL=50,
+    VIR_ERR_NO_NODE_DEVICE=53,
+    VIR_ERR_NO_NWFILTER=62,
+    VIR_ERR_NO_SECRET=66,
+    VIR_ERR_NO_DOMAIN_SNAPSHOT=72,
+    VIR_ERR_AUTH_FAILED=45,
+    VIR_DOMAIN_XML_SECURE=1,
+    VIR_DOMAIN_XML_INACTIVE=2,
+    VIR_SECRET_USAGE_TYPE_VOLUME=1,
+    VIR_SECRET_USAGE_TYPE_CEPH=2,
+)
+
+
+class FakeLibvirtError(Exception):
+    """Behaves like libvirt.libvirtError for the accessors the client uses."""
+
+    def __init__(self, message, code=None):
+        super(FakeLibvirtError, self).__init__(message)
+        self.code = code
+
+    def get_error_code(self):
+        return self.code
+
+    def get_error_message(self):
+        return self.args[0]
+
+
+def make_fake_libvirt():
+    fake = types.ModuleType("libvirt")
+    for name, value in LIBVIRT_CONSTANTS.items():
+        setattr(fake, name, value)
+    fake.libvirtError = FakeLibvirtError
+    fake.conn = mock.MagicMock(name="virConnect")
+    fake.open = mock.MagicMock(name="open", return_value=fake.conn)
+    fake.openReadOnly = mock.MagicMock(name="openReadOnly", return_value=fake.conn)
+    fake.registerErrorHandler = mock.MagicMock(name="registerErrorHandler")
+    return fake
+
+
+@pytest.fixture
+def fake_libvirt(monkeypatch):
+    fake = make_fake_libvirt()
+    monkeypatch.setattr(client_mod, "libvirt", fake)
+    return fake
+
+
+@pytest.fixture
+def set_module_args(monkeypatch):
+    """Feed AnsibleModule its arguments the way the module wrapper does."""
+    def _set(args=None, check_mode=False, diff=False):
+        payload = dict(args or {})
+        payload["_ansible_check_mode"] = check_mode
+        payload["_ansible_diff"] = diff
+        monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": payload})))
+    return _set
+
+
+@pytest.fixture
+def module_result(capsys):
+    """Run a callable that ends the module; return (exit code, parsed JSON result)."""
+    def _run(fn, *args, **kwargs):
+        with pytest.raises(SystemExit) as exc:
+            fn(*args, **kwargs)
+        out = capsys.readouterr().out
+        return exc.value.code, json.loads(out)
+    return _run
