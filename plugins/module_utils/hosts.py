@@ -1,0 +1,20 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Host-level helpers: what a compute node's libvirt offers."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+def host_summary(client):
+    """client.host_info() plus object counts, as returned by host_info."""
+    summary = dict(client.host_info())
+    conn = client.conn
+    summary["domains"] = len(client.domain_names())
+    summary["running_domains"] = client.call("count running domains", None, conn.numOfDomains)
+    summary["pools"] = len(client.pool_names())
+    summary["networks"] = len(client.network_names())
+    return summary

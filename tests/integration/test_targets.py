@@ -1,0 +1,25 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run every integration target (tests/integration/targets/*) with ansible-playbook on the lab."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import subprocess
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGETS = sorted(d for d in os.listdir(os.path.join(HERE, "targets"))
+                 if os.path.isfile(os.path.join(HERE, "targets", d, "tasks", "main.yml")))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_target(lab, target):
+    res = subprocess.run(
+        ["ansible-playbook", "-i", lab.inventory, os.path.join(HERE, "target.yml"), "-e", "target=" + target],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+    print(res.stdout[-20000:])
+    assert res.returncode == 0, "target %s failed:\n%s" % (target, res.stdout[-6000:])
+    assert "failed=0" in res.stdout and "unreachable=0" in res.stdout
