@@ -19,7 +19,7 @@ description:
     how many domains, storage pools and networks it has.
   - Read-only; the connection is opened read-only.
 author:
-  - kvmfusion.compute developers
+  - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
 attributes:
@@ -37,8 +37,6 @@ seealso:
   - name: libvirt connection URIs
     description: The URI forms accepted by O(uri).
     link: https://libvirt.org/uri.html
-  - role: kvmfusion.compute.cna
-    description: Makes a Debian host a compute node.
 '''
 
 EXAMPLES = r'''

@@ -112,7 +112,7 @@ class TestParseSize:
     def test_accepted(self, value, expected):
         result = parse_size(value)
         assert result == expected
-        assert type(result) is int
+        assert isinstance(result, int) and not isinstance(result, bool)
 
     @pytest.mark.parametrize("value, reason", [
         (-1, "must not be negative"),

@@ -1,0 +1,641 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The local multi-host lab: N Debian "hosts" on this one machine.
+
+Each host is a network namespace plus fresh pid/mount/uts/ipc/cgroup namespaces in
+which the machine's own systemd boots as PID 1, with private /etc, /var, /root
+(overlays), private /run, /tmp, /dev/shm, its own machine-id, MAC, libvirt host UUID,
+SSH host key and cgroup subtree.  Hosts share one bridge (10.77.0.0/24) and one
+directory mounted at the same path everywhere (the shared datastore).  The lab writes
+an Ansible inventory so that playbooks reach lab hosts over SSH exactly as real hosts.
+
+    tools/lab up [--cna N] [--vrm N]   idempotent; boots what is missing
+    tools/lab down                     removes every trace (processes, mounts, netns, links, rules, state)
+    tools/lab status [--json]          what is up
+    tools/lab ssh HOST [CMD...]        a shell or command on a lab host
+    tools/lab inventory                path of the generated inventory
+
+State lives in $KVMF_LAB_DIR (default /srv/kvmfusion-lab): outside /etc, /var, /root
+and /tmp, because those are the lower layers or private mounts of every host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAB_DIR = os.environ.get("KVMF_LAB_DIR", "/srv/kvmfusion-lab")
+BRIDGE = "kvmflab0"
+SUBNET = ipaddress.ip_network("10.77.0.0/24")
+GATEWAY = "10.77.0.1"
+SHARED_MOUNTPOINT = "/var/lib/kvmfusion/shared"
+NETNS_PREFIX = "kvmf-"
+IPT_COMMENT = "kvmfusion-lab"
+BOOT_TIMEOUT = 60
+
+# Units of the machine image a lab host must not run: they touch the real hardware or
+# kernel (udev, sysctl, modules, clocks, consoles), belong to the machine itself
+# (databases, cluster stacks started later by roles), or are periodic noise.
+MASKED_UNITS = [
+    "systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
+    "systemd-udev-trigger.service", "systemd-udev-settle.service", "systemd-hwdb-update.service",
+    "systemd-sysctl.service", "systemd-modules-load.service", "kmod-static-nodes.service",
+    "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
+    "systemd-timesyncd.service", "systemd-networkd.service", "systemd-networkd.socket",
+    "systemd-resolved.service", "networking.service", "ifupdown-pre.service",
+    "getty@tty1.service", "serial-getty@ttyS0.service", "console-getty.service", "getty.target",
+    "systemd-remount-fs.service", "systemd-fsck-root.service", "systemd-pstore.service",
+    "systemd-firstboot.service", "systemd-machine-id-commit.service",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+    "systemd-journald-audit.socket", "swap.target",
+    "postgresql.service", "corosync.service", "pacemaker.service", "corosync-qnetd.service",
+    "docker.service", "docker.socket", "containerd.service", "uuidd.socket",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
+    "e2scrub_reap.service", "fstrim.timer", "logrotate.timer", "man-db.timer",
+    "lvm2-monitor.service", "lvm2-lvmpolld.socket", "dm-event.socket", "blk-availability.service",
+    "iscsid.socket", "iscsid.service", "open-iscsi.service", "multipathd.service", "multipathd.socket",
+    "rpcbind.service", "rpcbind.socket", "nfs-server.service", "remote-fs.target",
+]
+
+
+class LabError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, capture=True, input=None, timeout=60):
+    res = subprocess.run(cmd, input=input, text=True, timeout=timeout,
+                         stdout=subprocess.PIPE if capture else None,
+                         stderr=subprocess.PIPE if capture else None)
+    if check and res.returncode != 0:
+        err = (res.stderr or res.stdout or "").strip().replace("\n", " ")
+        raise LabError(f"{' '.join(cmd)}: exit {res.returncode}: {err}")
+    return res
+
+
+def write(path: str, text: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- layout
+def host_plan(n_cna: int, n_vrm: int) -> list[dict]:
+    hosts = []
+    for i in range(1, n_cna + 1):
+        hosts.append({"name": f"cna{i}", "group": "cna", "index": 10 + i})
+    for i in range(1, n_vrm + 1):
+        hosts.append({"name": f"vrm{i}", "group": "vrm", "index": 50 + i})
+    for h in hosts:
+        h["ip"] = str(SUBNET.network_address + h["index"])
+        h["mac"] = "02:77:00:00:00:%02x" % h["index"]
+        h["netns"] = NETNS_PREFIX + h["name"]
+        h["veth"] = NETNS_PREFIX + h["name"]
+        h["dir"] = os.path.join(LAB_DIR, "hosts", h["name"])
+    return hosts
+
+
+def load_state() -> dict:
+    try:
+        with open(os.path.join(LAB_DIR, "state.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def save_state(state: dict) -> None:
+    write(os.path.join(LAB_DIR, "state.json"), json.dumps(state, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- network
+def link_exists(name: str) -> bool:
+    return run(["ip", "link", "show", "dev", name], check=False).returncode == 0
+
+
+def netns_list() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False).stdout or ""
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def ipt_rules() -> list[list[str]]:
+    return [
+        ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
+        ["INPUT", "-i", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
+    ]
+
+
+def network_up() -> None:
+    if not link_exists(BRIDGE):
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    addrs = run(["ip", "-o", "-4", "addr", "show", "dev", BRIDGE]).stdout
+    if f"{GATEWAY}/" not in addrs:
+        run(["ip", "addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+    # Bridged lab traffic passes this namespace's FORWARD chain (bridge-nf-call-iptables).
+    for rule in ipt_rules():
+        if run(["iptables", "-C"] + rule, check=False).returncode != 0:
+            run(["iptables", "-I"] + rule)
+
+
+def network_down() -> None:
+    for rule in ipt_rules():
+        while run(["iptables", "-C"] + rule, check=False).returncode == 0:
+            run(["iptables", "-D"] + rule)
+    if link_exists(BRIDGE):
+        run(["ip", "link", "del", BRIDGE])
+
+
+def host_net_up(h: dict) -> None:
+    if h["netns"] not in netns_list():
+        run(["ip", "netns", "add", h["netns"]])
+    ns = ["ip", "-n", h["netns"]]
+    if run(ns + ["link", "show", "dev", "eth0"], check=False).returncode != 0:
+        if link_exists(h["veth"]):
+            run(["ip", "link", "del", h["veth"]])
+        run(["ip", "link", "add", h["veth"], "type", "veth", "peer", "name", "eth0",
+             "netns", h["netns"]])
+    run(ns + ["link", "set", "eth0", "address", h["mac"]])
+    addrs = run(ns + ["-o", "-4", "addr", "show", "dev", "eth0"]).stdout
+    if f"{h['ip']}/" not in addrs:
+        run(ns + ["addr", "add", f"{h['ip']}/{SUBNET.prefixlen}", "dev", "eth0"])
+    run(ns + ["link", "set", "lo", "up"])
+    run(ns + ["link", "set", "eth0", "up"])
+    run(ns + ["route", "replace", "default", "via", GATEWAY])
+    run(["ip", "link", "set", h["veth"], "master", BRIDGE])
+    run(["ip", "link", "set", h["veth"], "up"])
+
+
+def host_net_down(h: dict) -> None:
+    if h["netns"] in netns_list():
+        run(["ip", "netns", "del", h["netns"]], check=False)
+    if link_exists(h["veth"]):
+        run(["ip", "link", "del", h["veth"]], check=False)
+
+
+# ---------------------------------------------------------------------------- identity
+def ssh_material() -> dict:
+    d = os.path.join(LAB_DIR, "ssh")
+    key = os.path.join(d, "id_ed25519")
+    if not os.path.exists(key):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmfusion-lab", "-f", key])
+    return {"key": key, "pub": open(key + ".pub").read().strip(), "known_hosts": os.path.join(d, "known_hosts")}
+
+
+def host_identity(h: dict) -> None:
+    """Write the host's identity into its /etc and /root upper layers (before boot)."""
+    d = h["dir"]
+    for layer in ("etc", "var", "root"):
+        os.makedirs(os.path.join(d, f"{layer}.upper"), exist_ok=True)
+        os.makedirs(os.path.join(d, f"{layer}.work"), exist_ok=True)
+    etc = os.path.join(d, "etc.upper")
+    idfile = os.path.join(d, "identity.json")
+    if os.path.exists(idfile):
+        ident = json.load(open(idfile))
+    else:
+        mid = uuid.uuid4().hex
+        ident = {"machine_id": mid, "host_uuid": str(uuid.UUID(mid))}
+        write(idfile, json.dumps(ident) + "\n")
+    h.update(ident)
+    write(os.path.join(etc, "machine-id"), ident["machine_id"] + "\n", 0o444)
+    write(os.path.join(etc, "hostname"), h["name"] + "\n")
+    # D-Bus (and Ansible's machine_id fact) read this copy first.
+    dbus_mid = os.path.join(d, "var.upper", "lib/dbus/machine-id")
+    os.makedirs(os.path.dirname(dbus_mid), exist_ok=True)
+    if not os.path.islink(dbus_mid):
+        if os.path.exists(dbus_mid):
+            os.remove(dbus_mid)
+        os.symlink("/etc/machine-id", dbus_mid)
+    write(os.path.join(etc, "fstab"), "# lab host: nothing to mount; see tools/lab-init\n")
+    # Keep the MAC the lab assigned (udev is masked too; this is belt and braces).
+    write(os.path.join(etc, "systemd/network/99-kvmfusion-lab.link"),
+          "[Match]\nOriginalName=*\n\n[Link]\nMACAddressPolicy=none\n")
+    unitdir = os.path.join(etc, "systemd/system")
+    os.makedirs(unitdir, exist_ok=True)
+    for unit in MASKED_UNITS:
+        p = os.path.join(unitdir, unit)
+        if not os.path.islink(p):
+            if os.path.exists(p):
+                os.remove(p)
+            os.symlink("/dev/null", p)
+    # libvirt would take the host UUID from SMBIOS, which every lab host shares.
+    base = open("/etc/libvirt/libvirtd.conf").read() if os.path.exists("/etc/libvirt/libvirtd.conf") else ""
+    lines = [ln for ln in base.splitlines() if not ln.strip().startswith("host_uuid")]
+    lines.append(f'host_uuid = "{ident["host_uuid"]}"')
+    write(os.path.join(etc, "libvirt/libvirtd.conf"), "\n".join(lines) + "\n")
+    # SSH host key of its own.
+    hk = os.path.join(etc, "ssh/ssh_host_ed25519_key")
+    if not os.path.exists(hk):
+        os.makedirs(os.path.dirname(hk), exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{h['name']}", "-f", hk])
+    write(os.path.join(etc, "ssh/sshd_config.d/kvmfusion-lab.conf"),
+          "HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n"
+          "UseDNS no\nPasswordAuthentication no\n")
+    h["host_key"] = open(hk + ".pub").read().split()[:2]
+
+
+def write_shared_files(hosts: list[dict], ssh: dict) -> None:
+    hosts_lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                   f"{GATEWAY}\tlab-controller"]
+    hosts_lines += [f"{h['ip']}\t{h['name']}" for h in hosts]
+    known = [f"{h['name']},{h['ip']} {' '.join(h['host_key'])}" for h in hosts]
+    write(ssh["known_hosts"], "\n".join(known) + "\n")
+    priv = open(ssh["key"]).read()
+    for h in hosts:
+        etc = os.path.join(h["dir"], "etc.upper")
+        write(os.path.join(etc, "hosts"), "\n".join(hosts_lines + [f"127.0.1.1\t{h['name']}"]) + "\n")
+        write(os.path.join(etc, "ssh/ssh_known_hosts"), "\n".join(known) + "\n")
+        root = os.path.join(h["dir"], "root.upper", ".ssh")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)
+        write(os.path.join(root, "authorized_keys"), ssh["pub"] + "\n", 0o600)
+        write(os.path.join(root, "id_ed25519"), priv, 0o600)
+        write(os.path.join(root, "id_ed25519.pub"), ssh["pub"] + "\n", 0o644)
+
+
+def write_inventory(hosts: list[dict], ssh: dict) -> str:
+    path = os.path.join(LAB_DIR, "inventory.yml")
+    lines = ["---", "# Written by tools/lab up. Do not edit: rewritten on every up.", "all:", "  children:"]
+    for group in ("cna", "vrm"):
+        members = [h for h in hosts if h["group"] == group]
+        lines.append(f"    {group}:")
+        if not members:
+            lines.append("      hosts: {}")
+            continue
+        lines.append("      hosts:")
+        for h in members:
+            lines.append(f"        {h['name']}:")
+            lines.append(f"          ansible_host: {h['ip']}")
+    lines += [
+        "  vars:",
+        "    ansible_user: root",
+        "    ansible_python_interpreter: /usr/bin/python3",
+        f"    ansible_ssh_private_key_file: {ssh['key']}",
+        f"    ansible_ssh_common_args: >-",
+        f"      -o UserKnownHostsFile={ssh['known_hosts']} -o StrictHostKeyChecking=yes",
+        "      -o ControlMaster=auto -o ControlPersist=120s",
+        "    kvmfusion_lab: true",
+        f"    kvmfusion_shared_datastore_path: {SHARED_MOUNTPOINT}",
+    ]
+    write(path, "\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- cgroups
+def cgroup_layout() -> tuple[list[str], list[tuple[str, str]]]:
+    """(v1 hierarchy names for lab-init, [(mountpoint, our current path)] to create subtrees in)."""
+    mounts = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt, fstype, opts = line.split()[:4]
+            if fstype == "cgroup":
+                for o in opts.split(","):
+                    if o.startswith("name=") or o in ("cpu", "cpuacct", "cpuset", "memory", "devices",
+                                                     "freezer", "blkio", "pids", "net_cls", "net_prio",
+                                                     "perf_event", "hugetlb", "rdma", "misc"):
+                        mounts[o] = mnt
+            elif fstype == "cgroup2":
+                mounts[""] = mnt
+    hierarchies, dirs = [], []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            key = ctrls.split(",")[0]
+            if key not in mounts:
+                continue
+            if key:
+                hierarchies.append(ctrls if not ctrls.startswith("name=") else ctrls)
+            dirs.append((mounts[key], path))
+    return hierarchies, dirs
+
+
+def cgroup_dirs_for(name: str) -> list[str]:
+    _, dirs = cgroup_layout()
+    out = []
+    for mnt, path in dirs:
+        d = os.path.join(mnt, path.lstrip("/"), f"kvmflab-{name}")
+        if not os.path.isdir(d):
+            os.mkdir(d)
+            parent = os.path.dirname(d)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                src = os.path.join(parent, knob)
+                if os.path.exists(src) and os.path.exists(os.path.join(d, knob)):
+                    with open(src) as s, open(os.path.join(d, knob), "w") as t:
+                        t.write(s.read())
+        out.append(d)
+    return out
+
+
+def _lab_cgroups() -> list[str]:
+    _, dirs = cgroup_layout()
+    found = []
+    for mnt, path in dirs:
+        base = os.path.join(mnt, path.lstrip("/"))
+        found += [os.path.join(base, d) for d in os.listdir(base) if d.startswith("kvmflab-")]
+    return found
+
+
+def cgroup_remove(name: str) -> None:
+    _, dirs = cgroup_layout()
+    for mnt, path in dirs:
+        d = os.path.join(mnt, path.lstrip("/"), f"kvmflab-{name}")
+        if os.path.isdir(d):
+            # Children first (systemd and libvirt inside the host created them).
+            for root, subdirs, _ in sorted(os.walk(d), key=lambda t: -t[0].count("/")):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass
+
+
+# ---------------------------------------------------------------------------- hosts
+def host_pid1(h: dict, state: dict) -> int | None:
+    pid = state.get("hosts", {}).get(h["name"], {}).get("pid1")
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            zombie = "State:\tZ" in f.read()
+    except FileNotFoundError:
+        return None
+    if zombie or b"systemd" not in cmd:
+        return None
+    return pid
+
+
+def in_host(pid: int, cmd: list[str], timeout=30, check=False):
+    return run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "--"] + cmd,
+               check=check, timeout=timeout)
+
+
+def host_boot(h: dict) -> int:
+    hierarchies, _ = cgroup_layout()
+    cg = cgroup_dirs_for(h["name"])
+    shared = os.path.join(LAB_DIR, "shared")
+    os.makedirs(shared, exist_ok=True)
+
+    def enter_cgroups():
+        for d in cg:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    console = open(os.path.join(h["dir"], "console.log"), "ab")
+    cmd = ["ip", "netns", "exec", h["netns"],
+           "unshare", "--pid", "--mount", "--uts", "--ipc", "--cgroup", "--fork", "--mount-proc",
+           os.path.join(HERE, "lab-init"), h["name"], h["dir"], shared, SHARED_MOUNTPOINT,
+           " ".join(hierarchies)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                            start_new_session=True, preexec_fn=enter_cgroups)
+    # unshare --fork: its child is the host's PID 1.
+    for _ in range(100):
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                kids = f.read().split()
+        except FileNotFoundError:
+            kids = []
+        if kids:
+            return int(kids[0])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise LabError(f"host {h['name']} did not start; see {h['dir']}/console.log")
+
+
+def wait_booted(h: dict, pid: int, deadline: float) -> str:
+    state = ""
+    while time.time() < deadline:
+        res = in_host(pid, ["systemctl", "is-system-running"], timeout=10)
+        state = (res.stdout or "").strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.3)
+    else:
+        raise LabError(f"host {h['name']} did not finish booting (systemd says {state or 'nothing'}); "
+                       f"see {h['dir']}/console.log")
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((h["ip"], 22), timeout=1):
+                return state
+        except OSError:
+            time.sleep(0.2)
+    raise LabError(f"host {h['name']}: sshd does not answer on {h['ip']}:22")
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until the pids are reaped (not merely dead): zombies still pin their cgroups."""
+    deadline = time.time() + timeout
+    left = [p for p in pids if p]
+    while left and time.time() < deadline:
+        left = [p for p in left if os.path.exists(f"/proc/{p}")]
+        if left:
+            time.sleep(0.1)
+    return left
+
+
+def kill_host(h: dict, state: dict) -> list[int]:
+    """Power the host off hard; returns pids that were not reaped in time."""
+    info = state.get("hosts", {}).get(h["name"], {})
+    pid, launcher = host_pid1(h, state), info.get("launcher")
+    # Power loss: SIGKILL to the namespace's PID 1 ends every process in it; the
+    # launcher (unshare) then exits and the machine's init reaps both.
+    for p in (pid, launcher):
+        if p:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    left = _wait_gone([info.get("pid1"), launcher], 30)
+    cgroup_remove(h["name"])
+    return left
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_up(args) -> int:
+    t0 = time.time()
+    if os.geteuid() != 0:
+        raise LabError("lab up must run as root")
+    for tool in ("ip", "unshare", "nsenter", "iptables", "ssh-keygen"):
+        if not shutil.which(tool):
+            raise LabError(f"missing tool {tool!r}: run ./dev setup (apt packages) first")
+    if not os.path.exists("/lib/systemd/systemd"):
+        raise LabError("/lib/systemd/systemd not found: lab hosts boot the machine's own systemd")
+    state = load_state()
+    old = state.get("layout")
+    want = {"cna": args.cna, "vrm": args.vrm}
+    if old and old != want and any(host_pid1(h, state) for h in host_plan(old["cna"], old["vrm"])):
+        raise LabError(f"lab is up with {old}; run 'tools/lab down' before changing its size to {want}")
+    hosts = host_plan(args.cna, args.vrm)
+    os.makedirs(LAB_DIR, exist_ok=True)
+    os.chmod(LAB_DIR, 0o755)
+    ssh = ssh_material()
+    network_up()
+    for h in hosts:
+        host_identity(h)
+    write_shared_files(hosts, ssh)
+    state.setdefault("hosts", {})
+    state["layout"] = want
+    booted = []
+    for h in hosts:
+        host_net_up(h)
+        if host_pid1(h, state):
+            continue
+        pid = host_boot(h)
+        launcher_pid = int(open(f"/proc/{pid}/stat").read().split()[3])
+        state["hosts"][h["name"]] = {"pid1": pid, "launcher": launcher_pid, "ip": h["ip"]}
+        save_state(state)
+        booted.append((h, pid))
+    deadline = time.time() + BOOT_TIMEOUT
+    for h, pid in booted:
+        st = wait_booted(h, pid, deadline)
+        if st == "degraded":
+            failed = in_host(pid, ["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
+            log(f"{h['name']}: degraded: {failed.replace(chr(10), '; ')}")
+    inv = write_inventory(hosts, ssh)
+    save_state(state)
+    log(f"up: {len(hosts)} hosts ({len(booted)} booted) in {time.time() - t0:.1f}s; inventory {inv}")
+    print(inv)
+    return 0
+
+
+def lab_processes() -> list[str]:
+    """Processes still in any lab namespace (or zombies of our launchers)."""
+    found = []
+    nets = [n for n in netns_list() if n.startswith(NETNS_PREFIX)]
+    for n in nets:
+        pids = (run(["ip", "netns", "pids", n], check=False).stdout or "").split()
+        found += [f"{p} (netns {n})" for p in pids]
+    return found
+
+
+def cmd_down(args) -> int:
+    state = load_state()
+    layout = state.get("layout") or {"cna": 0, "vrm": 0}
+    hosts = host_plan(layout.get("cna", 0), layout.get("vrm", 0))
+    names = {h["name"] for h in hosts}
+    # Anything named like a lab host, even from an interrupted run.
+    for n in netns_list():
+        if n.startswith(NETNS_PREFIX) and n[len(NETNS_PREFIX):] not in names:
+            extra = n[len(NETNS_PREFIX):]
+            hosts.append({"name": extra, "netns": n, "veth": n, "dir": os.path.join(LAB_DIR, "hosts", extra)})
+    unreaped = []
+    for h in hosts:
+        unreaped += kill_host(h, state)
+    for n in netns_list():
+        if n.startswith(NETNS_PREFIX):
+            for p in (run(["ip", "netns", "pids", n], check=False).stdout or "").split():
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    time.sleep(0.2)
+    for h in hosts:
+        host_net_down(h)
+    network_down()
+    leftovers = lab_processes() + [f"{p} (not reaped)" for p in unreaped]
+    if os.path.isdir(LAB_DIR):
+        shutil.rmtree(LAB_DIR, ignore_errors=True)
+    leftovers += [d for d in _lab_cgroups()]
+    if leftovers:
+        raise LabError("left behind in lab namespaces: " + ", ".join(leftovers))
+    log("down: nothing of the lab is left")
+    return 0
+
+
+def cmd_status(args) -> int:
+    state = load_state()
+    layout = state.get("layout")
+    report = {"lab_dir": LAB_DIR, "bridge": link_exists(BRIDGE), "hosts": []}
+    if layout:
+        for h in host_plan(layout["cna"], layout["vrm"]):
+            pid = host_pid1(h, state)
+            entry = {"name": h["name"], "group": h["group"], "ip": h["ip"], "pid1": pid,
+                     "netns": h["netns"] in netns_list(), "systemd": None, "ssh": False}
+            if pid:
+                entry["systemd"] = (in_host(pid, ["systemctl", "is-system-running"], timeout=10).stdout or "").strip()
+                try:
+                    with socket.create_connection((h["ip"], 22), timeout=1):
+                        entry["ssh"] = True
+                except OSError:
+                    pass
+            report["hosts"].append(entry)
+        report["inventory"] = os.path.join(LAB_DIR, "inventory.yml")
+    up = bool(report["hosts"]) and all(e["ssh"] for e in report["hosts"])
+    report["up"] = up
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        if not report["hosts"]:
+            print("lab: down")
+        for e in report["hosts"]:
+            print(f"{e['name']:6} {e['group']:4} {e['ip']:12} pid1={e['pid1'] or '-':<8} "
+                  f"systemd={e['systemd'] or '-':10} ssh={'up' if e['ssh'] else 'down'}")
+    return 0 if up else 3
+
+
+def cmd_ssh(args) -> int:
+    inv = os.path.join(LAB_DIR, "inventory.yml")
+    if not os.path.exists(inv):
+        raise LabError("the lab is not up (no inventory)")
+    state = load_state()
+    ip = state.get("hosts", {}).get(args.host, {}).get("ip")
+    if not ip:
+        raise LabError(f"no lab host {args.host!r}")
+    cmd = ["ssh", "-i", os.path.join(LAB_DIR, "ssh/id_ed25519"),
+           "-o", f"UserKnownHostsFile={os.path.join(LAB_DIR, 'ssh/known_hosts')}",
+           "-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=" + args.host, f"root@{ip}"] + args.command
+    os.execvp("ssh", cmd)
+
+
+def cmd_inventory(args) -> int:
+    inv = os.path.join(LAB_DIR, "inventory.yml")
+    if not os.path.exists(inv):
+        raise LabError("the lab is not up (no inventory)")
+    print(inv)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring the lab up (idempotent)")
+    up.add_argument("--cna", type=int, default=int(os.environ.get("KVMF_LAB_CNA", 2)))
+    up.add_argument("--vrm", type=int, default=int(os.environ.get("KVMF_LAB_VRM", 1)))
+    sub.add_parser("down", help="remove everything the lab created")
+    st = sub.add_parser("status", help="show what is up (exit 0 only when every host answers SSH)")
+    st.add_argument("--json", action="store_true")
+    s = sub.add_parser("ssh", help="ssh to a lab host")
+    s.add_argument("host")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("inventory", help="print the inventory path")
+    args = p.parse_args(argv)
+    if args.cmd == "up" and not (1 <= args.cna <= 8 and 0 <= args.vrm <= 2):
+        p.error("--cna must be 1..8 and --vrm 0..2")
+    try:
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "ssh": cmd_ssh,
+                "inventory": cmd_inventory}[args.cmd](args)
+    except (LabError, subprocess.TimeoutExpired) as e:
+        print(f"lab: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
