@@ -78,7 +78,7 @@ def log(msg: str) -> None:
 
 
 def run(cmd, check=True, capture=True, input=None, timeout=60):
-    res = subprocess.run(cmd, input=input, text=True, timeout=timeout,
+    res = subprocess.run(cmd, input=input, text=True, timeout=timeout, check=False,
                          stdout=subprocess.PIPE if capture else None,
                          stderr=subprocess.PIPE if capture else None)
     if check and res.returncode != 0:
@@ -288,7 +288,7 @@ def write_inventory(hosts: list[dict], ssh: dict) -> str:
         "    ansible_user: root",
         "    ansible_python_interpreter: /usr/bin/python3",
         f"    ansible_ssh_private_key_file: {ssh['key']}",
-        f"    ansible_ssh_common_args: >-",
+        "    ansible_ssh_common_args: >-",
         f"      -o UserKnownHostsFile={ssh['known_hosts']} -o StrictHostKeyChecking=yes",
         "      -o ControlMaster=auto -o ControlPersist=120s",
         "    kvmfusion_lab: true",
@@ -299,6 +299,10 @@ def write_inventory(hosts: list[dict], ssh: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- cgroups
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+                  "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc")
+
+
 def cgroup_layout() -> tuple[list[str], list[tuple[str, str]]]:
     """(v1 hierarchy names for lab-init, [(mountpoint, our current path)] to create subtrees in)."""
     mounts = {}
@@ -307,16 +311,14 @@ def cgroup_layout() -> tuple[list[str], list[tuple[str, str]]]:
             dev, mnt, fstype, opts = line.split()[:4]
             if fstype == "cgroup":
                 for o in opts.split(","):
-                    if o.startswith("name=") or o in ("cpu", "cpuacct", "cpuset", "memory", "devices",
-                                                     "freezer", "blkio", "pids", "net_cls", "net_prio",
-                                                     "perf_event", "hugetlb", "rdma", "misc"):
+                    if o.startswith("name=") or o in V1_CONTROLLERS:
                         mounts[o] = mnt
             elif fstype == "cgroup2":
                 mounts[""] = mnt
     hierarchies, dirs = [], []
     with open("/proc/self/cgroup") as f:
         for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            ctrls, path = line.rstrip("\n").split(":", 2)[1:]
             key = ctrls.split(",")[0]
             if key not in mounts:
                 continue
@@ -327,7 +329,7 @@ def cgroup_layout() -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def cgroup_dirs_for(name: str) -> list[str]:
-    _, dirs = cgroup_layout()
+    dirs = cgroup_layout()[1]
     out = []
     for mnt, path in dirs:
         d = os.path.join(mnt, path.lstrip("/"), f"kvmflab-{name}")
@@ -344,7 +346,7 @@ def cgroup_dirs_for(name: str) -> list[str]:
 
 
 def _lab_cgroups() -> list[str]:
-    _, dirs = cgroup_layout()
+    dirs = cgroup_layout()[1]
     found = []
     for mnt, path in dirs:
         base = os.path.join(mnt, path.lstrip("/"))
@@ -353,12 +355,12 @@ def _lab_cgroups() -> list[str]:
 
 
 def cgroup_remove(name: str) -> None:
-    _, dirs = cgroup_layout()
+    dirs = cgroup_layout()[1]
     for mnt, path in dirs:
         d = os.path.join(mnt, path.lstrip("/"), f"kvmflab-{name}")
         if os.path.isdir(d):
             # Children first (systemd and libvirt inside the host created them).
-            for root, subdirs, _ in sorted(os.walk(d), key=lambda t: -t[0].count("/")):
+            for root in sorted((w[0] for w in os.walk(d)), key=lambda r: -r.count("/")):
                 try:
                     os.rmdir(root)
                 except OSError:
@@ -388,7 +390,7 @@ def in_host(pid: int, cmd: list[str], timeout=30, check=False):
 
 
 def host_boot(h: dict) -> int:
-    hierarchies, _ = cgroup_layout()
+    hierarchies = cgroup_layout()[0]
     cg = cgroup_dirs_for(h["name"])
     shared = os.path.join(LAB_DIR, "shared")
     os.makedirs(shared, exist_ok=True)
@@ -406,7 +408,7 @@ def host_boot(h: dict) -> int:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                             start_new_session=True, preexec_fn=enter_cgroups)
     # unshare --fork: its child is the host's PID 1.
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
                 kids = f.read().split()
@@ -553,7 +555,7 @@ def cmd_down(args) -> int:
     leftovers = lab_processes() + [f"{p} (not reaped)" for p in unreaped]
     if os.path.isdir(LAB_DIR):
         shutil.rmtree(LAB_DIR, ignore_errors=True)
-    leftovers += [d for d in _lab_cgroups()]
+    leftovers += _lab_cgroups()
     if leftovers:
         raise LabError("left behind in lab namespaces: " + ", ".join(leftovers))
     log("down: nothing of the lab is left")
@@ -614,7 +616,7 @@ def cmd_inventory(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="bring the lab up (idempotent)")
     up.add_argument("--cna", type=int, default=int(os.environ.get("KVMF_LAB_CNA", 2)))
