@@ -1,0 +1,76 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab's own life cycle: up is idempotent, status tells, down leaves nothing.
+
+Covers: 'up' from nothing boots every host to systemd 'running' with SSH; a second
+'up' boots nothing; after 'down', 'ip netns list', 'mount', 'ip link', iptables, the
+cgroup tree and the process list show nothing of the lab, and its state is gone.
+Ends with the lab down. Boot time is printed, never asserted (bench/lab_up.py measures it).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAB = os.path.join(ROOT, "tools", "lab")
+LAB_DIR = os.environ.get("KVMF_LAB_DIR", "/srv/kvmfusion-lab")
+
+
+def sh(*cmd):
+    return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+
+
+def traces():
+    """Everything of the lab visible from the machine, by the commands a person would use."""
+    found = []
+    found += ["netns " + n for n in sh("ip", "netns", "list").stdout.split() if n.startswith("kvmf-")]
+    found += ["mount " + line for line in sh("mount").stdout.splitlines()
+              if "lab-" in line.split(" on ")[0] or "kvmfusion-lab" in line]
+    found += ["link " + line for line in sh("ip", "-o", "link").stdout.splitlines() if "kvmf" in line]
+    found += ["iptables " + line for line in sh("iptables", "-S").stdout.splitlines() if "kvmfusion-lab" in line]
+    found += ["process " + line for line in sh("ps", "-eo", "pid,stat,args").stdout.splitlines()
+              if "lab-init" in line or "kvmfusion-lab" in line]
+    for base, dirs, _files in os.walk("/sys/fs/cgroup"):
+        found += ["cgroup " + os.path.join(base, d) for d in dirs if d.startswith("kvmflab-")]
+        if base.count("/") > 6:
+            dirs[:] = []
+    if os.path.exists(LAB_DIR):
+        found.append("state " + LAB_DIR)
+    return found
+
+
+def test_up_is_idempotent_and_down_leaves_nothing():
+    assert sh(LAB, "down").returncode == 0
+    assert traces() == []
+
+    t0 = time.time()
+    up = sh(LAB, "up", "--cna", "2", "--vrm", "1")
+    boot = time.time() - t0
+    assert up.returncode == 0, up.stderr
+    print("lab up (2 CNA + 1 VRM) from nothing: %.1fs" % boot)
+    assert "(3 booted)" in up.stderr
+
+    status = sh(LAB, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert sorted(h["name"] for h in report["hosts"]) == ["cna1", "cna2", "vrm1"]
+    assert all(h["systemd"] == "running" and h["ssh"] for h in report["hosts"]), report
+    pids = [h["pid1"] for h in report["hosts"]]
+
+    again = sh(LAB, "up", "--cna", "2", "--vrm", "1")
+    assert again.returncode == 0 and "(0 booted)" in again.stderr
+    assert [h["pid1"] for h in json.loads(sh(LAB, "status", "--json").stdout)["hosts"]] == pids
+
+    resize = sh(LAB, "up", "--cna", "3")
+    assert resize.returncode != 0 and "down" in resize.stderr
+
+    down = sh(LAB, "down")
+    assert down.returncode == 0, down.stderr
+    assert traces() == []
+    assert all(not os.path.exists("/proc/%d" % p) for p in pids)
+    assert sh(LAB, "status").returncode != 0
