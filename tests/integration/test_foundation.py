@@ -6,12 +6,15 @@ Covers: every lab host boots systemd with its own machine-id, MAC and libvirt ho
 UUID; one CNA reaches another's libvirt over qemu+ssh; the shared datastore is one
 directory on every host while /tmp is private; a throwaway domain is defined,
 started, inspected and removed on each CNA through the collection's client, and its
-QEMU process runs inside that CNA only.
+QEMU process runs inside that CNA only; while a VM runs from a shared-datastore disk,
+virtlockd (set up by the cna role) holds that disk's lease in the shared lockspace so
+no other CNA can take it, and a second VM on another CNA cannot start on the disk.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import hashlib
 import os
 import uuid
 import xml.etree.ElementTree as ET
@@ -60,7 +63,7 @@ def test_shared_datastore_is_shared_and_tmp_is_private(lab):
         lab.ssh(cnas[0], "rm -f %s/%s /tmp/%s" % (SHARED, marker, marker))
 
 
-def _domain_xml(name, domain_type):
+def _domain_xml(name, domain_type, disk=None):
     dom = ET.Element("domain", type=domain_type)
     ET.SubElement(dom, "name").text = name
     ET.SubElement(dom, "memory", unit="MiB").text = "64"
@@ -69,6 +72,11 @@ def _domain_xml(name, domain_type):
     ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
     devices = ET.SubElement(dom, "devices")
     ET.SubElement(devices, "serial", type="pty")
+    if disk:
+        d = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type="raw")
+        ET.SubElement(d, "source", file=disk)
+        ET.SubElement(d, "target", dev="vda", bus="virtio")
     return xmlutil.tostring(dom)
 
 
@@ -117,3 +125,49 @@ def test_client_errors_name_object_and_uri(lab):
     msg = str(err.value)
     assert "\n" not in msg
     assert "domain 'bad'" in msg and lab.hosts[cna]["ip"] in msg
+
+
+_TRY_LOCK = ("python3 -c 'import fcntl,sys\n"
+             "try: fcntl.lockf(open(sys.argv[1],\"r+\"), fcntl.LOCK_EX | fcntl.LOCK_NB); print(\"free\")\n"
+             "except FileNotFoundError: print(\"gone\")\n"
+             "except BlockingIOError: print(\"held\")' %s")
+
+
+def test_virtlockd_keeps_a_shared_disk_to_one_running_vm(lab):
+    cna1, cna2 = lab.group("cna")[:2]
+    tag = uuid.uuid4().hex[:8]
+    disk = "%s/kvmf-lock-%s.img" % (SHARED, tag)
+    names = {cna1: "kvmf-lock-a-%s" % tag, cna2: "kvmf-lock-b-%s" % tag}
+    lab.ssh(cna1, "truncate -s 16M %s" % disk)
+    clients = {h: Client(lab.uri(h)) for h in (cna1, cna2)}
+    try:
+        for h, c in clients.items():
+            c.define_domain(_domain_xml(names[h], c.host_info()["domain_types"][0], disk=disk))
+        first = clients[cna1].domain(names[cna1])
+        clients[cna1].call("start", "domain", first.create)
+        assert first.isActive()
+        second = clients[cna2].domain(names[cna2])
+        with pytest.raises(LibvirtClientError) as err:
+            clients[cna2].call("start", "domain '%s'" % names[cna2], second.create)
+        print("second start refused: %s" % err.value)
+        assert "lock" in str(err.value).lower()
+        assert not second.isActive()
+        # The refusal above may come from QEMU's own image lock; the lease proves virtlockd's.
+        lease = "%s/.lockspace/%s" % (SHARED, hashlib.sha256(disk.encode()).hexdigest())
+        assert lab.ssh(cna2, "test -f %s" % lease, check=False).returncode == 0, "no virtlockd lease " + lease
+        assert lab.ssh(cna2, _TRY_LOCK % lease, check=False).stdout.strip() == "held"
+        # Released when the first VM stops: the disk can move to the other CNA.
+        first.destroy()
+        assert lab.ssh(cna2, _TRY_LOCK % lease, check=False).stdout.strip() in ("free", "gone")
+        clients[cna2].call("start", "domain '%s'" % names[cna2], second.create)
+        assert second.isActive()
+        second.destroy()
+    finally:
+        for h, c in clients.items():
+            dom = c.domain(names[h])
+            if dom is not None:
+                if dom.isActive():
+                    dom.destroy()
+                c.undefine_domain(names[h])
+            c.close()
+        lab.ssh(cna1, "rm -f %s" % disk)
