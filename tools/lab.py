@@ -60,7 +60,7 @@ MASKED_UNITS = [
     "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
     "systemd-journald-audit.socket", "swap.target",
     "postgresql.service", "corosync.service", "pacemaker.service", "corosync-qnetd.service",
-    "docker.service", "docker.socket", "containerd.service", "uuidd.socket",
+    "docker.service", "docker.socket", "containerd.service", "uuidd.socket", "tgt.service",
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
     "e2scrub_reap.service", "fstrim.timer", "logrotate.timer", "man-db.timer",
     "lvm2-monitor.service", "lvm2-lvmpolld.socket", "dm-event.socket", "blk-availability.service",

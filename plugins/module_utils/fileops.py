@@ -168,7 +168,8 @@ def _seek_holes(path, fd, size):
     """Holes in [0, size) by SEEK_DATA/SEEK_HOLE (ext4 and xfs count unwritten extents as holes too)."""
     seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
     if seek_data is None:
-        return [(os.fstat(fd).st_size, size)] if os.fstat(fd).st_size < size else []
+        end = os.fstat(fd).st_size
+        return [(end, size)] if end < size else []
     holes, pos = [], 0
     while pos < size:
         try:

@@ -13,7 +13,7 @@ module: datastore
 short_description: Manage a datastore (a libvirt storage pool) on a compute node
 version_added: 0.1.0
 description:
-  - A datastore is where virtual disks live: a directory on local disk or on a path the host already
+  - A datastore is where virtual disks live, for example a directory on local disk or on a path the host already
     mounts, an NFS export, an iSCSI LUN set, an LVM volume group, or the LUNs behind a SCSI or Fibre
     Channel adapter. On each compute node (CNA) it is a libvirt storage pool.
   - A datastore declared O(shared=true) gets the same UUID on every CNA it is defined on (derived from
@@ -42,7 +42,7 @@ attributes:
 options:
   name:
     description:
-      - Datastore name, the same on every CNA. Letters, digits and C(_ . : + -); no C(/) or C(..).
+      - Datastore name, the same on every CNA. Letters, digits and C(_), C(.), C(:), C(+), C(-); no C(/) or C(..).
     type: str
     required: true
   type:

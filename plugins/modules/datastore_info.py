@@ -133,8 +133,8 @@ def run(m):
     else:
         pools = [client.pool(n) for n in client.pool_names()]
     host = client.call("read host name", None, client.conn.getHostname)
-    m.exit(changed=False, host=host, datastores=sorted((facts(client, p) for p in pools if p is not None),
-                                                        key=lambda d: d["name"]))
+    found = sorted((facts(client, p) for p in pools if p is not None), key=lambda d: d["name"])
+    m.exit(changed=False, host=host, datastores=found)
 
 
 def main():
