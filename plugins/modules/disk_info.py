@@ -1,0 +1,136 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: disk_info
+short_description: Report virtual disks of a compute node
+version_added: 0.1.0
+description:
+  - Lists the virtual disks (volumes) in the running datastores of the CNA O(uri) points to, with path,
+    format, provisioning type, virtual size, allocated bytes, backing chain and the VMs they are attached to
+    (target, bus, mode, QoS).
+  - With O(vm), lists the disks of that VM, including raw device mappings and files outside any datastore.
+  - Provisioning is read from the file when the module runs on the CNA holding it (the intent recorded by
+    M(kvmfusion.compute.disk), else detected from the file's extents); from a remote URI it is C(thin) or C(thick).
+author:
+  - kvmfusion.compute developers (@kvmfusion)
+extends_documentation_fragment:
+  - kvmfusion.compute.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Reports no changes.
+  idempotent:
+    support: full
+    description: Never changes anything.
+options:
+  datastore:
+    description: Only disks of this datastore.
+    type: str
+  name:
+    description: Only the disk of this name.
+    type: str
+  vm:
+    description: Only disks attached to this VM (including ones outside datastores).
+    type: str
+seealso:
+  - module: kvmfusion.compute.disk
+'''
+
+EXAMPLES = r'''
+- name: Every disk of each CNA
+  kvmfusion.compute.disk_info:
+  register: all_disks
+
+- name: The disks of web1
+  kvmfusion.compute.disk_info:
+    vm: web1
+  register: web1_disks
+
+- name: Find thin disks on the shared datastore
+  ansible.builtin.debug:
+    msg: "{{ all_disks.disks | selectattr('datastore', 'equalto', 'shared') | selectattr('provisioning', 'equalto', 'thin') | map(attribute='name') }}"
+'''
+
+RETURN = r'''
+disks:
+  description: The disks, by datastore and name.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    datastore:
+      description: Datastore name; null for a disk outside any datastore.
+      type: str
+      sample: shared
+    name:
+      description: Volume name; null outside datastores.
+      type: str
+      sample: web1-data.qcow2
+    path:
+      description: File or device path on the CNA.
+      type: str
+      sample: /var/lib/kvmfusion/shared/web1-data.qcow2
+    format:
+      description: Image format.
+      type: str
+      sample: qcow2
+    provisioning:
+      description: V(thin), V(thick_lazy_zeroed) or V(thick_eager_zeroed) (V(thin) or V(thick) when read remotely).
+      type: str
+      sample: thin
+    size:
+      description: Virtual size in bytes.
+      type: int
+      sample: 21474836480
+    allocation:
+      description: Bytes allocated on the datastore.
+      type: int
+      sample: 196608
+    backing_chain:
+      description: Backing files below this disk, nearest first (linked clones and snapshots).
+      type: list
+      elements: dict
+      sample: [{path: /var/lib/kvmfusion/shared/base.qcow2, format: qcow2}]
+    attached:
+      description: Attachments on this CNA.
+      type: list
+      elements: dict
+      sample: [{vm: web1, target: vdb, bus: virtio, mode: persistent, readonly: false, iotune: {}}]
+    rdm:
+      description: Whether this is a raw device mapping.
+      type: bool
+      sample: false
+'''
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks
+
+
+def run(m):
+    p = m.params
+    for key, kind in (("datastore", "datastore"), ("name", "disk"), ("vm", "VM")):
+        if p[key]:
+            m.validate_name(p[key], kind=kind)
+    found = disks.inventory(m.client, disks.is_local_uri(m.uri), datastore=p["datastore"], name=p["name"], vm=p["vm"])
+    m.exit(changed=False, disks=found)
+
+
+def main():
+    m = KvmfModule(dict(datastore=dict(type="str"), name=dict(type="str"), vm=dict(type="str")),
+                   supports_check_mode=True, readonly=True)
+    m.run(run)
+
+
+if __name__ == "__main__":
+    main()
