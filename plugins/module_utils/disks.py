@@ -38,6 +38,7 @@ VOL_RESIZE_ALLOCATE = 1
 BLOCK_RESIZE_BYTES = 1
 METADATA_ELEMENT = 2
 XML_INACTIVE = 2
+UNPLUG_WAIT = 10
 _TARGET = re.compile(r"^(vd|sd|hd)[a-z]{1,2}$")
 
 
@@ -88,6 +89,10 @@ def desired_state(p):
         if p.get(key) is not None and p[key] not in choices:
             raise ValueError("disk '%s': %s must be one of %s" % (d["name"], key, ", ".join(choices)))
         d[key] = p.get(key)
+    if d["rdm"]:
+        # SCSI pass-through to a LUN: no host page cache in between.
+        d["cache"] = d["cache"] or "none"
+        d["io"] = d["io"] or "native"
     if d["io"] == "native" and d["cache"] not in ("none", "directsync"):
         raise ValueError("disk '%s': io=native needs cache=none or cache=directsync (QEMU refuses it otherwise)" % d["name"])
     d["readonly"] = bool(p.get("readonly"))
@@ -237,8 +242,8 @@ def choose_target(existing, bus):
 def disk_element(d, path, fmt, target):
     """The domain <disk> for an attachment (ElementTree; the one builder used by disk and vm)."""
     if d["rdm"]:
-        el = ET.Element("disk", type="block", device="lun", sgio="unfiltered")
-        ET.SubElement(el, "driver", name="qemu", type="raw", cache=d["cache"] or "none", io=d["io"] or "native")
+        el = ET.Element("disk", type="block", device="lun")
+        ET.SubElement(el, "driver", name="qemu", type="raw", cache=d["cache"], io=d["io"])
         ET.SubElement(el, "source", dev=d["rdm"])
     else:
         el = ET.Element("disk", type="file", device="disk")
@@ -265,13 +270,16 @@ def disk_element(d, path, fmt, target):
     return el
 
 
-def _metadata_xml(modes):
-    root = ET.Element("{%s}disks" % META_NS)
+def _metadata_element(modes, namespaced=True):
+    """The disk-mode record; setMetadata wants it bare (libvirt adds the namespace), a definition namespaced."""
+    def tag(t):
+        return "{%s}%s" % (META_NS, t) if namespaced else t
+    root = ET.Element(tag("disks"))
     for src in sorted(modes):
         if modes[src] != "persistent":
-            ET.SubElement(root, "{%s}disk" % META_NS, source=src, mode=modes[src])
+            ET.SubElement(root, tag("disk"), source=src, mode=modes[src])
     ET.register_namespace(META_KEY, META_NS)
-    return xmlutil.tostring(root)
+    return root
 
 
 class DiskManager(object):
@@ -287,6 +295,7 @@ class DiskManager(object):
         self.actions = []
         self.reboot_required = False
         self.stats = {"zeroed_bytes": 0, "zero_seconds": 0.0}
+        self.warnings = []
 
     # helpers ------------------------------------------------------------
     def _zero(self, path, size=None):
@@ -396,7 +405,8 @@ class DiskManager(object):
                 if prov != "thin":
                     fileops.reserve(path, d["size"])
             if prov == "thick_eager_zeroed":
-                self._zero(path, d["size"])
+                # A qcow2 file is longer than its virtual size (metadata): zero the whole file.
+                self._zero(path, d["size"] if fmt == "raw" else None)
             if self.local:
                 fileops.set_intent(path, prov)
             self._refresh(pool, d["datastore"])
@@ -528,6 +538,19 @@ class DiskManager(object):
         self._refresh(pool, d["datastore"])
 
     # attachment -------------------------------------------------------
+    def precheck_attachment(self, d, path):
+        """Everything about the attachment that can be refused, checked before the volume is touched."""
+        self._domain(d["vm"])
+        if not d["attached"] or not d["target"]:
+            return
+        for el, src, _mode in attached_disks(self.client, d["vm"], inactive=True):
+            tgt = xmlutil.find_attr(el, "target", "dev")
+            if src == path and tgt != d["target"]:
+                raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
+                                 % (d["name"], d["vm"], tgt, d["target"]))
+            if tgt == d["target"] and src != path:
+                raise ValueError("VM %s already has a disk at %s (%s)" % (d["vm"], d["target"], src))
+
     def ensure_attached(self, d, path, fmt):
         """Attach or update the disk on d['vm']. Returns (before, after) attachment views."""
         dom = self._domain(d["vm"])
@@ -577,31 +600,38 @@ class DiskManager(object):
         modes[path] = mode
         flags = AFFECT_CONFIG | (AFFECT_LIVE if live else 0)
         self.client.call("record disk modes of", "VM '%s'" % dom.name(), dom.setMetadata, METADATA_ELEMENT,
-                         _metadata_xml(modes), META_KEY, META_NS, flags)
+                         xmlutil.tostring(_metadata_element(modes, namespaced=False)), META_KEY, META_NS, flags)
 
     def _update_attachment(self, d, dom, running, path, fmt, before, want):
-        vm = d["vm"]
         changed_keys = sorted(k for k in want if want[k] != before[k])
-        live_only_iotune = changed_keys == ["iotune"]
-        if running and live_only_iotune:
-            self._act("set QoS live and persistent", self._set_iotune, dom, before["target"], want["iotune"], True)
-            return
-        if changed_keys == ["mode"] and "independent_nonpersistent" not in (before["mode"], want["mode"]):
-            # persistent <-> independent_persistent is bookkeeping for snapshots: metadata only.
-            self._act("set mode %s" % want["mode"], self._set_mode, dom, path, want["mode"], running)
-            return
-        self._act("update %s in the persistent config" % ", ".join(changed_keys), self._redefine_disk,
-                  dom, path, disk_element(d, path, fmt, before["target"]), want["mode"])
-        if running:
-            if "iotune" in changed_keys:
-                self._act("set QoS live", self._set_iotune, dom, before["target"], want["iotune"], False)
-            if [k for k in changed_keys if k != "iotune"]:
+        # persistent <-> independent_persistent is bookkeeping for snapshots (metadata), QoS applies live;
+        # anything else changes the device, which QEMU cannot do live: persistent config + reboot.
+        meta_mode = "mode" in changed_keys and "independent_nonpersistent" not in (before["mode"], want["mode"])
+        device_keys = [k for k in changed_keys if k != "iotune" and not (k == "mode" and meta_mode)]
+        target = before["target"]
+        if device_keys:
+            self._act("update %s in the persistent config" % ", ".join(changed_keys), self._redefine_disk,
+                      dom, path, disk_element(d, path, fmt, target), want["mode"])
+            if running:
                 self.reboot_required = True
+                if "iotune" in changed_keys:
+                    self._act("set QoS live", self._set_iotune, dom, target, want["iotune"], True, False)
+                if meta_mode:
+                    self._act("set mode %s live" % want["mode"], self._set_mode, dom, path, want["mode"], True)
+            return
+        if "iotune" in changed_keys:
+            self._act("set QoS%s" % (" live and persistent" if running else ""), self._set_iotune, dom, target,
+                      want["iotune"], running, True)
+        if meta_mode:
+            self._act("set mode %s" % want["mode"], self._set_mode, dom, path, want["mode"], running)
 
-    def _set_iotune(self, dom, target, iotune, config):
+    def _set_iotune(self, dom, target, iotune, live, config):
         params = dict((k, int(iotune.get(k, 0))) for k in IOTUNE_KEYS)
-        flags = AFFECT_LIVE | (AFFECT_CONFIG if config else 0)
-        self.client.call("set QoS of", "VM '%s' disk %s" % (dom.name(), target), dom.setBlockIoTune, target, params, flags)
+        obj = "VM '%s' disk %s" % (dom.name(), target)
+        # libvirt takes LIVE and CONFIG for block I/O tuning one at a time.
+        for flag, wanted in ((AFFECT_LIVE, live), (AFFECT_CONFIG, config)):
+            if wanted:
+                self.client.call("set QoS of", obj, dom.setBlockIoTune, target, params, flag)
 
     def _redefine_disk(self, dom, path, new_el, mode):
         root = xmlutil.parse(self.client.domain_xml(dom.name(), inactive=True))
@@ -621,7 +651,7 @@ class DiskManager(object):
             meta = ET.SubElement(root, "metadata")
         for old in meta.findall("{%s}disks" % META_NS):
             meta.remove(old)
-        meta.append(xmlutil.parse(_metadata_xml(modes)))
+        meta.append(_metadata_element(modes))
         self.client.define_domain(xmlutil.tostring(root))
 
     def detach(self, vm, path, target=None):
@@ -629,13 +659,32 @@ class DiskManager(object):
         running = bool(self.client.call("read state of", "VM '%s'" % vm, dom.isActive))
         found = [(el, mode) for el, src, mode in attached_disks(self.client, vm, inactive=True) if src == path]
         live_found = [el for el, src, _m in attached_disks(self.client, vm, inactive=False) if src == path] if running else []
-        if not found and not live_found:
+        if not found:
+            if live_found:
+                # Detached from the definition already; the running guest has not let go of it yet.
+                self._pending_unplug(vm, path)
             return None
-        el, mode = found[0] if found else (live_found[0], "persistent")
+        el, mode = found[0]
         before = attachment_view(el, mode)
-        self._act("detach %s from VM %s" % (before["target"], vm), self._detach, dom, el, bool(found),
-                  bool(live_found), path)
+        self._act("detach %s from VM %s" % (before["target"], vm), self._detach, dom, el, True, bool(live_found), path)
+        if live_found and not self.check_mode and not self._wait_unplugged(vm, path, UNPLUG_WAIT):
+            self._pending_unplug(vm, path)
         return before
+
+    def _wait_unplugged(self, vm, path, seconds):
+        """Live unplug needs the guest's consent (ACPI); give it a moment."""
+        deadline = time.time() + seconds
+        while True:
+            if not [1 for _el, src, _m in attached_disks(self.client, vm, inactive=False) if src == path]:
+                return True
+            if time.time() >= deadline:
+                return False
+            time.sleep(0.5)
+
+    def _pending_unplug(self, vm, path):
+        self.reboot_required = True
+        self.warnings.append("VM %s has not released %s yet (its guest did not acknowledge the unplug); it is gone "
+                             "from the VM's definition and disappears at the VM's next power off" % (vm, path))
 
     def _detach(self, dom, el, config, live, path):
         flags = (AFFECT_CONFIG if config else 0) | (AFFECT_LIVE if live else 0)

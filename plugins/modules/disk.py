@@ -314,10 +314,12 @@ def run(m):
     elif p["state"] == "absent":
         vol_before = mgr.delete_volume(d, force=p["force"])
     else:
-        vol_before, vol_after = mgr.ensure_volume(d)
         if d["vm"]:
             pool, vol, cur = mgr.volume_state(d)
             path = cur["path"] if cur else mgr._pool_path(pool, d)  # pylint: disable=protected-access
+            mgr.precheck_attachment(d, path)
+        vol_before, vol_after = mgr.ensure_volume(d)
+        if d["vm"]:
             fmt = cur["format"] if cur else vol_after["format"]
             if d["attached"]:
                 att_before, att_after = mgr.ensure_attached(d, path, fmt)
@@ -334,6 +336,8 @@ def run(m):
     elif d["rdm"] and not m.check_mode:
         found = [x for x in disks.inventory(m.client, mgr.local, vm=d["vm"]) if x["path"] == d["rdm"]]
         info = found[0] if found else None
+    for w in mgr.warnings:
+        m.warn(w)
     stats = mgr.stats
     throughput = int(stats["zeroed_bytes"] / stats["zero_seconds"]) if stats["zero_seconds"] > 0 else 0
     m.exit(changed=bool(mgr.actions), before=before, after=after, disk=info, actions=mgr.actions,
