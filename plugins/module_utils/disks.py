@@ -330,9 +330,18 @@ class DiskManager(object):
         return dom
 
     # volume -----------------------------------------------------------
+    def _volume(self, pool, d):
+        vol = self.client.volume(d["datastore"], d["name"])
+        if vol is None:
+            # libvirt lists what it saw at the last refresh: on a shared datastore another CNA may have
+            # created the volume since. Refreshing changes no data, so check mode does it too.
+            self._refresh(pool, d["datastore"])
+            vol = self.client.volume(d["datastore"], d["name"])
+        return vol
+
     def volume_state(self, d):
         pool = self._pool(d["datastore"])
-        vol = self.client.volume(d["datastore"], d["name"])
+        vol = self._volume(pool, d)
         return pool, vol, (volume_facts(self.client, vol, self.local) if vol is not None else None)
 
     def ensure_volume(self, d):
@@ -517,7 +526,7 @@ class DiskManager(object):
 
     def delete_volume(self, d, force=False):
         pool = self._pool(d["datastore"])
-        vol = self.client.volume(d["datastore"], d["name"])
+        vol = self._volume(pool, d)
         if vol is None:
             return None
         cur = volume_facts(self.client, vol, self.local)
@@ -707,8 +716,12 @@ def _backing_chain(client, path, local):
     return chain[1:]
 
 
-def inventory(client, local, datastore=None, name=None, vm=None):
-    """What disk_info reports: every volume (or a filtered set) with its attachments."""
+def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
+    """What disk_info reports: every volume (or a filtered set) with its attachments.
+
+    With ``refresh`` each datastore's volume list is re-read first (a shared datastore's volumes may
+    have been created or deleted by another CNA); that changes no data.
+    """
     users = {}
     dom_names = client.domain_names()
     for dname in dom_names:
@@ -728,6 +741,8 @@ def inventory(client, local, datastore=None, name=None, vm=None):
             raise ValueError("unknown datastore '%s' on %s" % (pname, client.uri))
         if not client.call("read state of", "datastore '%s'" % pname, pool.isActive):
             continue
+        if refresh:
+            client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
         for vname in sorted(client.call("list volumes of", "datastore '%s'" % pname, pool.listVolumes)):
             if vname.startswith(".") or (name and vname != name):
                 continue

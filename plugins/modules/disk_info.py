@@ -17,6 +17,8 @@ description:
     format, provisioning type, virtual size, allocated bytes, backing chain and the VMs they are attached to
     (target, bus, mode, QoS).
   - With O(vm), lists the disks of that VM, including raw device mappings and files outside any datastore.
+  - Each datastore's volume list is refreshed first, so disks that another CNA created on a shared datastore
+    are seen; refreshing changes no data.
   - Provisioning is read from the file when the module runs on the CNA holding it (the intent recorded by
     M(kvmfusion.compute.disk), else detected from the file's extents); from a remote URI it is C(thin) or C(thick).
 author:
@@ -122,13 +124,14 @@ def run(m):
     for key, kind in (("datastore", "datastore"), ("name", "disk"), ("vm", "VM")):
         if p[key]:
             m.validate_name(p[key], kind=kind)
-    found = disks.inventory(m.client, disks.is_local_uri(m.uri), datastore=p["datastore"], name=p["name"], vm=p["vm"])
+    found = disks.inventory(m.client, disks.is_local_uri(m.uri), datastore=p["datastore"], name=p["name"], vm=p["vm"],
+                            refresh=True)
     m.exit(changed=False, disks=found)
 
 
 def main():
     m = KvmfModule(dict(datastore=dict(type="str"), name=dict(type="str"), vm=dict(type="str")),
-                   supports_check_mode=True, readonly=True)
+                   supports_check_mode=True)
     m.run(run)
 
 
