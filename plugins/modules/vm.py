@@ -1,0 +1,325 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: vm
+short_description: Manage a virtual machine declaratively on a compute node
+version_added: 0.1.0
+description:
+  - Defines a VM from a declarative spec (vCPUs, memory, CPU model, firmware, machine type, boot, disks, NICs,
+    console and graphics, guest agent channel, QoS) and drives its power state.
+  - Only the options you set are managed; a second identical run reports no change. Values libvirt generates
+    (UUID, MAC addresses of NICs whose O(nics[].mac) you left out, PCI addresses, aliases) are kept, never
+    compared.
+  - "On a running VM: vCPUs and memory change live within O(max_vcpus) and O(max_memory) (memory through the
+    balloon), NICs and disks are hot-plugged, QoS is applied live. Changes QEMU cannot apply live go to the
+    persistent definition and the result says RV(reboot_required=true); nothing is silently ignored."
+  - Disks use the same code as M(kvmfusion.compute.disk) (create, grow, convert, attach). Disks not listed
+    in O(disks) are left alone.
+  - "The VM's definition is also written beside its system disk (the first disk) as C(.<name>.kvmf-vm.xml), so
+    any CNA that sees the datastore can re-create the VM (HA and recovery use it)."
+author:
+  - kvmfusion.compute developers (@kvmfusion)
+extends_documentation_fragment:
+  - kvmfusion.compute.connection
+attributes:
+  check_mode:
+    support: full
+    description: Computes the same actions and reports the same C(changed) without making them.
+  diff_mode:
+    support: full
+    description: Returns the managed spec before and after.
+  idempotent:
+    support: partial
+    description: Idempotent for every state except V(restarted), which always restarts.
+options:
+  name:
+    description: VM name, unique cluster-wide.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) defined, power state untouched; V(running) started (or resumed, or restored from disk);
+        V(stopped) shut down gracefully (guest agent, then ACPI) within O(shutdown_timeout), then powered off if
+        O(force=true); V(restarted) rebooted (started if off); V(suspended) memory and device state saved to disk
+        and the VM stopped (hibernate; V(running) restores it); V(paused) vCPUs paused in memory;
+        V(absent) removed (powered off first), with its disks when O(delete_disks=true).
+    type: str
+    choices: [present, running, stopped, restarted, suspended, paused, absent]
+    default: present
+  description:
+    description: Free text kept with the VM.
+    type: str
+  hypervisor:
+    description:
+      - V(kvm) hardware virtualization, V(qemu) software emulation (TCG, slow), V(auto) what the host offers first.
+        An existing VM keeps its type unless set explicitly.
+    type: str
+    choices: [auto, kvm, qemu]
+    default: auto
+  vcpus:
+    description: Number of vCPUs; changes live on a running VM up to O(max_vcpus).
+    type: int
+  max_vcpus:
+    description: vCPUs the VM can be given without a reboot (hot-add). Defaults to O(vcpus).
+    type: int
+  memory:
+    description: Memory (V(2GiB), bytes ...); changes live through the balloon up to O(max_memory).
+    type: raw
+  max_memory:
+    description: Memory the VM is started with and can be ballooned up to. Defaults to O(memory).
+    type: raw
+  cpu_model:
+    description:
+      - V(host-model) (default for KVM), V(host-passthrough), or a named model such as V(Skylake-Client) for
+        migration compatibility across CPU generations. TCG VMs default to QEMU's own model.
+    type: str
+  cpu_features:
+    description: "CPU feature policies, for example C({arch-capabilities: disable})."
+    type: dict
+  firmware:
+    description: V(bios) (SeaBIOS) or V(uefi) (OVMF).
+    type: str
+    choices: [bios, uefi]
+  machine:
+    description: Machine type, for example V(pc) (default for new VMs) or V(q35).
+    type: str
+  boot_devices:
+    description: Boot order by device kind; cannot be combined with a disk's O(disks[].boot_order).
+    type: list
+    elements: str
+  kernel:
+    description: Kernel to boot directly (path on the CNA), instead of firmware booting a disk.
+    type: path
+  initrd:
+    description: Initial RAM disk for O(kernel).
+    type: path
+  cmdline:
+    description: Kernel command line for O(kernel).
+    type: str
+  graphics:
+    description:
+      - Graphical console (VNC or SPICE on 127.0.0.1 of the CNA; reach it through SSH or Cockpit), or none.
+      - A serial console is always there.
+    type: str
+    choices: [none, vnc, spice]
+  guest_agent:
+    description: Give the VM a qemu-guest-agent channel (default for new VMs).
+    type: bool
+  template:
+    description:
+      - Mark the VM as a template. A template cannot be started; clones use its disks as read-only bases.
+    type: bool
+  disks:
+    description:
+      - Disks to create if needed and attach; each entry takes the options of M(kvmfusion.compute.disk)
+        (O(disks[].datastore) and O(disks[].name) required). The first is the system disk.
+    type: list
+    elements: dict
+  nics:
+    description:
+      - Network interfaces, in order. Each has exactly one of C(network) (a libvirt network, optionally with
+        C(portgroup)) or C(bridge), and optionally C(mac) and C(model) (V(virtio) default, V(e1000), V(rtl8139)).
+      - The list is authoritative, NICs beyond it are removed. A NIC without C(mac) keeps the MAC it has.
+    type: list
+    elements: dict
+  qos:
+    description:
+      - "CPU and memory QoS. C(cpu_shares) (2-262144, default weight 1024) is the CFS weight under contention.
+        C(cpu_limit) (1-100) caps each vCPU at that percent of one host CPU (CFS quota over a 100 ms period).
+        C(cpu_reservation) (1-100) cannot be guaranteed by the Linux scheduler: it raises the CFS weight to
+        1024 + 102 per percent, which protects the VM under contention but is no floor; pin vCPUs to dedicated
+        host CPUs for a hard guarantee. C(memory_limit) is the cgroup hard limit of the whole QEMU process
+        (guest memory plus overhead, so it must exceed O(max_memory)); C(memory_soft_limit) is where reclaim
+        pushes the VM first when the host is short, Linux's counterpart of memory shares;
+        C(memory_reservation=locked) locks all guest memory in RAM (never swapped, a hard reservation; needs
+        RLIMIT_MEMLOCK), QEMU has no partial minimum guarantee."
+    type: dict
+  delete_disks:
+    description: With O(state=absent), delete the VM's disk volumes too (refused for disks other VMs use).
+    type: bool
+    default: false
+  shutdown_timeout:
+    description: Seconds to wait for a graceful shutdown.
+    type: int
+    default: 120
+  force:
+    description: Power the VM off when a graceful shutdown did not finish within O(shutdown_timeout).
+    type: bool
+    default: false
+seealso:
+  - module: kvmfusion.compute.vm_info
+  - module: kvmfusion.compute.disk
+'''
+
+EXAMPLES = r'''
+- name: A web server with a system disk on the shared datastore
+  kvmfusion.compute.vm:
+    name: web1
+    vcpus: 2
+    max_vcpus: 8
+    memory: 2GiB
+    max_memory: 8GiB
+    disks:
+      - datastore: shared
+        name: web1-system.qcow2
+        size: 20GiB
+        boot_order: 1
+    nics:
+      - network: prod
+        portgroup: web
+    qos:
+      cpu_shares: 2048
+      cpu_limit: 80
+    state: running
+
+- name: Give it more vCPUs and memory while it runs
+  kvmfusion.compute.vm:
+    name: web1
+    vcpus: 4
+    memory: 4GiB
+  register: web1
+  # web1.reboot_required tells whether anything waits for a power cycle
+
+- name: Hibernate it
+  kvmfusion.compute.vm:
+    name: web1
+    state: suspended
+
+- name: Make a template
+  kvmfusion.compute.vm:
+    name: debian12-template
+    template: true
+    state: stopped
+
+- name: Remove a VM and its disks
+  kvmfusion.compute.vm:
+    name: old1
+    state: absent
+    delete_disks: true
+'''
+
+RETURN = r'''
+vm:
+  description: The VM after the task (see M(kvmfusion.compute.vm_info)); null when absent or not yet defined in check mode.
+  returned: always
+  type: dict
+  sample:
+    name: web1
+    uuid: 5d5c3c1e-6f0d-4a6f-9d0e-2d3b1f8e9a10
+    state: running
+    host: cna1
+    hypervisor: kvm
+    vcpus: 2
+    max_vcpus: 8
+    memory: 2147483648
+    max_memory: 8589934592
+    template: false
+    disks: []
+    nics: [{network: prod, portgroup: web, model: virtio, mac: "52:54:00:12:34:56", ips: [192.0.2.15]}]
+    qos: {cpu_shares: 2048, cpu_limit: 80}
+actions:
+  description: What the task did (or would do in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [define, "create thin qcow2 disk of 21474836480 bytes", "attach as vda (persistent config)", start]
+reboot_required:
+  description: Some change is only in the persistent definition and takes effect at the next power cycle.
+  returned: always
+  type: bool
+  sample: false
+previous_state:
+  description: Power state before the task.
+  returned: always
+  type: str
+  sample: shutoff
+'''
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains
+
+ARGSPEC = dict(
+    name=dict(type="str", required=True),
+    state=dict(type="str", choices=list(domains.STATES), default="present"),
+    description=dict(type="str"),
+    hypervisor=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
+    vcpus=dict(type="int"),
+    max_vcpus=dict(type="int"),
+    memory=dict(type="raw"),
+    max_memory=dict(type="raw"),
+    cpu_model=dict(type="str"),
+    cpu_features=dict(type="dict"),
+    firmware=dict(type="str", choices=["bios", "uefi"]),
+    machine=dict(type="str"),
+    boot_devices=dict(type="list", elements="str"),
+    kernel=dict(type="path"),
+    initrd=dict(type="path"),
+    cmdline=dict(type="str"),
+    graphics=dict(type="str", choices=list(domains.GRAPHICS)),
+    guest_agent=dict(type="bool"),
+    template=dict(type="bool"),
+    disks=dict(type="list", elements="dict"),
+    nics=dict(type="list", elements="dict"),
+    qos=dict(type="dict"),
+    delete_disks=dict(type="bool", default=False),
+    shutdown_timeout=dict(type="int", default=120),
+    force=dict(type="bool", default=False),
+)
+
+
+def run(m):
+    p = m.params
+    mgr = domains.VmManager(m.client, m.uri, check_mode=m.check_mode, shutdown_timeout=p["shutdown_timeout"],
+                            force=p["force"], run_command=lambda cmd: m.module.run_command(cmd, check_rc=True))
+    name = m.validate_name(p["name"], kind="VM")
+    if p["state"] == "absent":
+        before = mgr.absent(name, delete_disks=p["delete_disks"])
+        m.exit(changed=bool(mgr.actions), before=before, after=None, vm=None, actions=mgr.actions,
+               reboot_required=False, previous_state="absent" if before is None else "defined")
+    d = domains.desired_state(p)
+    specs = mgr.disk_specs(name, p["disks"])
+    hyper = mgr.hypervisor(p["hypervisor"])
+    if p["hypervisor"] != "auto":
+        d["hypervisor"] = hyper
+    dom = m.client.domain(name)
+    template = d.get("template")
+    if template is None and dom is not None:
+        template = domains.is_template(m.client.domain_xml(name, inactive=True))
+    if template and p["state"] in ("running", "restarted", "paused", "suspended"):
+        raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
+    previous = domains.state_of(m.client, dom, name) if dom is not None else "undefined"
+    before, after, system_disk = mgr.present(d, hyper, specs, p["state"])
+    dom = m.client.domain(name)
+    if dom is not None and p["state"] != "present":
+        mgr.power.converge(name, dom, p["state"], template=bool(template))
+    elif dom is None and p["state"] in ("running", "restarted", "paused"):
+        mgr.actions.append("start")
+    local = disks.is_local_uri(m.uri)
+    info = None
+    if dom is not None and not m.check_mode:
+        xml = m.client.domain_xml(name, inactive=True)
+        copy = domains.definition_copy_path(xml)
+        if copy and local and mgr.actions:
+            domains.write_definition_copy(m.client, name, copy)
+        info = domains.vm_facts(m.client, dom, local)
+    for w in mgr.warnings:
+        m.warn(w)
+    m.exit(changed=bool(mgr.actions), before=before, after=after, vm=info, actions=mgr.actions,
+           reboot_required=mgr.reboot_required, previous_state=previous)
+
+
+def main():
+    m = KvmfModule(ARGSPEC, supports_check_mode=True)
+    m.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: vm_info
+short_description: Report the virtual machines of a compute node
+version_added: 0.1.0
+description:
+  - Lists the VMs of the CNA O(uri) points to, or one of them, with UUID, power state, host, vCPUs, memory,
+    disks (datastore, path, provisioning, size, mode), NICs (MAC, network, and IP addresses reported by the
+    guest agent when it runs), template flag and QoS.
+author:
+  - kvmfusion.compute developers (@kvmfusion)
+extends_documentation_fragment:
+  - kvmfusion.compute.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Reports no changes.
+  idempotent:
+    support: full
+    description: Never changes anything.
+options:
+  name:
+    description: Report only this VM (an empty list when it does not exist).
+    type: str
+seealso:
+  - module: kvmfusion.compute.vm
+'''
+
+EXAMPLES = r'''
+- name: Every VM of each CNA
+  kvmfusion.compute.vm_info:
+  register: vms
+
+- name: IP addresses of web1 (from its guest agent)
+  kvmfusion.compute.vm_info:
+    name: web1
+  register: web1
+
+- name: Show them
+  ansible.builtin.debug:
+    msg: "{{ web1.vms[0].nics | map(attribute='ips') | flatten }}"
+'''
+
+RETURN = r'''
+vms:
+  description: The VMs, sorted by name.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+      sample: web1
+    uuid:
+      description: libvirt UUID.
+      type: str
+      sample: 5d5c3c1e-6f0d-4a6f-9d0e-2d3b1f8e9a10
+    state:
+      description: C(running), C(paused), C(shutoff), C(suspended) (saved to disk), C(crashed).
+      type: str
+      sample: running
+    host:
+      description: The CNA it is defined on.
+      type: str
+      sample: cna1
+    hypervisor:
+      description: C(kvm) or C(qemu) (software emulation).
+      type: str
+      sample: kvm
+    vcpus:
+      description: Current vCPUs.
+      type: int
+      sample: 2
+    max_vcpus:
+      description: Maximum vCPUs.
+      type: int
+      sample: 8
+    memory:
+      description: Current memory in bytes.
+      type: int
+      sample: 2147483648
+    max_memory:
+      description: Maximum memory in bytes.
+      type: int
+      sample: 8589934592
+    template:
+      description: Whether the VM is a template.
+      type: bool
+      sample: false
+    disks:
+      description: Disks as M(kvmfusion.compute.disk_info) reports them.
+      type: list
+      elements: dict
+      sample: []
+    nics:
+      description: NICs with MAC, network or bridge, port group, model and guest-reported IPs.
+      type: list
+      elements: dict
+      sample: [{network: prod, portgroup: web, bridge: null, model: virtio, mac: "52:54:00:12:34:56", ips: [192.0.2.15]}]
+    qos:
+      description: CPU and memory QoS as set (see M(kvmfusion.compute.vm)).
+      type: dict
+      sample: {cpu_shares: 2048, cpu_limit: 80}
+    definition_copy:
+      description: Where the copy of the definition beside the system disk lives.
+      type: str
+      sample: /var/lib/kvmfusion/shared/.web1.kvmf-vm.xml
+'''
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains
+
+
+def run(m):
+    client = m.client
+    if m.params["name"]:
+        name = m.validate_name(m.params["name"], kind="VM")
+        doms = [d for d in [client.domain(name)] if d is not None]
+    else:
+        doms = [client.domain(n) for n in client.domain_names()]
+    local = disks.is_local_uri(m.uri)
+    found = sorted((domains.vm_facts(client, d, local) for d in doms if d is not None), key=lambda v: v["name"])
+    m.exit(changed=False, vms=found)
+
+
+def main():
+    m = KvmfModule(dict(name=dict(type="str")), supports_check_mode=True)
+    m.run(run)
+
+
+if __name__ == "__main__":
+    main()
