@@ -656,6 +656,7 @@ class VmManager(object):
         # Disks through the disk module's code: one implementation.
         mgr = self.disks_mod.DiskManager(self.client, self.uri, check_mode=self.check_mode, run_command=self.run_command)
         system_disk = None
+        planned = []
         for spec in disk_specs:
             pool, _vol, cur = mgr.volume_state(spec)
             path = cur["path"] if cur else mgr._pool_path(pool, spec)  # pylint: disable=protected-access
@@ -663,7 +664,10 @@ class VmManager(object):
                 mgr.precheck_attachment(spec, path)
             mgr.ensure_volume(spec)
             if dom is None and self.check_mode:
-                mgr.actions.append("attach %s (persistent config)" % spec["name"])
+                # The VM does not exist yet: predict the target the real run will choose.
+                target = spec["target"] or self.disks_mod.choose_target(planned, spec["bus"])
+                planned.append(target)
+                mgr.actions.append("attach as %s (persistent config)" % target)
             else:
                 fmt = cur["format"] if cur else (spec["format"] or "qcow2")
                 mgr.ensure_attached(spec, path, fmt)
