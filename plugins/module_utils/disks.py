@@ -92,7 +92,7 @@ def desired_state(p):
     if d["rdm"]:
         # SCSI pass-through to a LUN: no host page cache in between.
         d["cache"] = d["cache"] or "none"
-        d["io"] = d["io"] or "native"
+        d["io"] = d["io"] or ("native" if d["cache"] in ("none", "directsync") else "threads")
     if d["io"] == "native" and d["cache"] not in ("none", "directsync"):
         raise ValueError("disk '%s': io=native needs cache=none or cache=directsync (QEMU refuses it otherwise)" % d["name"])
     d["readonly"] = bool(p.get("readonly"))
@@ -454,6 +454,12 @@ class DiskManager(object):
         path = cur["path"]
         if prov == "thin":
             self.client.call("grow", "disk '%s'" % d["name"], vol.resize, d["size"], 0)
+        elif prov == "thick":
+            # Read remotely as thick (lazy or eager unknown): let libvirt reserve the new space (raw only).
+            if cur["format"] != "raw":
+                raise ValueError("disk '%s' is a thick qcow2 disk read from a remote URI: grow it with the task "
+                                 "running on its CNA" % d["name"])
+            self.client.call("grow", "disk '%s'" % d["name"], vol.resize, d["size"], VOL_RESIZE_ALLOCATE)
         else:
             self._need_local("growing a %s disk" % prov)
             if cur["format"] == "raw":
@@ -570,12 +576,15 @@ class DiskManager(object):
         if mine:
             el, mode = mine[0]
             before = attachment_view(el, mode)
-            want = self._wanted_view(d, before["target"])
-            if want == before:
-                return before, before
             if desired_target and desired_target != before["target"]:
                 raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
                                  % (d["name"], d["vm"], before["target"], desired_target))
+            if d["bus"] != before["bus"]:
+                raise ValueError("disk '%s' is attached to VM %s on bus %s; moving it to bus %s needs a detach first "
+                                 "(its device name changes)" % (d["name"], d["vm"], before["bus"], d["bus"]))
+            want = self._wanted_view(d, before["target"], before)
+            if want == before:
+                return before, before
             self._update_attachment(d, dom, running, path, fmt, before, want)
             return before, want
         target = desired_target or choose_target([xmlutil.find_attr(e, "target", "dev") for e, _s, _m in disks],
@@ -591,10 +600,13 @@ class DiskManager(object):
             self.reboot_required = True
         return None, want
 
-    def _wanted_view(self, d, target):
-        return {"target": target, "bus": d["bus"], "cache": d["cache"], "io": d["io"], "discard": d["discard"],
-                "readonly": d["readonly"], "shareable": d["shareable"], "boot_order": d["boot_order"],
-                "mode": d["mode"], "iotune": d["iotune"]}
+    def _wanted_view(self, d, target, before=None):
+        """Options the user left out (None) keep what the attached disk has."""
+        keep = before or {}
+        return {"target": target, "bus": d["bus"], "cache": d["cache"] or keep.get("cache"),
+                "io": d["io"] or keep.get("io"), "discard": d["discard"] or keep.get("discard"),
+                "readonly": d["readonly"], "shareable": d["shareable"],
+                "boot_order": d["boot_order"] or keep.get("boot_order"), "mode": d["mode"], "iotune": d["iotune"]}
 
     def _attach(self, dom, el, live, path, mode):
         flags = AFFECT_CONFIG | (AFFECT_LIVE if live else 0)
@@ -619,8 +631,9 @@ class DiskManager(object):
         device_keys = [k for k in changed_keys if k != "iotune" and not (k == "mode" and meta_mode)]
         target = before["target"]
         if device_keys:
+            merged = dict(d, cache=want["cache"], io=want["io"], discard=want["discard"], boot_order=want["boot_order"])
             self._act("update %s in the persistent config" % ", ".join(changed_keys), self._redefine_disk,
-                      dom, path, disk_element(d, path, fmt, target), want["mode"])
+                      dom, path, disk_element(merged, path, fmt, target), want["mode"])
             if running:
                 self.reboot_required = True
                 if "iotune" in changed_keys:

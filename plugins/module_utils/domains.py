@@ -41,11 +41,15 @@ _CPU_MODEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 _KEEP_MAC_PREFIX = "52:54:00"
 
 
-def _size(value, what):
-    n = names.parse_size(value, kind=what)
+def _size(vm, value, what):
+    try:
+        n = names.parse_size(value, kind=what)
+    except ValueError as e:
+        raise ValueError("VM '%s': %s" % (vm, e))
     if n < 1024 * 1024:
-        raise ValueError("%s must be at least 1MiB, got %r" % (what, value))
-    return n
+        raise ValueError("VM '%s': %s must be at least 1MiB, got %r" % (vm, what, value))
+    # libvirt keeps memory in KiB: round down so what is compared is what libvirt holds.
+    return n // 1024 * 1024
 
 
 def desired_state(p):
@@ -54,20 +58,23 @@ def desired_state(p):
     if p.get("description") is not None:
         if any(c in p["description"] for c in "\x00"):
             raise ValueError("VM '%s': description contains NUL" % d["name"])
-        d["description"] = p["description"]
+        # libvirt drops an empty description and the view strips spaces: compare what libvirt keeps.
+        d["description"] = p["description"].strip() or None
     if p.get("vcpus") is not None:
         if int(p["vcpus"]) < 1:
             raise ValueError("VM '%s': vcpus must be at least 1" % d["name"])
         d["vcpus"] = int(p["vcpus"])
     if p.get("max_vcpus") is not None:
+        if int(p["max_vcpus"]) < 1:
+            raise ValueError("VM '%s': max_vcpus must be at least 1" % d["name"])
         d["max_vcpus"] = int(p["max_vcpus"])
     if d.get("vcpus") and d.get("max_vcpus") is None and p.get("vcpus") is not None:
         d["max_vcpus"] = d["vcpus"]
     if d.get("max_vcpus") is not None and d.get("vcpus") is not None and d["vcpus"] > d["max_vcpus"]:
         raise ValueError("VM '%s': vcpus %d is above max_vcpus %d" % (d["name"], d["vcpus"], d["max_vcpus"]))
     if p.get("memory") is not None:
-        d["memory"] = _size(p["memory"], "memory")
-        d["max_memory"] = _size(p["max_memory"], "max_memory") if p.get("max_memory") is not None else d["memory"]
+        d["memory"] = _size(d["name"], p["memory"], "memory")
+        d["max_memory"] = _size(d["name"], p["max_memory"], "max_memory") if p.get("max_memory") is not None else d["memory"]
         if d["memory"] > d["max_memory"]:
             raise ValueError("VM '%s': memory %d is above max_memory %d" % (d["name"], d["memory"], d["max_memory"]))
     elif p.get("max_memory") is not None:
@@ -147,7 +154,7 @@ def desired_state(p):
             qos[key] = v
     for key in ("memory_limit", "memory_soft_limit"):
         if q.get(key) is not None:
-            qos[key] = _size(q[key], "qos " + key)
+            qos[key] = _size(d["name"], q[key], "qos " + key)
     if q.get("memory_reservation") is not None:
         if q["memory_reservation"] not in ("none", "locked"):
             raise ValueError("VM '%s': qos memory_reservation is none or locked" % d["name"])
@@ -196,11 +203,17 @@ def build_xml(d, hypervisor, existing=None):
         _text(root, "name", d["name"])
     root.set("type", hypervisor)
     if "description" in d:
-        _text(root, "description", d["description"])
+        if d["description"]:
+            _text(root, "description", d["description"])
+        else:
+            _remove(root, "description")
     if "max_vcpus" in d or "vcpus" in d:
         maxv = d.get("max_vcpus") or d.get("vcpus")
-        cur = d.get("vcpus") or maxv
-        el = _text(root, "vcpu", maxv, placement="static")
+        old = root.find("vcpu")
+        kept = int(old.get("current") or old.text) if old is not None and old.text else maxv
+        cur = d.get("vcpus") or min(kept, maxv)
+        el = _text(root, "vcpu", maxv)
+        el.set("placement", el.get("placement") or "static")
         if cur != maxv:
             el.set("current", str(cur))
         elif "current" in el.attrib:
@@ -220,18 +233,20 @@ def build_xml(d, hypervisor, existing=None):
     if typ is None:
         typ = ET.SubElement(os_el, "type", arch="x86_64")
         typ.text = "hvm"
-    if "machine" in d:
+    if "machine" in d and existing and (typ.get("machine") or "").startswith(_machine_family(d["machine"])):
+        pass  # libvirt expanded the alias (pc -> pc-i440fx-7.2): rewriting it would upgrade the guest's hardware
+    elif "machine" in d:
         old = typ.get("machine") or ""
         if existing and not old.startswith(_machine_family(d["machine"])) and old != d["machine"]:
             # Another machine family has another PCI topology: let libvirt lay it out afresh.
             devs = root.find("devices")
             for ctl in devs.findall("controller"):
-                if ctl.get("type") in ("pci", "usb") or ctl.get("model", "").startswith("pcie"):
+                if ctl.get("type") == "pci":
                     devs.remove(ctl)
-            for parent in devs.iter():
-                for addr in parent.findall("address"):
+            for dev in list(devs):
+                for addr in dev.findall("address"):
                     if addr.get("type") == "pci":
-                        parent.remove(addr)
+                        dev.remove(addr)
         typ.set("machine", d["machine"])
     elif not existing:
         typ.set("machine", "pc")
@@ -257,8 +272,16 @@ def build_xml(d, hypervisor, existing=None):
         ET.SubElement(feats, "acpi")
         ET.SubElement(feats, "apic")
     if "cpu_model" in d or "cpu_features" in d or not existing:
+        old_cpu = root.find("cpu")
+        keep = [c for c in (list(old_cpu) if old_cpu is not None else []) if c.tag not in ("model", "feature", "vendor")]
+        if "cpu_model" not in d and old_cpu is not None:
+            # only the features change: the model stays what it is
+            old_mode = old_cpu.get("mode", "custom")
+            old_model = old_mode if old_mode in ("host-model", "host-passthrough") else xmlutil.find_text(old_cpu, "model")
+        else:
+            old_model = None
         _remove(root, "cpu")
-        model = d.get("cpu_model", "host-model" if hypervisor == "kvm" else None)
+        model = d["cpu_model"] if "cpu_model" in d else (old_model or ("host-model" if hypervisor == "kvm" else None))
         if model in ("host-model", "host-passthrough"):
             cpu = ET.SubElement(root, "cpu", mode=model, check="none" if model == "host-passthrough" else "partial")
         elif model:
@@ -272,6 +295,11 @@ def build_xml(d, hypervisor, existing=None):
                 ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
             for name in sorted(d["cpu_features"]):
                 ET.SubElement(cpu, "feature", policy=d["cpu_features"][name], name=name)
+        if keep:
+            if cpu is None:
+                cpu = ET.SubElement(root, "cpu")
+            for child in keep:
+                cpu.append(child)
     if "qos" in d:
         _apply_qos(root, d["qos"])
     devices = root.find("devices")
@@ -317,24 +345,39 @@ def build_xml(d, hypervisor, existing=None):
     return xmlutil.tostring(root)
 
 
+def _child(root, tag):
+    el = root.find(tag)
+    return el if el is not None else ET.SubElement(root, tag)
+
+
+def _drop_if_empty(root, tag):
+    el = root.find(tag)
+    if el is not None and not list(el):
+        root.remove(el)
+
+
 def _apply_qos(root, qos):
-    _remove(root, "cputune")
+    """Set QoS elements only: vCPU pinning and other tuning the user made stay."""
+    ct = _child(root, "cputune")
+    for tag in ("shares", "period", "quota"):
+        _remove(ct, tag)
     shares = effective_shares(qos)
-    if shares or qos.get("cpu_limit"):
-        ct = ET.SubElement(root, "cputune")
-        if shares:
-            ET.SubElement(ct, "shares").text = str(shares)
-        if qos.get("cpu_limit"):
-            # Percent of one host CPU per vCPU: CFS quota per vCPU thread over a 100 ms period.
-            ET.SubElement(ct, "period").text = "100000"
-            ET.SubElement(ct, "quota").text = str(qos["cpu_limit"] * 1000)
-    _remove(root, "memtune")
-    if qos.get("memory_limit") or qos.get("memory_soft_limit"):
-        mt = ET.SubElement(root, "memtune")
-        if qos.get("memory_limit"):
-            ET.SubElement(mt, "hard_limit", unit="KiB").text = str(qos["memory_limit"] // 1024)
-        if qos.get("memory_soft_limit"):
-            ET.SubElement(mt, "soft_limit", unit="KiB").text = str(qos["memory_soft_limit"] // 1024)
+    if shares:
+        ct.insert(0, ET.Element("shares"))
+        ct[0].text = str(shares)
+    if qos.get("cpu_limit"):
+        # Percent of one host CPU per vCPU: CFS quota per vCPU thread over a 100 ms period.
+        ET.SubElement(ct, "period").text = "100000"
+        ET.SubElement(ct, "quota").text = str(qos["cpu_limit"] * 1000)
+    _drop_if_empty(root, "cputune")
+    mt = _child(root, "memtune")
+    for tag in ("hard_limit", "soft_limit"):
+        _remove(mt, tag)
+    if qos.get("memory_limit"):
+        ET.SubElement(mt, "hard_limit", unit="KiB").text = str(qos["memory_limit"] // 1024)
+    if qos.get("memory_soft_limit"):
+        ET.SubElement(mt, "soft_limit", unit="KiB").text = str(qos["memory_soft_limit"] // 1024)
+    _drop_if_empty(root, "memtune")
     mb = root.find("memoryBacking")
     if qos.get("memory_reservation") == "locked":
         if mb is None:
@@ -491,7 +534,7 @@ def state_of(client, dom, name):
     state = DOMAIN_STATE.get(st, str(st))
     if state == "shutoff" and client.call("read saved state of", "VM '%s'" % name, dom.hasManagedSaveImage, 0):
         return "suspended"
-    return {"blocked": "running", "shutdown": "running", "pmsuspended": "paused"}.get(state, state)
+    return {"blocked": "running", "shutdown": "running"}.get(state, state)
 
 
 class PowerManager(object):
@@ -515,6 +558,10 @@ class PowerManager(object):
         cur = state_of(self.client, dom, name)
         if want in ("running", "restarted", "paused", "suspended") and template:
             raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
+        if cur == "pmsuspended" and want in ("running", "restarted", "paused", "stopped", "suspended"):
+            # suspended to RAM by the guest itself: wake it (resume would be refused)
+            self._do("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
+            cur = "running"
         if want == "running":
             if cur in ("shutoff", "crashed", "nostate", "suspended"):
                 self._do("restore from disk" if cur == "suspended" else "start", self.client.call, "start", obj, dom.create)
