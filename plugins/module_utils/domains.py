@@ -722,7 +722,26 @@ class VmManager(object):
         self.actions.extend(mgr.actions)
         self.reboot_required = self.reboot_required or mgr.reboot_required
         self.warnings.extend(mgr.warnings)
+        if "template" in d and self.client.domain(name) is not None:
+            self._template_disks(name, d["template"])
         return before, after, system_disk
+
+    def _template_disks(self, name, template):
+        """A template's disks are read-only bases for clones: nobody writes them by accident."""
+        want = 0o444 if template else 0o600
+        paths = [src for el, src, _m in self.disks_mod.attached_disks(self.client, name, inactive=True)
+                 if el.get("type") == "file" and el.get("device", "disk") == "disk" and src and os.path.isfile(src)]
+        wrong = [p for p in paths if os.stat(p).st_mode & 0o777 != want]
+        if wrong:
+            if not self.disks_mod.is_local_uri(self.uri):
+                raise ValueError("VM '%s': making template disks %s needs the task on their CNA (uri %s is remote)"
+                                 % (name, "read-only" if template else "writable", self.uri))
+            self._do("make disks %s" % ("read-only" if template else "writable"), self._chmod, wrong, want)
+
+    @staticmethod
+    def _chmod(paths, mode):
+        for p in paths:
+            os.chmod(p, mode)
 
     def _live_changes(self, name, dom, before, want, changed):
         obj = "VM '%s'" % name
