@@ -682,7 +682,7 @@ class VmManager(object):
                 raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
             xml = build_xml(d, hyper)
             self._do("define", self.client.define_domain, xml)
-            after = {k: v for k, v in d.items()}
+            after = dict(d)
         else:
             existing = self.client.domain_xml(name, inactive=True)
             before = managed_view(existing, d)
@@ -752,8 +752,7 @@ class VmManager(object):
             elif key == "memory" and want.get("max_memory") == before.get("max_memory"):
                 self._do("balloon memory to %d bytes live" % want["memory"], self.client.call, "set memory of", obj,
                          dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
-            elif key == "qos" and "memory_reservation" not in [k for k in want["qos"]
-                                                                 if want["qos"].get(k) != before["qos"].get(k)]:
+            elif key == "qos" and want["qos"].get("memory_reservation") == before["qos"].get("memory_reservation"):
                 self._do("set QoS live", self._qos_live, dom, want["qos"])
             elif key == "nics":
                 self._nics_live(name, dom, before["nics"], want["nics"])

@@ -16,7 +16,7 @@ description:
   - Defines a VM from a declarative spec (vCPUs, memory, CPU model, firmware, machine type, boot, disks, NICs,
     console and graphics, guest agent channel, QoS) and drives its power state.
   - Only the options you set are managed; a second identical run reports no change. Values libvirt generates
-    (UUID, MAC addresses of NICs whose O(nics[].mac) you left out, PCI addresses, aliases) are kept, never
+    (UUID, MAC addresses of NICs whose C(mac) of O(nics) you left out, PCI addresses, aliases) are kept, never
     compared.
   - "On a running VM: vCPUs and memory change live within O(max_vcpus) and O(max_memory) (memory through the
     balloon), NICs and disks are hot-plugged, QoS is applied live. Changes QEMU cannot apply live go to the
@@ -92,7 +92,7 @@ options:
     description: Machine type, for example V(pc) (default for new VMs) or V(q35).
     type: str
   boot_devices:
-    description: Boot order by device kind; cannot be combined with a disk's O(disks[].boot_order).
+    description: Boot order by device kind; cannot be combined with a disk's C(boot_order) of a disk.
     type: list
     elements: str
   kernel:
@@ -120,7 +120,7 @@ options:
   disks:
     description:
       - Disks to create if needed and attach; each entry takes the options of M(kvmfusion.compute.disk)
-        (O(disks[].datastore) and O(disks[].name) required). The first is the system disk.
+        (C(datastore) and C(name) required). The first is the system disk.
     type: list
     elements: dict
   nics:
