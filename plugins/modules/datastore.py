@@ -29,16 +29,8 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
-attributes:
-  check_mode:
-    support: full
-    description: Computes the same changes and reports the same C(changed) and C(actions) without making them.
-  diff_mode:
-    support: full
-    description: Returns the managed settings before and after.
-  idempotent:
-    support: full
-    description: A second identical run reports no change.
+  - kvmfusion.compute.attributes
+  - kvmfusion.compute.attributes.idempotent
 options:
   name:
     description:

@@ -20,16 +20,7 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Reports no changes.
-  idempotent:
-    support: full
-    description: Never changes anything.
+  - kvmfusion.compute.attributes.info_module
 options:
   name:
     description: Report only this datastore (an empty list when it does not exist).

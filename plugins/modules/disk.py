@@ -34,16 +34,8 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
-attributes:
-  check_mode:
-    support: full
-    description: Computes the same actions and reports the same C(changed) without making them.
-  diff_mode:
-    support: full
-    description: Returns the volume and attachment settings before and after.
-  idempotent:
-    support: full
-    description: A second identical run reports no change.
+  - kvmfusion.compute.attributes
+  - kvmfusion.compute.attributes.idempotent
 options:
   name:
     description: Volume name in the datastore, for example C(web1-data.qcow2). No C(/), C(..) or XML metacharacters.

@@ -22,16 +22,7 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Reports no changes, so there is nothing to diff.
-  idempotent:
-    support: full
-    description: Never changes anything.
+  - kvmfusion.compute.attributes.info_module
 options: {}
 seealso:
   - name: libvirt connection URIs

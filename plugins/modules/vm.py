@@ -29,13 +29,8 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.connection
+  - kvmfusion.compute.attributes
 attributes:
-  check_mode:
-    support: full
-    description: Computes the same actions and reports the same C(changed) without making them.
-  diff_mode:
-    support: full
-    description: Returns the managed spec before and after.
   idempotent:
     support: partial
     description: Idempotent for every state except V(restarted), which always restarts.
