@@ -20,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
 
 FORMATS = ("qcow2", "raw")
 MODES = ("persistent", "independent_persistent", "independent_nonpersistent")
@@ -282,7 +283,7 @@ def _metadata_element(modes, namespaced=True):
     return root
 
 
-class DiskManager(object):
+class DiskManager(ActionRecorder):
     """Converges one disk: its volume (size, provisioning) and its attachment to a VM."""
 
     def __init__(self, client, uri, check_mode=False, run_command=None, progress=None):
@@ -303,12 +304,6 @@ class DiskManager(object):
         written = fileops.zero_unwritten(path, size, progress=self.progress)
         self.stats["zeroed_bytes"] += written
         self.stats["zero_seconds"] += time.time() - t0
-
-    def _act(self, what, fn, *args):
-        self.actions.append(what)
-        if not self.check_mode:
-            return fn(*args)
-        return None
 
     def _need_local(self, what):
         if not self.local:

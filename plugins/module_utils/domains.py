@@ -20,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
 
 VM_NS = "https://kvmfusion.compute/xmlns/vm/1"
 VM_KEY = "kvmfvm"
@@ -537,7 +538,7 @@ def state_of(client, dom, name):
     return {"blocked": "running", "shutdown": "running"}.get(state, state)
 
 
-class PowerManager(object):
+class PowerManager(ActionRecorder):
     """Moves a VM between shutoff, running, paused and suspended (saved to disk)."""
 
     def __init__(self, client, check_mode, actions, shutdown_timeout=120, force=False):
@@ -547,12 +548,6 @@ class PowerManager(object):
         self.timeout = shutdown_timeout
         self.force = force
 
-    def _do(self, what, fn, *args):
-        self.actions.append(what)
-        if not self.check_mode:
-            return fn(*args)
-        return None
-
     def converge(self, name, dom, want, template=False):
         obj = "VM '%s'" % name
         cur = state_of(self.client, dom, name)
@@ -560,38 +555,38 @@ class PowerManager(object):
             raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
         if cur == "pmsuspended" and want in ("running", "restarted", "paused", "stopped", "suspended"):
             # suspended to RAM by the guest itself: wake it (resume would be refused)
-            self._do("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
+            self._act("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
             cur = "running"
         if want == "running":
             if cur in ("shutoff", "crashed", "nostate", "suspended"):
-                self._do("restore from disk" if cur == "suspended" else "start", self.client.call, "start", obj, dom.create)
+                self._act("restore from disk" if cur == "suspended" else "start", self.client.call, "start", obj, dom.create)
             elif cur == "paused":
-                self._do("resume", self.client.call, "resume", obj, dom.resume)
+                self._act("resume", self.client.call, "resume", obj, dom.resume)
         elif want == "restarted":
             if cur == "running":
-                self._do("reboot", self.client.call, "reboot", obj, dom.reboot, 0)
+                self._act("reboot", self.client.call, "reboot", obj, dom.reboot, 0)
             elif cur == "paused":
-                self._do("reset", self.client.call, "reset", obj, dom.reset, 0)
-                self._do("resume", self.client.call, "resume", obj, dom.resume)
+                self._act("reset", self.client.call, "reset", obj, dom.reset, 0)
+                self._act("resume", self.client.call, "resume", obj, dom.resume)
             else:
-                self._do("start", self.client.call, "start", obj, dom.create)
+                self._act("start", self.client.call, "start", obj, dom.create)
         elif want == "paused":
             if cur in ("shutoff", "crashed", "nostate", "suspended"):
-                self._do("start", self.client.call, "start", obj, dom.create)
+                self._act("start", self.client.call, "start", obj, dom.create)
                 cur = "running"
             if cur == "running":
-                self._do("pause", self.client.call, "pause", obj, dom.suspend)
+                self._act("pause", self.client.call, "pause", obj, dom.suspend)
         elif want == "suspended":
             if cur in ("running", "paused"):
-                self._do("save to disk", self.client.call, "save", obj, dom.managedSave, 0)
+                self._act("save to disk", self.client.call, "save", obj, dom.managedSave, 0)
             elif cur != "suspended":
                 raise ValueError("VM '%s' is %s: only a running or paused VM can be suspended to disk" % (name, cur))
         elif want == "stopped":
             if cur == "suspended":
-                self._do("discard saved state", self.client.call, "discard saved state of", obj,
+                self._act("discard saved state", self.client.call, "discard saved state of", obj,
                          dom.managedSaveRemove, 0)
             elif cur in ("running", "paused"):
-                self._do("shut down", self._shutdown, name, dom, cur)
+                self._act("shut down", self._shutdown, name, dom, cur)
         return cur
 
     def _shutdown(self, name, dom, cur):
@@ -628,7 +623,7 @@ def write_definition_copy(client, name, path):
 LIVE_KEYS = ("vcpus", "memory", "nics", "qos", "description", "template", "name")
 
 
-class VmManager(object):
+class VmManager(ActionRecorder):
     """Converges one VM: its definition, online changes, disks and power state."""
 
     def __init__(self, client, uri, check_mode=False, run_command=None, shutdown_timeout=120, force=False):
@@ -642,12 +637,6 @@ class VmManager(object):
         self.warnings = []
         self.run_command = run_command
         self.power = PowerManager(client, check_mode, self.actions, shutdown_timeout, force)
-
-    def _do(self, what, fn, *args):
-        self.actions.append(what)
-        if not self.check_mode:
-            return fn(*args)
-        return None
 
     def hypervisor(self, wanted):
         offered = self.client.host_info()["domain_types"]
@@ -681,7 +670,7 @@ class VmManager(object):
             if state == "running" and d.get("template"):
                 raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
             xml = build_xml(d, hyper)
-            self._do("define", self.client.define_domain, xml)
+            self._act("define", self.client.define_domain, xml)
             after = dict(d)
         else:
             existing = self.client.domain_xml(name, inactive=True)
@@ -697,7 +686,7 @@ class VmManager(object):
                 changed = sorted(k for k in want if want.get(k) != before.get(k))
                 # An existing VM keeps its domain type unless the user named one (d["hypervisor"]).
                 new_xml = build_xml(d, d.get("hypervisor") or xmlutil.parse(existing).get("type"), existing)
-                self._do("update %s" % ", ".join(changed), self.client.define_domain, new_xml)
+                self._act("update %s" % ", ".join(changed), self.client.define_domain, new_xml)
                 if running:
                     self._live_changes(name, dom, before, want, changed)
         # Disks through the disk module's code: one implementation.
@@ -736,7 +725,7 @@ class VmManager(object):
             if not self.disks_mod.is_local_uri(self.uri):
                 raise ValueError("VM '%s': making template disks %s needs the task on their CNA (uri %s is remote)"
                                  % (name, "read-only" if template else "writable", self.uri))
-            self._do("make disks %s" % ("read-only" if template else "writable"), self._chmod, wrong, want)
+            self._act("make disks %s" % ("read-only" if template else "writable"), self._chmod, wrong, want)
 
     @staticmethod
     def _chmod(paths, mode):
@@ -747,13 +736,13 @@ class VmManager(object):
         obj = "VM '%s'" % name
         for key in changed:
             if key == "vcpus" and want.get("max_vcpus", before.get("max_vcpus")) == before.get("max_vcpus"):
-                self._do("set %d vCPUs live" % want["vcpus"], self.client.call, "set vCPUs of", obj,
+                self._act("set %d vCPUs live" % want["vcpus"], self.client.call, "set vCPUs of", obj,
                          dom.setVcpusFlags, want["vcpus"], AFFECT_LIVE)
             elif key == "memory" and want.get("max_memory") == before.get("max_memory"):
-                self._do("balloon memory to %d bytes live" % want["memory"], self.client.call, "set memory of", obj,
+                self._act("balloon memory to %d bytes live" % want["memory"], self.client.call, "set memory of", obj,
                          dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
             elif key == "qos" and want["qos"].get("memory_reservation") == before["qos"].get("memory_reservation"):
-                self._do("set QoS live", self._qos_live, dom, want["qos"])
+                self._act("set QoS live", self._qos_live, dom, want["qos"])
             elif key == "nics":
                 self._nics_live(name, dom, before["nics"], want["nics"])
             elif key in ("description", "template", "name"):
@@ -781,13 +770,13 @@ class VmManager(object):
         live_nics = live.findall("devices/interface")
         for i, nic in enumerate(want):
             if i >= len(cur):
-                self._do("hot-plug NIC %d" % i, self.client.call, "hot-plug a NIC into", obj, dom.attachDeviceFlags,
+                self._act("hot-plug NIC %d" % i, self.client.call, "hot-plug a NIC into", obj, dom.attachDeviceFlags,
                          xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
             elif dict(cur[i], mac=None) != dict(nic, mac=None) or (nic["mac"] and nic["mac"] != cur[i]["mac"]):
                 self.reboot_required = True
         for i in range(len(want), len(cur)):
             if i < len(live_nics):
-                self._do("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
+                self._act("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
                          dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
 
     def _persistent_nic(self, name, index, nic):
@@ -821,14 +810,14 @@ class VmManager(object):
                 volumes.append((src, vol))
         obj = "VM '%s'" % name
         if self.client.call("read state of", obj, dom.isActive):
-            self._do("power off", self.client.call, "power off", obj, dom.destroy)
+            self._act("power off", self.client.call, "power off", obj, dom.destroy)
         flags = UNDEFINE_MANAGED_SAVE | UNDEFINE_SNAPSHOTS_METADATA | UNDEFINE_NVRAM
-        self._do("undefine", self.client.call, "undefine", obj, dom.undefineFlags, flags)
+        self._act("undefine", self.client.call, "undefine", obj, dom.undefineFlags, flags)
         for src, vol in volumes:
-            self._do("delete disk %s" % src, self.client.call, "delete disk", "%s of VM '%s'" % (src, name), vol.delete, 0)
+            self._act("delete disk %s" % src, self.client.call, "delete disk", "%s of VM '%s'" % (src, name), vol.delete, 0)
         copy = definition_copy_path(existing)
         if copy and os.path.exists(copy):
-            self._do("remove definition copy %s" % copy, os.unlink, copy)
+            self._act("remove definition copy %s" % copy, os.unlink, copy)
         return before
 
 

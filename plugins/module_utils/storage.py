@@ -19,6 +19,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
 
 TYPES = ("dir", "nfs", "iscsi", "iscsi_direct", "logical", "scsi", "fc")
 POOL_TYPE = {"dir": "dir", "nfs": "netfs", "iscsi": "iscsi", "iscsi_direct": "iscsi-direct",
@@ -323,7 +324,7 @@ def facts(client, pool):
     return result
 
 
-class DatastoreManager(object):
+class DatastoreManager(ActionRecorder):
     """present / absent / refreshed for one datastore on the host ``client`` points to."""
 
     def __init__(self, client, check_mode=False, run_command=None):
@@ -331,12 +332,6 @@ class DatastoreManager(object):
         self.check_mode = check_mode
         self.run_command = run_command
         self.actions = []
-
-    def _act(self, what, fn, *args):
-        self.actions.append(what)
-        if not self.check_mode:
-            return fn(*args)
-        return None
 
     def _obj(self, name):
         return "datastore '%s'" % name
