@@ -584,7 +584,7 @@ class PowerManager(ActionRecorder):
         elif want == "stopped":
             if cur == "suspended":
                 self._act("discard saved state", self.client.call, "discard saved state of", obj,
-                         dom.managedSaveRemove, 0)
+                          dom.managedSaveRemove, 0)
             elif cur in ("running", "paused"):
                 self._act("shut down", self._shutdown, name, dom, cur)
         return cur
@@ -737,10 +737,10 @@ class VmManager(ActionRecorder):
         for key in changed:
             if key == "vcpus" and want.get("max_vcpus", before.get("max_vcpus")) == before.get("max_vcpus"):
                 self._act("set %d vCPUs live" % want["vcpus"], self.client.call, "set vCPUs of", obj,
-                         dom.setVcpusFlags, want["vcpus"], AFFECT_LIVE)
+                          dom.setVcpusFlags, want["vcpus"], AFFECT_LIVE)
             elif key == "memory" and want.get("max_memory") == before.get("max_memory"):
                 self._act("balloon memory to %d bytes live" % want["memory"], self.client.call, "set memory of", obj,
-                         dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
+                          dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
             elif key == "qos" and want["qos"].get("memory_reservation") == before["qos"].get("memory_reservation"):
                 self._act("set QoS live", self._qos_live, dom, want["qos"])
             elif key == "nics":
@@ -771,13 +771,13 @@ class VmManager(ActionRecorder):
         for i, nic in enumerate(want):
             if i >= len(cur):
                 self._act("hot-plug NIC %d" % i, self.client.call, "hot-plug a NIC into", obj, dom.attachDeviceFlags,
-                         xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
+                          xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
             elif dict(cur[i], mac=None) != dict(nic, mac=None) or (nic["mac"] and nic["mac"] != cur[i]["mac"]):
                 self.reboot_required = True
         for i in range(len(want), len(cur)):
             if i < len(live_nics):
                 self._act("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
-                         dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
+                          dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
 
     def _persistent_nic(self, name, index, nic):
         """The NIC as now defined (with the MAC libvirt gave it), so live and persistent agree."""
