@@ -797,23 +797,45 @@ class VmManager(ActionRecorder):
         before = {"name": name}
         volumes = []
         if delete_disks:
+            from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots as _snaps
+            # Snapshot overlays and memory files are the VM's own; below its base disk (for example a
+            # template a linked clone stands on) nothing is.
+            snap_files, mem_files = set(), []
+            for sn in _snaps.snapshot_facts(self.client, dom, name, self.disks_mod.is_local_uri(self.uri)):
+                snap_files.update(d["overlay"] for d in sn["disks"])
+                if sn["memory_file"]:
+                    mem_files.append(sn["memory_file"])
             for el, src, _mode in self.disks_mod.attached_disks(self.client, name, inactive=True):
                 if el.get("device") not in (None, "disk") or not src:
                     continue
-                vol = self.client.volume_by_path(src)
-                if vol is None:
-                    continue
-                others = [u for u, _t in self.disks_mod.users_of(self.client, src) if u != name]
-                if others:
-                    raise ValueError("VM '%s': disk %s is also used by %s; detach it there or keep the disks"
-                                     % (name, src, ", ".join(sorted(set(others)))))
-                volumes.append((src, vol))
+                chain, node = [src], el
+                while node.find("backingStore/source") is not None:
+                    node = node.find("backingStore")
+                    chain.append(node.find("source").get("file"))
+                mine = []
+                for f in chain:
+                    mine.append(f)
+                    if f not in snap_files:
+                        break
+                for f in mine:
+                    others = [u for u, _t in self.disks_mod.users_of(self.client, f) if u != name]
+                    if others:
+                        raise ValueError("VM '%s': disk %s is also used by %s; detach it there or keep the disks"
+                                         % (name, f, ", ".join(sorted(set(others)))))
+                    vol = self.client.volume_by_path(f)
+                    if vol is not None:
+                        volumes.append((f, vol))
+            volumes += [(f, None) for f in mem_files]
         obj = "VM '%s'" % name
         if self.client.call("read state of", obj, dom.isActive):
             self._act("power off", self.client.call, "power off", obj, dom.destroy)
         flags = UNDEFINE_MANAGED_SAVE | UNDEFINE_SNAPSHOTS_METADATA | UNDEFINE_NVRAM
         self._act("undefine", self.client.call, "undefine", obj, dom.undefineFlags, flags)
         for src, vol in volumes:
+            if vol is None:
+                if os.path.exists(src):
+                    self._act("delete %s" % src, os.unlink, src)
+                continue
             self._act("delete disk %s" % src, self.client.call, "delete disk", "%s of VM '%s'" % (src, name), vol.delete, 0)
         copy = definition_copy_path(existing)
         if copy and os.path.exists(copy):

@@ -13,6 +13,7 @@ back from a pool, so comparing the two dicts is the idempotence check and the di
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import posixpath
 import re
 import uuid
@@ -444,7 +445,16 @@ class DatastoreManager(ActionRecorder):
 
     def _start(self, name):
         pool = self.client.pool(name)
+        root = xmlutil.parse(self.client.call("read", self._obj(name), pool.XMLDesc, 0))
+        path = xmlutil.find_text(root, "target/path")
+        if root.get("type") in ("dir", "netfs") and path and not os.path.isdir(path) and self._local():
+            # The directory (or mount point) went away: make it again rather than fail to start.
+            self.client.call("build", self._obj(name), pool.build, 0)
         self.client.call("start", self._obj(name), pool.create, 0)
+
+    def _local(self):
+        uri = getattr(self.client, "uri", "") or ""
+        return uri.split("://", 1)[-1].split("/", 1)[0] in ("", "localhost")
 
     def _stop(self, name):
         self.client.call("stop", self._obj(name), self.client.pool(name).destroy)
