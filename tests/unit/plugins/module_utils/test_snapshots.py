@@ -30,8 +30,10 @@ def vm(host, running=True, extra="", metadata=META):
     disks = disk_xml(DATA, "vdb") + disk_xml(INDEP, "vdc") + \
         disk_xml(DS_PATH + "/scratch.qcow2", "vdd", extra="\n      <transient/>") + extra
     dom = host.add_domain("vm1", running=running, extra_disks=disks, metadata=metadata)
-    dom.snapshotLookupByName.side_effect = lambda name, flags=0: (_ for _ in ()).throw(
-        host.fake.libvirtError("no snapshot", 72))
+
+    def no_snapshot(name, flags=0):
+        raise host.fake.libvirtError("no snapshot %s" % name, 72)
+    dom.snapshotLookupByName.side_effect = no_snapshot
     dom.listAllSnapshots.return_value = []
     return dom
 
