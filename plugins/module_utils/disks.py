@@ -537,6 +537,11 @@ class DiskManager(ActionRecorder):
         if users and not force:
             raise ValueError("disk '%s' is attached to %s: detach it first or set force=true (detaches, then deletes)"
                              % (d["name"], ", ".join("%s (%s)" % u for u in users)))
+        deps = dependants_of(self.client, [cur["path"]]) if self.local else {}
+        if deps:
+            # Even force does not break linked clones: their data is only complete with this image.
+            raise ValueError("disk '%s' cannot be deleted: %s; delete those first"
+                             % (d["name"], describe_dependants(deps)))
         for vm, target in users:
             self.detach(vm, cur["path"], target)
         self._act("delete", self._delete, pool, d)
@@ -775,3 +780,33 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
             out.append({"datastore": None, "name": None, "path": src, "format": None, "provisioning": None,
                         "size": None, "allocation": None, "backing_chain": [], "attached": views, "rdm": lun})
     return out
+
+
+def dependants_of(client, paths, exclude_vm=None):
+    """{path: [(vm, target)]} for the given image files that other VMs' disks stand on as backing files.
+
+    A linked clone's overlay (or a VM sitting on a snapshot chain) reads through its backing files, so
+    those must not be deleted or written. Chains are read from the qcow2 headers on this host.
+    """
+    wanted = set(p for p in paths if p)
+    found = {}
+    if not wanted:
+        return found
+    for dname in client.domain_names():
+        if dname == exclude_vm:
+            continue
+        tops = set()
+        for inactive in (True, False):
+            for el, src, _mode in attached_disks(client, dname, inactive=inactive):
+                if src and el.get("type", "file") == "file" and (src, xmlutil.find_attr(el, "target", "dev")) not in tops:
+                    tops.add((src, xmlutil.find_attr(el, "target", "dev")))
+        for src, target in sorted(tops):
+            for f in fileops.backing_chain(src)[1:]:
+                if f in wanted and (dname, target) not in found.setdefault(f, []):
+                    found[f].append((dname, target))
+    return found
+
+
+def describe_dependants(found):
+    return "; ".join("%s is the base of %s" % (f, ", ".join("%s (%s)" % u for u in users))
+                     for f, users in sorted(found.items()))

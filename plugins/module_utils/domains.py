@@ -683,6 +683,8 @@ class VmManager(ActionRecorder):
                 running = bool(self.client.call("read state of", "VM '%s'" % name, dom.isActive))
                 if running and want.get("template") and not before.get("template"):
                     raise ValueError("VM '%s' is running: stop it before making it a template" % name)
+                if before.get("template") and not want.get("template"):
+                    self._refuse_if_clones_stand_on(name)
                 changed = sorted(k for k in want if want.get(k) != before.get(k))
                 # An existing VM keeps its domain type unless the user named one (d["hypervisor"]).
                 new_xml = build_xml(d, d.get("hypervisor") or xmlutil.parse(existing).get("type"), existing)
@@ -721,11 +723,24 @@ class VmManager(ActionRecorder):
         paths = [src for el, src, _m in self.disks_mod.attached_disks(self.client, name, inactive=True)
                  if el.get("type") == "file" and el.get("device", "disk") == "disk" and src and os.path.isfile(src)]
         wrong = [p for p in paths if os.stat(p).st_mode & 0o777 != want]
+        if wrong and not template:
+            self._refuse_if_clones_stand_on(name, wrong)
         if wrong:
             if not self.disks_mod.is_local_uri(self.uri):
                 raise ValueError("VM '%s': making template disks %s needs the task on their CNA (uri %s is remote)"
                                  % (name, "read-only" if template else "writable", self.uri))
             self._act("make disks %s" % ("read-only" if template else "writable"), self._chmod, wrong, want)
+
+    def _refuse_if_clones_stand_on(self, name, paths=None):
+        if paths is None:
+            paths = [src for el, src, _m in self.disks_mod.attached_disks(self.client, name, inactive=True)
+                     if el.get("type") == "file" and el.get("device", "disk") == "disk" and src]
+        if not self.disks_mod.is_local_uri(self.uri):
+            return
+        deps = self.disks_mod.dependants_of(self.client, paths, exclude_vm=name)
+        if deps:
+            raise ValueError("VM '%s' cannot stop being a template: linked clones stand on its disks (%s)"
+                             % (name, self.disks_mod.describe_dependants(deps)))
 
     @staticmethod
     def _chmod(paths, mode):
@@ -798,34 +813,22 @@ class VmManager(ActionRecorder):
         volumes = []
         if delete_disks:
             from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots as _snaps
-            # Snapshot overlays and memory files are the VM's own; below its base disk (for example a
-            # template a linked clone stands on) nothing is.
-            snap_files, mem_files = set(), []
-            for sn in _snaps.snapshot_facts(self.client, dom, name, self.disks_mod.is_local_uri(self.uri)):
-                snap_files.update(d["overlay"] for d in sn["disks"])
-                if sn["memory_file"]:
-                    mem_files.append(sn["memory_file"])
-            for el, src, _mode in self.disks_mod.attached_disks(self.client, name, inactive=True):
-                if el.get("device") not in (None, "disk") or not src:
-                    continue
-                chain, node = [src], el
-                while node.find("backingStore/source") is not None:
-                    node = node.find("backingStore")
-                    chain.append(node.find("source").get("file"))
-                mine = []
-                for f in chain:
-                    mine.append(f)
-                    if f not in snap_files:
-                        break
-                for f in mine:
-                    others = [u for u, _t in self.disks_mod.users_of(self.client, f) if u != name]
-                    if others:
-                        raise ValueError("VM '%s': disk %s is also used by %s; detach it there or keep the disks"
-                                         % (name, f, ", ".join(sorted(set(others)))))
-                    vol = self.client.volume_by_path(f)
-                    if vol is not None:
-                        volumes.append((f, vol))
-            volumes += [(f, None) for f in mem_files]
+            # The VM's images down to each disk's own base (snapshot layers included) and its memory
+            # files; below the base (a template a linked clone stands on) nothing is the VM's.
+            files, mem_files = _snaps.owned_files(self.client, name)
+            for f in sorted(files):
+                others = [u for u, _t in self.disks_mod.users_of(self.client, f) if u != name]
+                if others:
+                    raise ValueError("VM '%s': disk %s is also used by %s; detach it there or keep the disks"
+                                     % (name, f, ", ".join(sorted(set(others)))))
+            deps = self.disks_mod.dependants_of(self.client, sorted(files), exclude_vm=name)
+            if deps:
+                raise ValueError("VM '%s' cannot be deleted with its disks: linked clones stand on them (%s); "
+                                 "delete the clones first" % (name, self.disks_mod.describe_dependants(deps)))
+            for f in sorted(files):
+                vol = self.client.volume_by_path(f)
+                volumes.append((f, vol))
+            volumes += [(f, None) for f in sorted(mem_files)]
         obj = "VM '%s'" % name
         if self.client.call("read state of", obj, dom.isActive):
             self._act("power off", self.client.call, "power off", obj, dom.destroy)

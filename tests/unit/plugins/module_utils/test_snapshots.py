@@ -47,14 +47,6 @@ def test_overlays_are_named_after_the_base_disk():
     assert snapshots.overlay_path("/d/root", "before-upgrade") == "/d/root.before-upgrade.qcow2"
 
 
-def test_base_of_walks_the_backing_chain():
-    el = ET.fromstring("<disk><source file='/d/r.s2.qcow2'/><backingStore type='file'><source file='/d/r.s1.qcow2'/>"
-                       "<backingStore type='file'><source file='/d/r.qcow2'/><backingStore/></backingStore>"
-                       "</backingStore></disk>")
-    assert snapshots._base_of(el, "/d/r.s2.qcow2") == "/d/r.qcow2"
-    assert snapshots._base_of(ET.fromstring("<disk><source file='/d/x'/></disk>"), "/d/x") == "/d/x"
-
-
 def test_check_mode_plans_persistent_disks_only_and_changes_nothing(host):
     vm(host)
     mgr = manager()

@@ -1,0 +1,158 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: snapshot_revert
+short_description: Revert a VM to one of its snapshots
+version_added: 0.1.0
+description:
+  - Returns a VM, running or stopped, to a snapshot taken with M(kvmfusion.compute.snapshot). Every disk of the
+    snapshot gets a new, empty qcow2 overlay on the image that holds the snapshot's data, so the snapshot itself is
+    never written and can be returned to again.
+  - With a memory snapshot the VM resumes in the saved state (or stays paused with O(state=paused)); otherwise it
+    is left stopped, or started with O(state=running).
+  - "O(discard_newer=true) (the default) deletes the snapshots taken after the target, with their overlays and
+    memory files, and discards the current state: the chain looks as if the target had just been taken."
+  - "O(discard_newer=false) opens a new branch: the newer snapshots stay, and the current state is kept too, as a
+    disk-only snapshot (O(save_current_as)), so both branches can be reverted to later. Nothing is saved when the
+    VM has not written anything since its current snapshot."
+  - Independent disks keep their data (that is what independent means). A VM with a raw device mapping, a disk
+    set that changed since the snapshot, or a memory snapshot combined with independent disks is refused before
+    anything changes.
+  - "Idempotent: a VM that sits on the snapshot, has written nothing since and is in the asked state reports no
+    change. Guest RAM is not compared: a VM resumed from a memory snapshot counts as unchanged while its disks are."
+  - libvirt 9.0 (Debian 12) cannot revert external snapshots; this module does it on the qcow2 chains itself and
+    keeps libvirt's snapshot metadata (current snapshot, tree) consistent.
+author:
+  - kvmfusion.compute developers (@kvmfusion)
+extends_documentation_fragment:
+  - kvmfusion.compute.connection
+  - kvmfusion.compute.attributes
+  - kvmfusion.compute.attributes.idempotent
+options:
+  vm:
+    description: The VM.
+    type: str
+    required: true
+  name:
+    description: The snapshot to return to.
+    type: str
+    required: true
+  discard_newer:
+    description:
+      - V(true) deletes the snapshots after O(name) and the current state.
+      - V(false) keeps them and the current state, and branches from O(name).
+    type: bool
+    default: true
+  save_current_as:
+    description:
+      - With O(discard_newer=false), the name of the snapshot that keeps the current state.
+      - Defaults to C(<name>-before-revert-<UTC time>).
+    type: str
+  state:
+    description:
+      - The VM's power state after the revert.
+      - Defaults to V(running) for a memory snapshot (resume where it was) and V(stopped) otherwise.
+      - V(stopped) with a memory snapshot reverts the disks only.
+    type: str
+    choices: [running, paused, stopped]
+notes:
+  - Must run on the CNA that holds the VM's disks (a local O(uri)); it works on the image files.
+  - A running VM is powered off first (its state is discarded, or saved with O(discard_newer=false)).
+seealso:
+  - module: kvmfusion.compute.snapshot
+  - module: kvmfusion.compute.snapshot_info
+'''
+
+EXAMPLES = r'''
+- name: Back to the state before the upgrade, dropping everything after it
+  kvmfusion.compute.snapshot_revert:
+    vm: db1
+    name: before-upgrade
+    state: running
+
+- name: Try something from an older point, keeping the current line of work as a snapshot
+  kvmfusion.compute.snapshot_revert:
+    vm: web1
+    name: warm
+    discard_newer: false
+    save_current_as: experiment-1
+'''
+
+RETURN = r'''
+actions:
+  description: What the task did (or would do in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - power off (the current state is discarded)
+    - discard snapshot s2
+    - delete /var/lib/kvmfusion/shared/db1-system.s1.qcow2
+    - new overlay /var/lib/kvmfusion/shared/db1-system.s1.qcow2 on /var/lib/kvmfusion/shared/db1-system.qcow2 for vda
+    - point vda at the new overlay(s)
+    - make s1 the current snapshot
+    - start
+revert:
+  description: What the revert did; null when nothing changed.
+  returned: always
+  type: dict
+  sample:
+    snapshot: s1
+    state: running
+    saved_as: null
+    discarded: [s2]
+    disks: {vda: /var/lib/kvmfusion/shared/db1-system.s1.qcow2}
+snapshots:
+  description: The VM's snapshot tree afterwards (see M(kvmfusion.compute.snapshot_info)); null in check mode.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: s1, parent: null, current: true, memory: false, quiesced: false}]
+'''
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
+from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
+
+
+def run(m):
+    p = m.params
+    mgr = snapshots.SnapshotManager(m.client, m.uri, check_mode=m.check_mode,
+                                    run_command=lambda cmd: m.module.run_command(cmd))
+    before_tree = None
+    dom = m.client.domain(p["vm"])
+    if dom is not None:
+        before_tree = snapshots.snapshot_facts(m.client, dom, p["vm"], mgr.local)
+    changed, plan = mgr.revert(p["vm"], p["name"], p["discard_newer"], p["state"], p["save_current_as"])
+    tree = None
+    if not m.check_mode:
+        tree = snapshots.snapshot_facts(m.client, m.client.domain(p["vm"]), p["vm"], mgr.local)
+    for w in mgr.warnings:
+        m.warn(w)
+    cur = [s["name"] for s in (before_tree or []) if s["current"]]
+    m.exit(changed=changed, before={"current": cur[0] if cur else None},
+           after={"current": p["name"], "state": plan["state"]}, revert=plan if changed else None,
+           snapshots=tree, actions=mgr.actions)
+
+
+def main():
+    argspec = dict(
+        vm=dict(type="str", required=True),
+        name=dict(type="str", required=True),
+        discard_newer=dict(type="bool", default=True),
+        save_current_as=dict(type="str"),
+        state=dict(type="str", choices=["running", "paused", "stopped"]),
+    )
+    m = KvmfModule(argspec, supports_check_mode=True)
+    m.run(run)
+
+
+if __name__ == "__main__":
+    main()
