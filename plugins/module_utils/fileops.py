@@ -501,7 +501,7 @@ def qcow2_backing(path):
     except OSError as exc:
         raise _error(path, "reading the qcow2 header of", exc)
     if not os.path.isabs(name):
-        name = os.path.normpath(os.path.join(os.path.dirname(path), name))
+        name = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), name))
     return name
 
 

@@ -399,8 +399,8 @@ class SnapshotManager(ActionRecorder):
         # What stays, what goes.
         descendants = []
         if discard_newer:
-            descendants = [c.getName() for c in self.client.call("list children of", "snapshot '%s'" % name,
-                                                                  snap.listAllChildren, LIST_DESCENDANTS)]
+            children = self.client.call("list children of", "snapshot '%s'" % name, snap.listAllChildren, LIST_DESCENDANTS)
+            descendants = [c.getName() for c in children]
         save_name = None
         if not discard_newer and changed_data:
             save_name = save_current_as or "%s-before-revert-%s" % (name, time.strftime("%Y%m%d%H%M%S", time.gmtime()))

@@ -125,7 +125,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
 def run(m):
     p = m.params
     mgr = snapshots.SnapshotManager(m.client, m.uri, check_mode=m.check_mode,
-                                    run_command=lambda cmd: m.module.run_command(cmd))
+                                    run_command=m.module.run_command)
     before_tree = None
     dom = m.client.domain(p["vm"])
     if dom is not None:

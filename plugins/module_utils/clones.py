@@ -1,0 +1,384 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Clones of a template, a VM or a VM's snapshot: linked (one qcow2 overlay per disk on the source's
+frozen image) or full (an independent copy of the allocated data), one or many per task.
+
+What a linked clone stands on must never change. A template's disks are read-only already; a
+snapshot's frozen images are protected by the snapshot module (no merge into them while clones
+stand on them); a plain VM is moved onto a new overlay first (a disk-only snapshot whose metadata
+is dropped), so its old images become the clones' frozen base and the VM writes elsewhere.
+
+Every clone gets a new UUID and new MACs. Per-clone data reaches the guest through SMBIOS: the
+system serial carries cloud-init's NoCloud seed ``ds=nocloud;h=<hostname>;i=<instance id>``, and
+extra metadata is in OEM strings ``kvmfusion:<key>=<value>`` (read in the guest from
+/sys/class/dmi/id/product_serial and ``dmidecode -t 11``). No seed ISO is built, so nothing extra
+has to be installed on the CNA or cleaned up afterwards.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains, fileops, names, snapshots, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
+
+CLONE_NS = "https://kvmfusion.compute/xmlns/clone/1"
+CLONE_KEY = "kvmfclone"
+DEFINE_VALIDATE = 1
+EXT = {"qcow2": "qcow2", "raw": "raw"}
+_META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def clone_names(names_list=None, count=None, pattern=None, start=1):
+    """The clone names of a task: an explicit list, or ``count`` names from ``pattern`` ({index})."""
+    if names_list:
+        out = list(names_list)
+    elif count is not None:
+        if count < 1:
+            raise ValueError("count must be at least 1, not %d" % count)
+        if not pattern or "{index" not in pattern:
+            raise ValueError("name_pattern must contain {index} (for example web-{index:02d})")
+        try:
+            out = [pattern.format(index=i) for i in range(start, start + count)]
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+            raise ValueError("invalid name_pattern %r: %s" % (pattern, e))
+    else:
+        raise ValueError("give the clone names, or count and name_pattern")
+    for n in out:
+        names.validate_name(n, kind="VM")
+    dup = sorted(set(n for n in out if out.count(n) > 1))
+    if dup:
+        raise ValueError("clone name(s) %s are given more than once" % ", ".join(dup))
+    return out
+
+
+def check_metadata(metadata):
+    for k, v in (metadata or {}).items():
+        if not _META_KEY.match(str(k)):
+            raise ValueError("invalid metadata key %r: letters, digits, '_', '.', '-' only" % (k,))
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in str(v)):
+            raise ValueError("metadata %s must not contain control characters" % k)
+
+
+def clone_record(xml):
+    """{source, snapshot, linked} of a VM made by this module, or None."""
+    el = xmlutil.parse(xml).find("metadata/{%s}clone" % CLONE_NS)
+    if el is None:
+        return None
+    return {"source": el.get("source"), "snapshot": el.get("snapshot") or None, "linked": el.get("linked") == "true"}
+
+
+def _fmt(path):
+    return "qcow2" if fileops.qcow2_backing(path) is not None or _is_qcow2(path) else "raw"
+
+
+def _is_qcow2(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"QFI\xfb"
+    except OSError:
+        return False
+
+
+def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, metadata, record):
+    """The clone's definition from the source's: new name, UUID, MACs, disk files and SMBIOS data."""
+    root = xmlutil.strip_generated(src_root)
+    root.attrib.pop("id", None)
+    xmlutil.set_text(root, "name", name)
+    uid = ET.Element("uuid")
+    uid.text = new_uuid
+    root.insert(1, uid)
+    for bs_parent in list(root.iter()):
+        for bs in bs_parent.findall("backingStore"):
+            bs_parent.remove(bs)
+    meta = root.find("metadata")
+    modes = {}
+    if meta is not None:
+        for el in list(meta):
+            if el.tag == "{%s}disks" % disks.META_NS:
+                for d in el:
+                    modes[d.get("source")] = d.get("mode")
+            if el.tag in ("{%s}vm" % domains.VM_NS, "{%s}snapshots" % snapshots.SNAP_NS, "{%s}disks" % disks.META_NS,
+                          "{%s}clone" % CLONE_NS):
+                meta.remove(el)
+    else:
+        meta = ET.SubElement(root, "metadata")
+    new_modes = {}
+    for el in root.findall("devices/disk"):
+        t = xmlutil.find_attr(el, "target", "dev")
+        old = disks.disk_source(el)
+        if t not in disk_map:
+            if old and modes.get(old) and modes[old] != "persistent":
+                new_modes[old] = modes[old]
+            continue
+        el.set("type", "file")
+        src = el.find("source")
+        for k in list(src.attrib):
+            del src.attrib[k]
+        src.set("file", disk_map[t][0])
+        drv = el.find("driver")
+        if drv is None:
+            drv = ET.SubElement(el, "driver", name="qemu")
+        drv.set("type", disk_map[t][1])
+        if modes.get(old) and modes[old] != "persistent":
+            new_modes[disk_map[t][0]] = modes[old]
+    if new_modes:
+        dm = ET.SubElement(meta, "{%s}disks" % disks.META_NS)
+        for path in sorted(new_modes):
+            ET.SubElement(dm, "{%s}disk" % disks.META_NS, source=path, mode=new_modes[path])
+    ET.SubElement(meta, "{%s}clone" % CLONE_NS, source=record["source"], snapshot=record["snapshot"] or "",
+                  linked="true" if record["linked"] else "false", disks=",".join(sorted(linked_targets)))
+    os_el = root.find("os")
+    for sm in os_el.findall("smbios"):
+        os_el.remove(sm)
+    for nv in os_el.findall("nvram"):
+        os_el.remove(nv)
+    ET.SubElement(os_el, "smbios", mode="sysinfo")
+    for si in root.findall("sysinfo"):
+        root.remove(si)
+    si = ET.SubElement(root, "sysinfo", type="smbios")
+    system = ET.SubElement(si, "system")
+    ET.SubElement(system, "entry", name="serial").text = "ds=nocloud;h=%s;i=%s" % (hostname, new_uuid)
+    if metadata:
+        oem = ET.SubElement(si, "oemStrings")
+        for k in sorted(metadata):
+            ET.SubElement(oem, "entry").text = "kvmfusion:%s=%s" % (k, metadata[k])
+    return root
+
+
+class CloneManager(ActionRecorder):
+
+    def __init__(self, client, uri, check_mode=False, run_command=None):
+        self.client = client
+        self.uri = uri
+        self.local = disks.is_local_uri(uri)
+        self.check_mode = check_mode
+        self.run_command = run_command
+        self.actions = []
+        self.warnings = []
+        self.made = []
+
+    def _qemu_img(self, args):
+        if self.run_command is None:
+            raise ValueError("qemu-img is needed on the CNA")
+        rc, out, err = self.run_command(["qemu-img"] + args)
+        if rc != 0:
+            raise ValueError("qemu-img %s failed: %s" % (args[0], " ".join((err or out).split())))
+        return out
+
+    def _datastore_dir(self, name):
+        pool = self.client.pool(name)
+        if pool is None:
+            raise ValueError("unknown datastore '%s' on %s" % (name, self.uri))
+        root = xmlutil.parse(self.client.call("read", "datastore '%s'" % name, pool.XMLDesc, 0))
+        if root.get("type") not in ("dir", "netfs") or not xmlutil.find_text(root, "target/path"):
+            raise ValueError("datastore '%s' is not file based: clones need a dir or nfs datastore" % name)
+        if not self.client.call("read state of", "datastore '%s'" % name, pool.isActive):
+            raise ValueError("datastore '%s' on %s is not running" % (name, self.uri))
+        return xmlutil.find_text(root, "target/path")
+
+    def clone(self, source, clones, snapshot=None, linked=True, datastore=None, provisioning="thin", fmt=None,
+              state="present", hostname=None, metadata=None):
+        """Make the clones that do not exist yet. Returns (changed, [per-clone facts])."""
+        names.validate_name(source, kind="VM")
+        if snapshot:
+            names.validate_name(snapshot, kind="snapshot")
+        check_metadata(metadata)
+        if not self.local:
+            raise ValueError("clone works on the disk files: run it on the CNA (uri %s is remote)" % self.uri)
+        if source in clones:
+            raise ValueError("a clone cannot be named like its source '%s'" % source)
+        src_dom = self.client.domain(source)
+        if src_dom is None:
+            raise ValueError("unknown source VM '%s' on %s" % (source, self.uri))
+        src_xml = self.client.domain_xml(source, inactive=True)
+        template = domains.is_template(src_xml)
+        src_root = xmlutil.parse(src_xml)
+        rdm = [xmlutil.find_attr(el, "target", "dev") for el in src_root.findall("devices/disk") if el.get("device") == "lun"]
+        if rdm:
+            raise ValueError("VM '%s' has raw device mapping(s) %s, which cannot be cloned" % (source, ", ".join(rdm)))
+        snap = None
+        if snapshot:
+            snap = self.client.snapshot(source, snapshot)
+            if snap is None:
+                raise ValueError("unknown snapshot '%s' of VM '%s'" % (snapshot, source))
+        ddir = self._datastore_dir(datastore) if datastore else None
+        # Which clones exist already (idempotence), which names collide.
+        todo, facts = [], []
+        for n in clones:
+            xml = self.client.domain_xml(n, inactive=True)
+            if xml is None:
+                todo.append(n)
+                continue
+            rec = clone_record(xml)
+            if rec is None or rec["source"] != source or rec["snapshot"] != snapshot or rec["linked"] != bool(linked):
+                raise ValueError("VM '%s' already exists and is not a %s clone of %s%s: choose another name"
+                                 % (n, "linked" if linked else "full", source,
+                                    " snapshot %s" % snapshot if snapshot else ""))
+        running = bool(self.client.call("read state of", "VM '%s'" % source, src_dom.isActive))
+        # The images to clone, per target: (path, format, frozen?).
+        if snap is not None:
+            sroot, lay, _mem = snapshots.SnapshotManager(self.client, self.uri).layout(snap)
+            base_root = sroot.find("domain")
+            images = self._images(base_root, frozen_targets=set(lay))
+        else:
+            base_root = src_root
+            images = self._images(src_root, frozen_targets=None if template else set())
+        freeze = None
+        if not snap and not template and todo and (linked or running):
+            parts, _rdm = snapshots.participating_disks(self.client, source, running)
+            if not any(take for _t, _b, take in parts):
+                raise ValueError("VM '%s' has no persistent disk to clone" % source)
+            freeze = "clone-base-%s" % todo[0]
+            if len(freeze) > 64 or self.client.snapshot(source, freeze) is not None:
+                freeze = "clone-base-%d" % int(time.time())
+            for t, _b, take in parts:
+                if take:
+                    images[t] = (images[t][0], images[t][1], True)
+        targets = {}
+        for n in todo:
+            dmap = {}
+            for t, (path, ifmt, frozen) in sorted(images.items()):
+                use_link = linked and frozen
+                ofmt = "qcow2" if use_link else (fmt or ifmt)
+                d = ddir or os.path.dirname(path)
+                dest = os.path.join(d, "%s-%s.%s" % (n, t, EXT[ofmt]))
+                if os.path.exists(dest):
+                    raise ValueError("clone '%s': %s already exists" % (n, dest))
+                dmap[t] = (dest, ofmt, use_link)
+            targets[n] = dmap
+        changed = bool(todo)
+        # Act: freeze a plain VM's images, then make each clone completely or not at all.
+        if freeze:
+            self._act("freeze the disks of %s (snapshot %s%s)" % (source, freeze, ", kept as the clones' base" if linked
+                                                                  else ", merged back afterwards"),
+                      self._freeze, source, freeze, images)
+        try:
+            for n in todo:
+                for t, (dest, ofmt, use_link) in sorted(targets[n].items()):
+                    # Recorded here, done by _make_clone (which removes all of a clone's files if any step fails).
+                    self.actions.append("%s: overlay %s on %s" % (n, dest, images[t][0]) if use_link else
+                                        "%s: copy %s (%s) to %s as %s %s" % (n, t, images[t][0], dest, provisioning, ofmt))
+                rec = {"source": source, "snapshot": snapshot, "linked": bool(linked)}
+                self._act("%s: define (new UUID and MACs)" % n, self._make_clone, base_root, n, images, targets[n],
+                          provisioning, hostname, metadata, rec)
+                if state == "running":
+                    self._act("%s: start" % n, self._start, n)
+                self.made.append(n)
+        finally:
+            if freeze and not linked:
+                self._act("merge snapshot %s back into %s" % (freeze, source), self._unfreeze, source, freeze)
+            if changed:
+                self._act("refresh datastores", self._refresh_pools)
+        for n in clones:
+            if n not in todo and state == "running":
+                dom = self.client.domain(n)
+                if not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
+                    self._act("%s: start" % n, self._start, n)
+                    changed = True
+        for n in clones:
+            if n in targets:
+                dl = dict((t, v[0]) for t, v in sorted(targets[n].items()))
+            else:
+                dl = dict((xmlutil.find_attr(el, "target", "dev"), src)
+                          for el, src, _m in disks.attached_disks(self.client, n, inactive=True)
+                          if el.get("device", "disk") == "disk" and src)
+            facts.append({"name": n, "created": n in todo, "linked": bool(linked), "disks": dl})
+        return changed, facts
+
+    def _images(self, root, frozen_targets):
+        """{target: [path, format, frozen]} of the file disks; ``frozen_targets`` None means all are frozen."""
+        out = {}
+        for el in root.findall("devices/disk"):
+            if el.get("device", "disk") != "disk" or el.get("type", "file") != "file":
+                continue
+            path = disks.disk_source(el)
+            if not path:
+                continue
+            t = xmlutil.find_attr(el, "target", "dev")
+            frozen = frozen_targets is None or t in frozen_targets
+            out[t] = (path, xmlutil.find_attr(el, "driver", "type") or _fmt(path), frozen)
+        return out
+
+    def _freeze(self, source, freeze, images):
+        mgr = snapshots.SnapshotManager(self.client, self.uri, run_command=self.run_command)
+        mgr.present(source, freeze, description="frozen base of clones")
+        _r, lay, _m = mgr.layout(self.client.snapshot(source, freeze))
+        for t, (_ov, fz, ffmt) in lay.items():
+            images[t] = (fz, ffmt, True)
+
+    def _unfreeze(self, source, freeze):
+        mgr = snapshots.SnapshotManager(self.client, self.uri, run_command=self.run_command)
+        try:
+            mgr.absent(source, freeze)
+        except Exception as e:  # pylint: disable=broad-except
+            self.warnings.append("snapshot %s of %s could not be merged back (%s); the clones are complete, "
+                                 "delete it later with kvmfusion.compute.snapshot" % (freeze, source, e))
+
+    def _make_disk(self, images, t, dest, ofmt, use_link, provisioning):
+        path, ifmt, _frozen = images[t]
+        try:
+            if use_link:
+                self._qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", ifmt, "-b", path, dest])
+                fileops.set_intent(dest, "thin")
+            else:
+                opts = ["-o", "compat=1.1"] if ofmt == "qcow2" else []
+                if ofmt == "qcow2" and provisioning != "thin":
+                    opts = ["-o", "compat=1.1,preallocation=falloc"]
+                # Unallocated and zero source ranges are skipped: only allocated data is copied.
+                self._qemu_img(["convert", "-q", "-U", "-f", ifmt, "-O", ofmt] + opts + [path, dest])
+                if ofmt == "raw" and provisioning != "thin":
+                    fileops.reserve(dest, os.stat(dest).st_size)
+                if provisioning == "thick_eager_zeroed":
+                    fileops.zero_unwritten(dest)
+                fileops.set_intent(dest, provisioning)
+            os.chmod(dest, 0o600)
+        except Exception:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            raise
+
+    def _make_clone(self, base_root, name, images, dmap, provisioning, hostname, metadata, rec):
+        made = []
+        try:
+            for t, (dest, ofmt, use_link) in sorted(dmap.items()):
+                made.append(dest)
+                self._make_disk(images, t, dest, ofmt, use_link, provisioning)
+            self._define(base_root, name, str(uuid.uuid4()), dmap, hostname, metadata, rec)
+        except Exception:
+            # Partial targets are removed: the source stays as it was, nothing half made is left.
+            if self.client.domain(name) is not None:
+                self.client.undefine_domain(name, 4)
+            for dest in made:
+                if os.path.exists(dest):
+                    os.unlink(dest)
+            raise
+
+    def _define(self, base_root, name, new_uuid, dmap, hostname, metadata, rec):
+        hn = (hostname or "{name}").format(name=name)
+        meta = dict((k, str(v).format(name=name)) for k, v in (metadata or {}).items())
+        disk_map = dict((t, (dest, ofmt)) for t, (dest, ofmt, _l) in dmap.items())
+        linked_targets = [t for t, (_d, _f, use_link) in dmap.items() if use_link]
+        root = clone_xml(base_root, name, new_uuid, disk_map, linked_targets, hn, meta, rec)
+        self.client.define_domain(xmlutil.tostring(root), DEFINE_VALIDATE)
+        first = sorted(dmap.items())[0][1][0] if dmap else None
+        if first:
+            domains.write_definition_copy(self.client, name, os.path.join(os.path.dirname(first), ".%s.kvmf-vm.xml" % name))
+
+    def _start(self, name):
+        dom = self.client.domain(name)
+        self.client.call("start", "VM '%s'" % name, dom.create)
+
+    def _refresh_pools(self):
+        for pname in self.client.pool_names():
+            pool = self.client.pool(pname)
+            if pool is not None and pool.isActive():
+                self.client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
