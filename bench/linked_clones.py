@@ -1,0 +1,214 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: 100 linked clones of a 2 GiB template in one play (20 of them started) vs full clones.
+
+Issue (snapshots and clones): report seconds per clone and bytes per clone for linked clones, and
+compare with full clones of the same template in the same run. The template's 2 GiB disk is fully
+allocated (every byte written), so a full clone really copies 2 GiB. The guests are firmware-only
+KVM guests (64 MiB, host-model CPU without arch-capabilities, which this machine's KVM cannot start
+with): the disk is data, the figure is the clone work. Everything runs on the first lab CNA through
+kvmfusion.compute.clone, one task per batch.
+
+    python3 bench/linked_clones.py [--linked 100] [--started 20] [--full 5]
+        (root; the lab must be up: tools/lab up, or ./dev lab)
+
+The baseline for the per-clone cost is an empty play against the same host, measured in the same
+run and subtracted (Ansible's start-up). Prints figures and ratios; never fails on timing. Exits
+non-zero only when a play fails.
+"""
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".cache", "venv", "bin")
+DS_DIR_VAR = "{{ kvmfusion_shared_datastore_path }}/bench-clone"
+
+SETUP = """
+- name: Template for the clone benchmark
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Remove what an earlier run left
+      ansible.builtin.shell: |
+        for d in $(virsh -c qemu:///system list --all --name | grep '^bench-'); do
+          virsh -c qemu:///system destroy $d >/dev/null 2>&1 || true
+          virsh -c qemu:///system undefine --snapshots-metadata $d >/dev/null 2>&1 || true
+        done
+        virsh -c qemu:///system pool-destroy bench-clone-ds >/dev/null 2>&1 || true
+        virsh -c qemu:///system pool-undefine bench-clone-ds >/dev/null 2>&1 || true
+        rm -rf DSDIR
+      changed_when: true
+
+    - name: Datastore
+      kvmfusion.compute.datastore:
+        name: bench-clone-ds
+        type: dir
+        path: "DSDIR"
+
+    - name: Template VM
+      kvmfusion.compute.vm:
+        name: bench-tpl
+        hypervisor: kvm
+        memory: 64MiB
+        graphics: none
+        guest_agent: false
+        cpu_model: host-model
+        cpu_features: {arch-capabilities: disable}
+        disks:
+          - {datastore: bench-clone-ds, name: bench-tpl.qcow2, size: 2GiB}
+
+    - name: Fill the template's 2 GiB with data
+      ansible.builtin.command: qemu-io -f qcow2 -c "write -P 0x5a 0 1G" -c "write -P 0xa5 1G 1G" DSDIR/bench-tpl.qcow2
+      changed_when: true
+
+    - name: Make it a template
+      kvmfusion.compute.vm:
+        name: bench-tpl
+        template: true
+""".replace("DSDIR", DS_DIR_VAR)
+
+EMPTY = """
+- name: Empty play (baseline)
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Nothing
+      ansible.builtin.command: "true"
+      changed_when: false
+"""
+
+LINKED = """
+- name: Linked clones
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Linked clones of the template
+      kvmfusion.compute.clone:
+        source: bench-tpl
+        count: "{{ linked | int }}"
+        name_pattern: "bench-lc-{index:03d}"
+"""
+
+START = """
+- name: Start linked clones
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Start some of them
+      kvmfusion.compute.clone:
+        source: bench-tpl
+        count: "{{ started | int }}"
+        name_pattern: "bench-lc-{index:03d}"
+        state: running
+"""
+
+FULL = """
+- name: Full clones
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Full clones of the template
+      kvmfusion.compute.clone:
+        source: bench-tpl
+        count: "{{ full | int }}"
+        name_pattern: "bench-fc-{index:03d}"
+        linked: false
+"""
+
+MEASURE = """
+- name: Measure
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Bytes on disk per clone file and running clones
+      ansible.builtin.shell: |
+        python3 - <<'PY'
+        import glob, json, os, subprocess
+        d = "DSDIR"
+        out = {"linked": [], "full": []}
+        for f in glob.glob(d + "/bench-lc-*.qcow2"):
+            out["linked"].append(os.stat(f).st_blocks * 512)
+        for f in glob.glob(d + "/bench-fc-*.qcow2"):
+            out["full"].append(os.stat(f).st_blocks * 512)
+        out["template"] = os.stat(d + "/bench-tpl.qcow2").st_blocks * 512
+        names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True).stdout
+        out["running"] = len([n for n in names.split() if n.startswith("bench-lc-")])
+        print(json.dumps(out))
+        PY
+      args:
+        executable: /bin/bash
+      register: measured
+      changed_when: false
+
+    - name: Report
+      ansible.builtin.debug:
+        msg: "BENCH {{ measured.stdout }}"
+""".replace("DSDIR", DS_DIR_VAR)
+
+CLEANUP = SETUP.split("    - name: Datastore")[0]
+
+
+def play(text, inventory, extra, tmp):
+    path = os.path.join(tmp, "play.yml")
+    with open(path, "w") as f:
+        f.write(text)
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"],
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".cache", "collections"),
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_STDOUT_CALLBACK="default")
+    cmd = ["ansible-playbook", "-i", inventory, path, "-e", json.dumps(extra)]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    took = time.time() - t0
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout[-4000:] + res.stderr[-2000:])
+        raise SystemExit("play failed: %s" % text.strip().splitlines()[0])
+    return took, res.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--linked", type=int, default=100)
+    ap.add_argument("--started", type=int, default=20)
+    ap.add_argument("--full", type=int, default=5)
+    a = ap.parse_args()
+    inventory = subprocess.run([os.path.join(ROOT, "tools", "lab"), "inventory"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    extra = {"target": "cna[0]", "linked": a.linked, "started": a.started, "full": a.full}
+    tmp = tempfile.mkdtemp(prefix="bench-clone-")
+    try:
+        t_setup, _o = play(SETUP, inventory, extra, tmp)
+        base = min(play(EMPTY, inventory, extra, tmp)[0] for _i in range(3))
+        t_linked, _o = play(LINKED, inventory, extra, tmp)
+        t_start, _o = play(START, inventory, extra, tmp)
+        t_full, _o = play(FULL, inventory, extra, tmp)
+        _t, out = play(MEASURE, inventory, extra, tmp)
+        line = [ln for ln in out.splitlines() if "BENCH {" in ln][0]
+        m = json.loads(line.split("BENCH ", 1)[1].rstrip('"').replace('\\"', '"'))
+    finally:
+        play(CLEANUP, inventory, extra, tmp)
+    lin_s = max(t_linked - base, 0.0) / a.linked
+    full_s = max(t_full - base, 0.0) / a.full
+    lin_b = sum(m["linked"]) / max(len(m["linked"]), 1)
+    full_b = sum(m["full"]) / max(len(m["full"]), 1)
+    print("template: 2 GiB virtual, %.2f GiB allocated (setup %.1f s)" % (m["template"] / 2.0 ** 30, t_setup))
+    print("baseline (empty play): %.2f s" % base)
+    print("linked: %d clones defined in %.2f s -> %.3f s per clone, %.0f KiB per clone (%d files)"
+          % (a.linked, t_linked, lin_s, lin_b / 1024.0, len(m["linked"])))
+    print("        %d of them started in %.2f s -> %.3f s per start (%d running)"
+          % (a.started, t_start, max(t_start - base, 0.0) / max(a.started, 1), m["running"]))
+    print("full:   %d clones defined in %.2f s -> %.3f s per clone, %.0f MiB per clone"
+          % (a.full, t_full, full_s, full_b / 2.0 ** 20))
+    print("ratio linked/full: time %.4fx, bytes %.5fx" % (lin_s / full_s if full_s else float("nan"),
+                                                          lin_b / full_b if full_b else float("nan")))
+    print("target: a few hundred KiB per linked clone -> %s" % ("met" if lin_b <= 1024 * 1024 else "NOT met"))
+
+
+if __name__ == "__main__":
+    main()
