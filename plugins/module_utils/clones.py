@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains, fileops, names, snapshots, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
 
-CLONE_NS = "https://kvmfusion.compute/xmlns/clone/1"
+CLONE_NS = domains.CLONE_NS
 CLONE_KEY = "kvmfclone"
 DEFINE_VALIDATE = 1
 EXT = {"qcow2": "qcow2", "raw": "raw"}

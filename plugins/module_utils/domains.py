@@ -24,6 +24,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import A
 
 VM_NS = "https://kvmfusion.compute/xmlns/vm/1"
 VM_KEY = "kvmfvm"
+CLONE_NS = "https://kvmfusion.compute/xmlns/clone/1"
 STATES = ("present", "running", "stopped", "restarted", "suspended", "paused", "absent")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
 GRAPHICS = ("none", "vnc", "spice")
@@ -899,4 +900,12 @@ def vm_facts(client, dom, local):
         "nics": nics,
         "qos": qos,
         "definition_copy": definition_copy_path(xml),
+        "clone_of": _clone_of(root),
     }
+
+
+def _clone_of(root):
+    el = root.find("metadata/{%s}clone" % CLONE_NS)
+    if el is None:
+        return None
+    return {"source": el.get("source"), "snapshot": el.get("snapshot") or None, "linked": el.get("linked") == "true"}

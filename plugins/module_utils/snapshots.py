@@ -109,9 +109,13 @@ def owned_files(client, vm):
     files, mems = set(), set()
 
     def down_to_base(top, t):
-        for f in fileops.backing_chain(top):
+        chain = fileops.backing_chain(top)
+        base = bases.get(t, top)
+        if base not in chain:
+            base = top  # the disk was replaced since the root snapshot: it is its own base
+        for f in chain:
             files.add(f)
-            if f == bases.get(t, top):
+            if f == base:
                 break
 
     for el, src, _mode in disks.attached_disks(client, vm, inactive=True):
@@ -360,7 +364,7 @@ class SnapshotManager(ActionRecorder):
         _root, lay, mem_file = self.layout(snap)
         running = bool(self.client.call("read state of", "VM '%s'" % vm, dom.isActive))
         want = state or ("running" if mem_file else "stopped")
-        if mem_file and want == "running" and not os.path.exists(mem_file):
+        if mem_file and want != "stopped" and not os.path.exists(mem_file):
             raise ValueError("snapshot '%s': its memory file %s is missing" % (name, mem_file))
         parts, rdm = participating_disks(self.client, vm, False)
         if rdm:

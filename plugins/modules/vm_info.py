@@ -105,6 +105,10 @@ vms:
       description: CPU and memory QoS as set (see M(kvmfusion.compute.vm)).
       type: dict
       sample: {cpu_shares: 2048, cpu_limit: 80}
+    clone_of:
+      description: For a VM made by M(kvmfusion.compute.clone), its source, snapshot and whether it is linked; else null.
+      type: dict
+      sample: {source: win-desktop-template, snapshot: null, linked: true}
     definition_copy:
       description: Where the copy of the definition beside the system disk lives.
       type: str
