@@ -192,6 +192,7 @@ class CloneManager(ActionRecorder):
         if snapshot:
             names.validate_name(snapshot, kind="snapshot")
         check_metadata(metadata)
+        self._check_patterns(hostname, metadata)
         if not self.local:
             raise ValueError("clone works on the disk files: run it on the CNA (uri %s is remote)" % self.uri)
         if source in clones:
@@ -205,6 +206,13 @@ class CloneManager(ActionRecorder):
         rdm = [xmlutil.find_attr(el, "target", "dev") for el in src_root.findall("devices/disk") if el.get("device") == "lun"]
         if rdm:
             raise ValueError("VM '%s' has raw device mapping(s) %s, which cannot be cloned" % (source, ", ".join(rdm)))
+        shared = [xmlutil.find_attr(el, "target", "dev") for el in src_root.findall("devices/disk")
+                  if el.get("device", "disk") == "disk" and el.get("type", "file") != "file"
+                  and el.find("readonly") is None and el.find("shareable") is None]
+        if shared:
+            raise ValueError("VM '%s' has writable disk(s) %s that are not files (block or network devices): clones "
+                             "would share them; detach them or make them read-only or shareable first"
+                             % (source, ", ".join(shared)))
         snap = None
         if snapshot:
             snap = self.client.snapshot(source, snapshot)
@@ -293,6 +301,18 @@ class CloneManager(ActionRecorder):
                           if el.get("device", "disk") == "disk" and src)
             facts.append({"name": n, "created": n in todo, "linked": bool(linked), "disks": dl})
         return changed, facts
+
+    @staticmethod
+    def _check_patterns(hostname, metadata):
+        """Patterns are formatted with {name} only; a bad one fails here, before any change."""
+        try:
+            hn = (hostname or "{name}").format(name="x")
+            for v in (metadata or {}).values():
+                str(v).format(name="x")
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+            raise ValueError("invalid hostname or metadata pattern (only {name} is known): %s" % e)
+        if not re.match(r"^[^;\s]+$", hn) or len(hn) > 253:
+            raise ValueError("invalid hostname %r: no ';' or white space (it goes into the NoCloud seed)" % hostname)
 
     def _images(self, root, frozen_targets):
         """{target: [path, format, frozen]} of the file disks; ``frozen_targets`` None means all are frozen."""

@@ -615,10 +615,14 @@ def write_definition_copy(client, name, path):
     """The VM's definition beside its system disk, so any CNA that sees the datastore can re-create it."""
     xml = client.domain_xml(name, inactive=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(xml)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(xml)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 LIVE_KEYS = ("vcpus", "memory", "nics", "qos", "description", "template", "name")
