@@ -167,12 +167,7 @@ class CloneManager(ActionRecorder):
         self.made = []
 
     def _qemu_img(self, args):
-        if self.run_command is None:
-            raise ValueError("qemu-img is needed on the CNA")
-        rc, out, err = self.run_command(["qemu-img"] + args)
-        if rc != 0:
-            raise ValueError("qemu-img %s failed: %s" % (args[0], " ".join((err or out).split())))
-        return out
+        return disks.qemu_img(self.run_command, args)
 
     def _datastore_dir(self, name):
         pool = self.client.pool(name)
@@ -398,7 +393,4 @@ class CloneManager(ActionRecorder):
         self.client.call("start", "VM '%s'" % name, dom.create)
 
     def _refresh_pools(self):
-        for pname in self.client.pool_names():
-            pool = self.client.pool(pname)
-            if pool is not None and pool.isActive():
-                self.client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
+        disks.refresh_pools(self.client)

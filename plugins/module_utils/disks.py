@@ -782,6 +782,24 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
     return out
 
 
+def qemu_img(run_command, args):
+    """Run qemu-img through the module's run_command; a failure is one ValueError line. Returns stdout."""
+    if run_command is None:
+        raise ValueError("qemu-img is needed on the CNA")
+    rc, out, err = run_command(["qemu-img"] + args)
+    if rc != 0:
+        raise ValueError("qemu-img %s failed: %s" % (args[0], " ".join((err or out).split())))
+    return out
+
+
+def refresh_pools(client):
+    """Re-read every running datastore's volume list (changes no data)."""
+    for pname in client.pool_names():
+        pool = client.pool(pname)
+        if pool is not None and pool.isActive():
+            client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
+
+
 def dependants_of(client, paths, exclude_vm=None):
     """{path: [(vm, target)]} for the given image files that other VMs' disks stand on as backing files.
 

@@ -278,10 +278,7 @@ class SnapshotManager(ActionRecorder):
                          _record_xml(records), SNAP_KEY, SNAP_NS, flags)
 
     def _refresh_pools(self):
-        for pname in self.client.pool_names():
-            pool = self.client.pool(pname)
-            if pool is not None and pool.isActive():
-                self.client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
+        disks.refresh_pools(self.client)
 
     def absent(self, vm, name):
         names.validate_name(vm, kind="VM")
@@ -321,12 +318,7 @@ class SnapshotManager(ActionRecorder):
 
     # revert -------------------------------------------------------------------------------
     def _qemu_img(self, args):
-        if self.run_command is None:
-            raise ValueError("qemu-img is needed on the CNA")
-        rc, out, err = self.run_command(["qemu-img"] + args)
-        if rc != 0:
-            raise ValueError("qemu-img %s failed: %s" % (args[0], " ".join((err or out).split())))
-        return out
+        return disks.qemu_img(self.run_command, args)
 
     @staticmethod
     def has_own_data(path):
