@@ -31,6 +31,8 @@ DELETE_METADATA_ONLY = 2
 LIST_DESCENDANTS = 1
 SAVE_RUNNING, SAVE_PAUSED = 2, 4
 DEFINE_VALIDATE = 1
+REVERT_RUNNING, REVERT_PAUSED = 1, 2
+LIBVIRT_EXTERNAL_REVERT = 9009000  # libvirt 9.9.0 reverts external snapshots
 METADATA_ELEMENT = 2
 AFFECT_LIVE, AFFECT_CONFIG = 1, 2
 
@@ -442,6 +444,15 @@ class SnapshotManager(ActionRecorder):
             raise ValueError("reverting VM '%s' to '%s' would remove or rewrite images that others stand on: %s"
                              % (vm, name, disks.describe_dependants(deps)))
         # Act.
+        if not descendants and save_name is None and self._libvirt_reverts(mem_file, want):
+            # libvirt >= 9.9 reverts external snapshots itself: new overlays on the snapshot's images, the
+            # current state discarded. Where that is exactly what was asked, libvirt does it and keeps its
+            # own bookkeeping; branches with a saved state and discarding newer snapshots stay ours.
+            self._act("revert to %s with libvirt's own external revert" % name, self._libvirt_revert, dom, snap,
+                      mem_file, want)
+            self._act("refresh datastores", self._refresh_pools)
+            return True, {"snapshot": name, "state": want, "saved_as": None, "discarded": [], "disks": None,
+                          "engine": "libvirt"}
         if save_name:
             self._act("save the current state as snapshot %s" % save_name, self._save_current, vm, save_name)
         if running:
@@ -463,7 +474,24 @@ class SnapshotManager(ActionRecorder):
             self._act("start", self._start, dom, want)
         self._act("refresh datastores", self._refresh_pools)
         return True, {"snapshot": name, "state": want, "saved_as": save_name, "discarded": descendants,
-                      "disks": dict((t, new_active[t]) for t in sorted(lay))}
+                      "disks": dict((t, new_active[t]) for t in sorted(lay)), "engine": "kvmfusion"}
+
+    def _libvirt_reverts(self, mem_file, want):
+        """Whether this host's libvirt reverts external snapshots itself (9.9.0 and later) the way asked."""
+        if mem_file and want == "stopped":
+            return False  # libvirt would resume the saved memory; disks-only of a memory snapshot is ours
+        try:
+            version = self.client.call("read the version of", "libvirt", self.client.conn.getLibVersion)
+        except Exception:  # pylint: disable=broad-except
+            return False
+        return isinstance(version, int) and version >= LIBVIRT_EXTERNAL_REVERT
+
+    def _libvirt_revert(self, dom, snap, mem_file, want):
+        flags = {"running": REVERT_RUNNING, "paused": REVERT_PAUSED}.get(want, 0)
+        self.client.call("revert to snapshot '%s' of" % snap.getName(), "VM '%s'" % dom.name(), dom.revertToSnapshot,
+                         snap, flags)
+        if not mem_file and want == "stopped" and dom.isActive():
+            self.client.call("power off", "VM '%s'" % dom.name(), dom.destroy)
 
     def _current_name(self, dom, vm):
         try:

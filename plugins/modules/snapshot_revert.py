@@ -30,6 +30,9 @@ description:
     change. Guest RAM is not compared: a VM resumed from a memory snapshot counts as unchanged while its disks are."
   - libvirt 9.0 (Debian 12) cannot revert external snapshots; this module does it on the qcow2 chains itself and
     keeps libvirt's snapshot metadata (current snapshot, tree) consistent.
+  - "Where the host's libvirt reverts external snapshots itself (9.9.0 and later) and that is exactly what was asked
+    (nothing newer to discard, no current state to save, not the disks only of a memory snapshot), libvirt's own revert
+    is used; C(engine) in RV(revert) says which did it."
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
@@ -101,7 +104,10 @@ actions:
     - make s1 the current snapshot
     - start
 revert:
-  description: What the revert did; null when nothing changed.
+  description:
+    - What the revert did; null when nothing changed.
+    - C(engine) is V(kvmfusion) (this collection's revert on the qcow2 chains) or V(libvirt) (libvirt >= 9.9 did it;
+      C(disks) is null then).
   returned: always
   type: dict
   sample:
@@ -110,6 +116,7 @@ revert:
     saved_as: null
     discarded: [s2]
     disks: {vda: /var/lib/kvmfusion/shared/db1-system.s1.qcow2}
+    engine: kvmfusion
 snapshots:
   description: The VM's snapshot tree afterwards (see M(kvmfusion.compute.snapshot_info)); null in check mode.
   returned: always

@@ -404,7 +404,8 @@ def test_discard_newer_drops_s2_and_recreates_s1_overlay_empty(tmp_path):
     mgr = lab.manager()
     changed, plan = mgr.revert("vm1", "s1")
     assert changed
-    assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": None, "discarded": ["s2"], "disks": {"vda": s1}}
+    assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": None, "discarded": ["s2"], "disks": {"vda": s1},
+                    "engine": "kvmfusion"}
     assert mgr.actions == [
         "discard snapshot s2",
         "delete %s" % s2,
@@ -492,7 +493,8 @@ def test_keep_newer_saves_the_current_state_first_and_branches(tmp_path):
     changed, plan = mgr.revert("vm1", "s1", discard_newer=False, save_current_as="keep")
     assert changed
     new = lab.path("sys.s1~1.qcow2")
-    assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": "keep", "discarded": [], "disks": {"vda": new}}
+    assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": "keep", "discarded": [], "disks": {"vda": new},
+                    "engine": "kvmfusion"}
     assert mgr.actions == [
         "save the current state as snapshot keep",
         "new overlay %s on %s for vda" % (new, base),
@@ -782,3 +784,50 @@ def test_owned_files_of_a_replaced_disk_stop_at_that_disk(tmp_path):
     assert mems == set()
     assert template not in files
     assert files == set([lab.base, lab.overlay("s1"), other])
+
+
+# ---------------------------------------------------------------------------- 8. libvirt's own revert (>= 9.9)
+def with_libvirt(lab, version):
+    """Give the fake host a libvirt version and record revertToSnapshot calls."""
+    lab.client.conn.getLibVersion = lambda: version
+
+    def revert_to_snapshot(snap, flags):
+        lab.client.log.append(("revertToSnapshot", snap.getName(), flags))
+        return 0
+    lab.vm.revertToSnapshot = revert_to_snapshot
+    return lab
+
+
+@pytest.mark.parametrize("state, flags", [(None, 0), ("running", snapshots.REVERT_RUNNING), ("paused", snapshots.REVERT_PAUSED)])
+def test_libvirt_9_9_reverts_itself_where_it_does_what_was_asked(tmp_path, state, flags):
+    lab = with_libvirt(two_snapshots(tmp_path), 9009000)
+    before = tree(lab.dir)
+    mgr = lab.manager()
+    changed, plan = mgr.revert("vm1", "s2", state=state)  # s2 has no newer snapshot: nothing to discard
+    assert changed and plan["engine"] == "libvirt"
+    assert mgr.actions == ["revert to s2 with libvirt's own external revert", "refresh datastores"]
+    assert lab.calls("revertToSnapshot") == [("revertToSnapshot", "s2", flags)]
+    # libvirt did the work: the collection itself wrote, defined and deleted nothing
+    assert lab.client.defined == [] and lab.runner.commands == [] and tree(lab.dir) == before
+
+
+@pytest.mark.parametrize("version, kwargs, name", [
+    (9008000, {}, "s2"),                                              # older libvirt
+    (9009000, {}, "s1"),                                              # newer snapshots to discard
+    (9009000, {"discard_newer": False, "save_current_as": "keep"}, "s2"),  # the current state is saved first
+])
+def test_our_own_revert_where_libvirt_cannot_do_what_was_asked(tmp_path, version, kwargs, name):
+    lab = with_libvirt(two_snapshots(tmp_path), version)
+    mgr = lab.manager()
+    changed, plan = mgr.revert("vm1", name, **kwargs)
+    assert changed and plan["engine"] == "kvmfusion"
+    assert lab.calls("revertToSnapshot") == []
+    assert lab.client.defined
+
+
+def test_a_memory_snapshot_reverted_to_stopped_is_ours_on_libvirt_9_9(tmp_path):
+    lab = with_libvirt(two_snapshots(tmp_path, running=True), 9009000)
+    mgr = lab.manager()
+    changed, plan = mgr.revert("vm1", "s2", state="stopped")
+    assert changed and plan["engine"] == "kvmfusion"
+    assert lab.calls("revertToSnapshot") == [] and lab.calls("restoreFlags") == []
