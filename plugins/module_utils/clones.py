@@ -76,18 +76,6 @@ def clone_record(xml):
     return {"source": el.get("source"), "snapshot": el.get("snapshot") or None, "linked": el.get("linked") == "true"}
 
 
-def _fmt(path):
-    return "qcow2" if fileops.qcow2_backing(path) is not None or _is_qcow2(path) else "raw"
-
-
-def _is_qcow2(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"QFI\xfb"
-    except OSError:
-        return False
-
-
 def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, metadata, record):
     """The clone's definition from the source's: new name, UUID, MACs, disk files and SMBIOS data."""
     root = xmlutil.strip_generated(src_root)
@@ -119,15 +107,7 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
             if old and modes.get(old) and modes[old] != "persistent":
                 new_modes[old] = modes[old]
             continue
-        el.set("type", "file")
-        src = el.find("source")
-        for k in list(src.attrib):
-            del src.attrib[k]
-        src.set("file", disk_map[t][0])
-        drv = el.find("driver")
-        if drv is None:
-            drv = ET.SubElement(el, "driver", name="qemu")
-        drv.set("type", disk_map[t][1])
+        disks.repoint_disk(el, disk_map[t][0], disk_map[t][1])
         if modes.get(old) and modes[old] != "persistent":
             new_modes[disk_map[t][0]] = modes[old]
     if new_modes:
@@ -173,12 +153,10 @@ class CloneManager(ActionRecorder):
         pool = self.client.pool(name)
         if pool is None:
             raise ValueError("unknown datastore '%s' on %s" % (name, self.uri))
-        root = xmlutil.parse(self.client.call("read", "datastore '%s'" % name, pool.XMLDesc, 0))
-        if root.get("type") not in ("dir", "netfs") or not xmlutil.find_text(root, "target/path"):
-            raise ValueError("datastore '%s' is not file based: clones need a dir or nfs datastore" % name)
+        path = disks.datastore_dir(self.client, pool, name, "clones")
         if not self.client.call("read state of", "datastore '%s'" % name, pool.isActive):
             raise ValueError("datastore '%s' on %s is not running" % (name, self.uri))
-        return xmlutil.find_text(root, "target/path")
+        return path
 
     def clone(self, source, clones, snapshot=None, linked=True, datastore=None, provisioning="thin", fmt=None,
               state="present", hostname=None, metadata=None):
@@ -320,7 +298,7 @@ class CloneManager(ActionRecorder):
                 continue
             t = xmlutil.find_attr(el, "target", "dev")
             frozen = frozen_targets is None or t in frozen_targets
-            out[t] = (path, xmlutil.find_attr(el, "driver", "type") or _fmt(path), frozen)
+            out[t] = (path, xmlutil.find_attr(el, "driver", "type") or ("qcow2" if fileops.is_qcow2(path) else "raw"), frozen)
         return out
 
     def _freeze(self, source, freeze, images):

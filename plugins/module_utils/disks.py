@@ -195,6 +195,33 @@ def attached_disks(client, dom_name, inactive=True):
     return out
 
 
+def datastore_dir(client, pool, name, who):
+    """The directory of a file-based (dir or nfs) datastore; ``who`` names what needs one in the error."""
+    root = xmlutil.parse(client.call("read", "datastore '%s'" % name, pool.XMLDesc, 0))
+    base = xmlutil.find_text(root, "target/path")
+    if root.get("type") not in ("dir", "netfs") or not base:
+        raise ValueError("datastore '%s' is not file based: %s need a dir or nfs datastore" % (name, who))
+    return base
+
+
+def repoint_disk(el, path, fmt):
+    """Point a domain <disk> element at the image ``path`` of format ``fmt``; its old backing chain goes
+    (libvirt reads the new one from the image header)."""
+    for bs in el.findall("backingStore"):
+        el.remove(bs)
+    el.set("type", "file")
+    src = el.find("source")
+    if src is None:
+        src = ET.SubElement(el, "source")
+    for k in list(src.attrib):
+        del src.attrib[k]
+    src.set("file", path)
+    drv = el.find("driver")
+    if drv is None:
+        drv = ET.SubElement(el, "driver", name="qemu")
+    drv.set("type", fmt)
+
+
 def users_of(client, path):
     """[(domain, target dev)] on this host whose persistent or live definition uses ``path``."""
     found = []
@@ -431,17 +458,10 @@ class DiskManager(ActionRecorder):
             pass
 
     def _pool_path(self, pool, d):
-        root = xmlutil.parse(self.client.call("read", "datastore '%s'" % d["datastore"], pool.XMLDesc, 0))
-        base = xmlutil.find_text(root, "target/path")
-        if root.get("type") not in ("dir", "netfs") or not base:
-            raise ValueError("datastore '%s' is not file based: thick qcow2 disks need a dir or nfs datastore"
-                             % d["datastore"])
-        return os.path.join(base, d["name"])
+        return os.path.join(datastore_dir(self.client, pool, d["datastore"], "thick qcow2 disks"), d["name"])
 
     def _qemu_img(self, args):
-        if self.run_command is None:
-            raise ValueError("qemu-img is needed on the CNA")
-        self.run_command(["qemu-img"] + args)
+        qemu_img(self.run_command, args)
 
     def _grow_offline(self, d, cur, prov):
         pool = self._pool(d["datastore"])

@@ -67,6 +67,8 @@ _PROGRESS_STEP = 64 * 1024 * 1024
 
 # qcow2 header: magic, version, backing_file_offset, backing_file_size, cluster_bits, size
 _QCOW2_HEAD = struct.Struct(">4sIQIIQ")
+# ... and on: crypt_method, l1_size, l1_table_offset
+_QCOW2_L1 = struct.Struct(">IIQ")
 _QCOW2_MAGIC = b"QFI\xfb"
 
 _UNSUPPORTED = (errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP))
@@ -479,7 +481,13 @@ def provisioning_of(path, size=None, fmt=None):
     return detect_provisioning(path, size, fmt)
 
 
-_QCOW2_MAGIC = b"QFI\xfb"
+def is_qcow2(path):
+    """Whether ``path`` starts with the qcow2 magic (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _QCOW2_MAGIC
+    except OSError:
+        return False
 
 
 def qcow2_backing(path):
@@ -489,11 +497,10 @@ def qcow2_backing(path):
     """
     try:
         with open(path, "rb") as f:
-            head = f.read(20)
-            if len(head) < 20 or head[:4] != _QCOW2_MAGIC:
+            head = f.read(_QCOW2_HEAD.size)
+            if len(head) < _QCOW2_HEAD.size or head[:4] != _QCOW2_MAGIC:
                 return None
-            offset, = struct.unpack(">Q", head[8:16])
-            size, = struct.unpack(">I", head[16:20])
+            offset, size = _QCOW2_HEAD.unpack(head)[2:4]
             if not offset or not size or size > 4096:
                 return None
             f.seek(offset)
@@ -523,11 +530,10 @@ def qcow2_has_data(path):
     """
     try:
         with open(path, "rb") as f:
-            head = f.read(48)
-            if len(head) < 48 or head[:4] != _QCOW2_MAGIC:
+            head = f.read(_QCOW2_HEAD.size + _QCOW2_L1.size)
+            if len(head) < _QCOW2_HEAD.size + _QCOW2_L1.size or head[:4] != _QCOW2_MAGIC:
                 raise FileOpsError(path, "not a qcow2 image")
-            l1_size, = struct.unpack(">I", head[36:40])
-            l1_offset, = struct.unpack(">Q", head[40:48])
+            l1_size, l1_offset = _QCOW2_L1.unpack(head[_QCOW2_HEAD.size:])[1:]
             f.seek(l1_offset)
             table = f.read(8 * l1_size)
     except OSError as exc:

@@ -84,6 +84,15 @@ def disk_bases(client, vm):
     return bases
 
 
+def own_base(bases, target, top):
+    """The base of the disk ``target`` whose current image is ``top``: its entry in disk_bases(), unless the
+    disk was replaced since the root snapshot (that base is not below ``top``), when ``top`` is its own base."""
+    base = bases.get(target, top)
+    if top and os.path.exists(top) and base not in fileops.backing_chain(top):
+        return top
+    return base
+
+
 def participating_disks(client, vm, running):
     """[(target, base file, take_part)]: persistent file disks take part; others are excluded."""
     out, rdm = [], []
@@ -97,10 +106,7 @@ def participating_disks(client, vm, running):
             continue
         take = el.get("type") == "file" and mode == "persistent" and el.find("transient") is None and \
             el.find("readonly") is None
-        base = bases.get(target, src)
-        if src and os.path.exists(src) and base not in fileops.backing_chain(src):
-            base = src  # the disk was replaced since the root snapshot
-        out.append((target, base, take))
+        out.append((target, own_base(bases, target, src), take))
     return out, rdm
 
 
@@ -111,11 +117,8 @@ def owned_files(client, vm):
     files, mems = set(), set()
 
     def down_to_base(top, t):
-        chain = fileops.backing_chain(top)
-        base = bases.get(t, top)
-        if base not in chain:
-            base = top  # the disk was replaced since the root snapshot: it is its own base
-        for f in chain:
+        base = own_base(bases, t, top)
+        for f in fileops.backing_chain(top):
             files.add(f)
             if f == base:
                 break
@@ -137,12 +140,17 @@ def owned_files(client, vm):
     return files, mems
 
 
+def current_snapshot(client, dom, vm):
+    """The name of the VM's current snapshot, or None."""
+    try:
+        return client.call("read current snapshot of", "VM '%s'" % vm, dom.snapshotCurrent, 0).getName()
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
 def snapshot_facts(client, dom, vm, local):
     records = _quiesced_record(client, vm)
-    try:
-        current = client.call("read current snapshot of", "VM '%s'" % vm, dom.snapshotCurrent, 0).getName()
-    except Exception:  # pylint: disable=broad-except
-        current = None
+    current = current_snapshot(client, dom, vm)
     out = []
     for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
         root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
@@ -384,7 +392,7 @@ class SnapshotManager(ActionRecorder):
                 raise ValueError("snapshot '%s' has guest memory, but independent disk(s) %s cannot return to that "
                                  "moment: revert with state=stopped (disks only)" % (name, ", ".join(indep)))
         # Where the VM sits now.
-        cur_name = self._current_name(dom, vm)
+        cur_name = current_snapshot(self.client, dom, vm)
         active = dict((t, current[t][0]) for t in lay)
         own_data = dict((t, self.has_own_data(a) if fileops.qcow2_backing(a) else True) for t, a in active.items())
         at_snapshot = cur_name == name and all(fileops.qcow2_backing(active[t]) == lay[t][1] for t in lay)
@@ -493,14 +501,6 @@ class SnapshotManager(ActionRecorder):
         if not mem_file and want == "stopped" and dom.isActive():
             self.client.call("power off", "VM '%s'" % dom.name(), dom.destroy)
 
-    def _current_name(self, dom, vm):
-        try:
-            if not dom.hasCurrentSnapshot(0):
-                return None
-            return self.client.call("read current snapshot of", "VM '%s'" % vm, dom.snapshotCurrent, 0).getName()
-        except Exception:  # pylint: disable=broad-except
-            return None
-
     def _run_state(self, dom):
         st = self.client.call("read state of", "VM '%s'" % dom.name(), dom.state, 0)[0]
         return "paused" if st == 3 else "running"
@@ -536,14 +536,7 @@ class SnapshotManager(ActionRecorder):
             t = xmlutil.find_attr(el, "target", "dev")
             if t not in new_active:
                 continue
-            for bs in el.findall("backingStore"):
-                el.remove(bs)
-            el.set("type", "file")
-            drv = el.find("driver")
-            if drv is None:
-                drv = ET.SubElement(el, "driver", name="qemu")
-            drv.set("type", "qcow2")
-            el.find("source").set("file", new_active[t])
+            disks.repoint_disk(el, new_active[t], "qcow2")
         self.client.define_domain(xmlutil.tostring(root), DEFINE_VALIDATE)
 
     def _set_current(self, dom, snap):
@@ -557,10 +550,7 @@ class SnapshotManager(ActionRecorder):
         for el in root.findall("devices/disk"):
             t = xmlutil.find_attr(el, "target", "dev")
             if t in new_active:
-                for bs in el.findall("backingStore"):
-                    el.remove(bs)
-                el.find("driver").set("type", "qcow2")
-                el.find("source").set("file", new_active[t])
+                disks.repoint_disk(el, new_active[t], "qcow2")
         self.client.call("restore guest memory from", mem_file, conn.restoreFlags, mem_file, xmlutil.tostring(root),
                          SAVE_RUNNING if want == "running" else SAVE_PAUSED)
 

@@ -133,18 +133,15 @@ def run(m):
     p = m.params
     mgr = snapshots.SnapshotManager(m.client, m.uri, check_mode=m.check_mode,
                                     run_command=m.module.run_command)
-    before_tree = None
     dom = m.client.domain(p["vm"])
-    if dom is not None:
-        before_tree = snapshots.snapshot_facts(m.client, dom, p["vm"], mgr.local)
+    before_current = snapshots.current_snapshot(m.client, dom, p["vm"]) if dom is not None else None
     changed, plan = mgr.revert(p["vm"], p["name"], p["discard_newer"], p["state"], p["save_current_as"])
     tree = None
     if not m.check_mode:
         tree = snapshots.snapshot_facts(m.client, m.client.domain(p["vm"]), p["vm"], mgr.local)
     for w in mgr.warnings:
         m.warn(w)
-    cur = [s["name"] for s in (before_tree or []) if s["current"]]
-    m.exit(changed=changed, before={"current": cur[0] if cur else None},
+    m.exit(changed=changed, before={"current": before_current},
            after={"current": p["name"], "state": plan["state"]}, revert=plan if changed else None,
            snapshots=tree, actions=mgr.actions)
 
