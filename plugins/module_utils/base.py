@@ -20,13 +20,32 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.client import (
     Client,
     LibvirtClientError,
     resolve_uri,
+    uri_for_host,
 )
+from ansible_collections.kvmfusion.compute.plugins.module_utils.fileops import FileOpsError
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Result
 
 # Documented by the kvmfusion.compute.connection doc fragment. No env fallback here:
 # resolve_uri() applies LIBVIRT_DEFAULT_URI, then qemu:///system.
 COMMON_ARGSPEC = dict(
     uri=dict(type="str", aliases=["libvirt_uri"]),
 )
+# The second connection of modules that span two CNAs (kvmfusion.compute.connection.dest fragment).
+DEST_ARGSPEC = dict(
+    dest_uri=dict(type="str"),
+    dest_host=dict(type="str"),
+)
+
+# Everything a user can cause ends as one line: libvirt errors, bad input (ValueError, CommandError
+# among them), file operations and the OS (disk full, permissions).
+USER_ERRORS = (LibvirtClientError, ValueError, FileOpsError, OSError)
+
+
+def _os_error_line(e):
+    if isinstance(e, OSError) and e.strerror:
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
+        return "%s%s" % (e.strerror, ": %s" % where if where else "")
+    return str(e) or type(e).__name__
 
 
 def _one_line(text):
@@ -43,14 +62,20 @@ def _diff_side(value, other):
 class KvmfModule(object):
     """AnsibleModule plus a lazily connected libvirt Client.
 
-    Module logic runs inside ``run(fn)`` and ends by calling ``exit()``;
-    LibvirtClientError and ValueError become a one-line failure.
+    Module logic runs inside ``run(fn)``: ``fn`` returns a manager's ``Result`` (or, for
+    ``_info`` modules, ends by calling ``exit()``); every error a user can cause becomes a
+    one-line failure. ``two_hosts=True`` adds the destination options (``dest_uri`` or
+    ``dest_host``) and ``dest_client`` for operations that span two CNAs.
     """
 
-    def __init__(self, argument_spec, supports_check_mode=True, readonly=False, **kwargs):
+    def __init__(self, argument_spec, supports_check_mode=True, readonly=False, two_hosts=False, **kwargs):
         self._client = None
+        self._dest_client = None
         self.readonly = readonly
         spec = copy.deepcopy(COMMON_ARGSPEC)
+        if two_hosts:
+            spec.update(copy.deepcopy(DEST_ARGSPEC))
+            kwargs["mutually_exclusive"] = list(kwargs.get("mutually_exclusive") or []) + [("dest_uri", "dest_host")]
         spec.update(copy.deepcopy(argument_spec))
         self.module = AnsibleModule(argument_spec=spec, supports_check_mode=supports_check_mode, **kwargs)
         self.params = self.module.params
@@ -66,10 +91,37 @@ class KvmfModule(object):
             self._client = Client(self.uri, readonly=self.readonly)
         return self._client
 
+    @property
+    def dest_uri(self):
+        """The destination URI: dest_uri, or dest_host reached the way ``uri`` reaches its host; None if unset."""
+        if self.params.get("dest_uri"):
+            return self.params["dest_uri"]
+        if self.params.get("dest_host"):
+            return uri_for_host(self.params["dest_host"], like=self.uri)
+        return None
+
+    @property
+    def dest_client(self):
+        if self._dest_client is None:
+            if self.dest_uri is None:
+                raise ValueError("a destination is needed: set dest_host or dest_uri")
+            self._dest_client = Client(self.dest_uri, readonly=self.readonly)
+        return self._dest_client
+
+    def run_command(self, cmd):
+        """The one command runner handed to managers: (rc, stdout, stderr); managers decide what a failure means."""
+        return self.module.run_command(cmd)
+
+    def manager(self, cls, *args, **kwargs):
+        """Build a manager of ``cls`` on this task's client, check mode and command runner."""
+        return cls(self.client, *args, check_mode=self.check_mode, run_command=self.run_command, **kwargs)
+
     def close(self):
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        for attr in ("_client", "_dest_client"):
+            client = getattr(self, attr)
+            setattr(self, attr, None)
+            if client is not None:
+                client.close()
 
     def warn(self, msg):
         self.module.warn(_one_line(msg))
@@ -88,12 +140,20 @@ class KvmfModule(object):
         self.close()
         self.module.exit_json(changed=changed, **result)
 
+    def exit_result(self, result):
+        """Turn a manager's Result into the module result: warnings, actions, diff, values."""
+        for w in result.warnings:
+            self.warn(w)
+        self.exit(before=result.before, after=result.after, **result.as_dict())
+
     def run(self, fn):
-        """Call ``fn(self)``, which must end with ``self.exit()``; failures leave through ``fail()``."""
+        """Call ``fn(self)``: a returned Result becomes the module result; failures leave through ``fail()``."""
         try:
-            fn(self)
-        except (LibvirtClientError, ValueError) as e:
-            self.fail(str(e), exception=traceback.format_exc())
+            result = fn(self)
+            if isinstance(result, Result):
+                self.exit_result(result)
+        except USER_ERRORS as e:
+            self.fail(_os_error_line(e), exception=traceback.format_exc())
         finally:
             self.close()
         self.fail("internal error: %s returned without a result" % getattr(fn, "__name__", repr(fn)))

@@ -55,6 +55,28 @@ def resolve_uri(uri=None):
     return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
+def is_local_uri(uri):
+    """True when ``uri`` reaches the libvirt of the host this code runs on (no host part, or localhost)."""
+    m = re.match(r"^[a-z0-9+]+://([^/?]*)/", uri or "")
+    return bool(m) and m.group(1) in ("", "localhost")
+
+
+def uri_for_host(host, like=None):
+    """The URI of the same driver and transport as ``like`` (default qemu+ssh as root) on ``host``.
+
+    A second connection (migration, HA) names a CNA by its inventory host name; it reaches that
+    CNA the way the first connection reaches its own.
+    """
+    if not host or not re.match(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", host):
+        raise ValueError("invalid host name %r" % (host,))
+    m = re.match(r"^([a-z0-9]+)(\+([a-z0-9]+))?://(([^@/]*)@)?[^/?]*(/[^?]*)", resolve_uri(like))
+    driver, transport, user, path = (m.group(1), m.group(3), m.group(5), m.group(6)) if m else ("qemu", None, None,
+                                                                                               "/system")
+    if not transport or transport == "unix":
+        transport, user = "ssh", user or "root"
+    return "%s+%s://%s%s%s" % (driver, transport, "%s@" % user if user else "", host, path or "/system")
+
+
 def version_tuple(version):
     """Unpack libvirt's packed version int (major * 1000000 + minor * 1000 + micro)."""
     version = int(version)
@@ -127,6 +149,11 @@ class Client(object):
 
     def __enter__(self):
         return self
+
+    @property
+    def is_local(self):
+        """Whether this client reaches the host the code runs on: file work is allowed only then."""
+        return is_local_uri(self.uri)
 
     def __exit__(self, exc_type, exc_value, tb):
         self.close()

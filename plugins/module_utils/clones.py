@@ -27,12 +27,14 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains, fileops, names, snapshots, xmlutil
-from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, snapshots, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import DEFINE_VALIDATE, UNDEFINE_NVRAM
+from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import META_NS, attached_disks, disk_source, repoint_disk
+from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template
 
-CLONE_NS = domains.CLONE_NS
 CLONE_KEY = "kvmfclone"
-DEFINE_VALIDATE = 1
 EXT = {"qcow2": "qcow2", "raw": "raw"}
 _META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -91,10 +93,10 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
     modes = {}
     if meta is not None:
         for el in list(meta):
-            if el.tag == "{%s}disks" % disks.META_NS:
+            if el.tag == "{%s}disks" % META_NS:
                 for d in el:
                     modes[d.get("source")] = d.get("mode")
-            if el.tag in ("{%s}vm" % domains.VM_NS, "{%s}snapshots" % snapshots.SNAP_NS, "{%s}disks" % disks.META_NS,
+            if el.tag in ("{%s}vm" % VM_NS, "{%s}snapshots" % snapshots.SNAP_NS, "{%s}disks" % META_NS,
                           "{%s}clone" % CLONE_NS):
                 meta.remove(el)
     else:
@@ -102,18 +104,18 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
     new_modes = {}
     for el in root.findall("devices/disk"):
         t = xmlutil.find_attr(el, "target", "dev")
-        old = disks.disk_source(el)
+        old = disk_source(el)
         if t not in disk_map:
             if old and modes.get(old) and modes[old] != "persistent":
                 new_modes[old] = modes[old]
             continue
-        disks.repoint_disk(el, disk_map[t][0], disk_map[t][1])
+        repoint_disk(el, disk_map[t][0], disk_map[t][1])
         if modes.get(old) and modes[old] != "persistent":
             new_modes[disk_map[t][0]] = modes[old]
     if new_modes:
-        dm = ET.SubElement(meta, "{%s}disks" % disks.META_NS)
+        dm = ET.SubElement(meta, "{%s}disks" % META_NS)
         for path in sorted(new_modes):
-            ET.SubElement(dm, "{%s}disk" % disks.META_NS, source=path, mode=new_modes[path])
+            ET.SubElement(dm, "{%s}disk" % META_NS, source=path, mode=new_modes[path])
     ET.SubElement(meta, "{%s}clone" % CLONE_NS, source=record["source"], snapshot=record["snapshot"] or "",
                   linked="true" if record["linked"] else "false", disks=",".join(sorted(linked_targets)))
     os_el = root.find("os")
@@ -134,26 +136,31 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
     return root
 
 
-class CloneManager(ActionRecorder):
+class CloneManager(Manager):
+    """Makes the clones of one source that do not exist yet."""
 
-    def __init__(self, client, uri, check_mode=False, run_command=None):
-        self.client = client
-        self.uri = uri
-        self.local = disks.is_local_uri(uri)
-        self.check_mode = check_mode
-        self.run_command = run_command
-        self.actions = []
-        self.warnings = []
+    def __init__(self, client, check_mode=False, run_command=None, journal=None):
+        super(CloneManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.made = []
 
-    def _qemu_img(self, args):
-        return disks.qemu_img(self.run_command, args)
+    def converge(self, p):
+        """The clone module."""
+        if p.get("name"):
+            wanted = clone_names([p["name"]])
+        else:
+            wanted = clone_names(p.get("names"), p.get("count"), p.get("name_pattern"), p.get("start_index", 1))
+        changed, facts = self.clone(p["source"], wanted, snapshot=p.get("snapshot"), linked=p.get("linked", True),
+                                    datastore=p.get("datastore"), provisioning=p.get("provisioning") or "thin",
+                                    fmt=p.get("format"), state=p.get("state") or "present", hostname=p.get("hostname"),
+                                    metadata=p.get("metadata"))
+        return self.result({"clones": sorted(f["name"] for f in facts if not f["created"])},
+                           {"clones": sorted(f["name"] for f in facts)}, changed=changed, clones=facts)
 
     def _datastore_dir(self, name):
         pool = self.client.pool(name)
         if pool is None:
             raise ValueError("unknown datastore '%s' on %s" % (name, self.uri))
-        path = disks.datastore_dir(self.client, pool, name, "clones")
+        path = images.datastore_dir(self.client, pool, name, "clones")
         if not self.client.call("read state of", "datastore '%s'" % name, pool.isActive):
             raise ValueError("datastore '%s' on %s is not running" % (name, self.uri))
         return path
@@ -161,6 +168,32 @@ class CloneManager(ActionRecorder):
     def clone(self, source, clones, snapshot=None, linked=True, datastore=None, provisioning="thin", fmt=None,
               state="present", hostname=None, metadata=None):
         """Make the clones that do not exist yet. Returns (changed, [per-clone facts])."""
+        src = self._validate(source, clones, snapshot, linked, hostname, metadata)
+        todo = src["todo"]
+        freeze = self._plan_freeze(source, src, linked, todo)
+        targets = self._plan_targets(todo, src["images"], linked, fmt, self._datastore_dir(datastore) if datastore else None)
+        changed = bool(todo)
+        self._make_all(source, src, freeze, targets, linked, provisioning, hostname, metadata, state, snapshot)
+        for n in clones:
+            if n not in todo and state == "running":
+                dom = self.client.domain(n)
+                if not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
+                    self.act("%s: start" % n, self._start, n)
+                    changed = True
+        facts = []
+        for n in clones:
+            if n in targets:
+                dl = dict((t, v[0]) for t, v in sorted(targets[n].items()))
+            else:
+                dl = dict((xmlutil.find_attr(el, "target", "dev"), s)
+                          for el, s, _m in attached_disks(self.client, n, inactive=True)
+                          if el.get("device", "disk") == "disk" and s)
+            facts.append({"name": n, "created": n in todo, "linked": bool(linked), "disks": dl})
+        return changed, facts
+
+    # validate -----------------------------------------------------------------------------
+    def _validate(self, source, clones, snapshot, linked, hostname, metadata):
+        """Refuse before any change; returns the source's root XML, images and the clones still to make."""
         names.validate_name(source, kind="VM")
         if snapshot:
             names.validate_name(snapshot, kind="snapshot")
@@ -174,8 +207,29 @@ class CloneManager(ActionRecorder):
         if src_dom is None:
             raise ValueError("unknown source VM '%s' on %s" % (source, self.uri))
         src_xml = self.client.domain_xml(source, inactive=True)
-        template = domains.is_template(src_xml)
+        template = is_template(src_xml)
         src_root = xmlutil.parse(src_xml)
+        self._check_source_disks(source, src_root)
+        snap = None
+        if snapshot:
+            snap = self.client.snapshot(source, snapshot)
+            if snap is None:
+                raise ValueError("unknown snapshot '%s' of VM '%s'" % (snapshot, source))
+        todo = self._clones_to_make(source, clones, snapshot, linked)
+        # The images to clone, per target: (path, format, frozen?).
+        if snap is not None:
+            sroot, lay, _mem = snapshots.layout(self.client, snap)
+            base_root = sroot.find("domain")
+            imgs = self._images(base_root, frozen_targets=set(lay))
+        else:
+            base_root = src_root
+            imgs = self._images(src_root, frozen_targets=None if template else set())
+        running = bool(self.client.call("read state of", "VM '%s'" % source, src_dom.isActive))
+        return {"todo": todo, "base_root": base_root, "images": imgs, "template": template, "snap": snap,
+                "running": running}
+
+    @staticmethod
+    def _check_source_disks(source, src_root):
         rdm = [xmlutil.find_attr(el, "target", "dev") for el in src_root.findall("devices/disk") if el.get("device") == "lun"]
         if rdm:
             raise ValueError("VM '%s' has raw device mapping(s) %s, which cannot be cloned" % (source, ", ".join(rdm)))
@@ -186,14 +240,10 @@ class CloneManager(ActionRecorder):
             raise ValueError("VM '%s' has writable disk(s) %s that are not files (block or network devices): clones "
                              "would share them; detach them or make them read-only or shareable first"
                              % (source, ", ".join(shared)))
-        snap = None
-        if snapshot:
-            snap = self.client.snapshot(source, snapshot)
-            if snap is None:
-                raise ValueError("unknown snapshot '%s' of VM '%s'" % (snapshot, source))
-        ddir = self._datastore_dir(datastore) if datastore else None
-        # Which clones exist already (idempotence), which names collide.
-        todo, facts = [], []
+
+    def _clones_to_make(self, source, clones, snapshot, linked):
+        """The clones that do not exist yet; an existing VM of a clone's name must be that same clone."""
+        todo = []
         for n in clones:
             xml = self.client.domain_xml(n, inactive=True)
             if xml is None:
@@ -204,76 +254,65 @@ class CloneManager(ActionRecorder):
                 raise ValueError("VM '%s' already exists and is not a %s clone of %s%s: choose another name"
                                  % (n, "linked" if linked else "full", source,
                                     " snapshot %s" % snapshot if snapshot else ""))
-        running = bool(self.client.call("read state of", "VM '%s'" % source, src_dom.isActive))
-        # The images to clone, per target: (path, format, frozen?).
-        if snap is not None:
-            sroot, lay, _mem = snapshots.SnapshotManager(self.client, self.uri).layout(snap)
-            base_root = sroot.find("domain")
-            images = self._images(base_root, frozen_targets=set(lay))
-        else:
-            base_root = src_root
-            images = self._images(src_root, frozen_targets=None if template else set())
-        freeze = None
-        if not snap and not template and todo and (linked or running):
-            parts, _rdm = snapshots.participating_disks(self.client, source, running)
-            if not any(take for _t, _b, take in parts):
-                raise ValueError("VM '%s' has no persistent disk to clone" % source)
-            freeze = "clone-base-%s" % todo[0]
-            if len(freeze) > 64 or self.client.snapshot(source, freeze) is not None:
-                freeze = "clone-base-%d" % int(time.time())
-            for t, _b, take in parts:
-                if take:
-                    images[t] = (images[t][0], images[t][1], True)
+        return todo
+
+    # plan ---------------------------------------------------------------------------------
+    def _plan_freeze(self, source, src, linked, todo):
+        """The snapshot that freezes a plain VM's images (for linked clones, or to copy a running VM), or None."""
+        if src["snap"] is not None or src["template"] or not todo or not (linked or src["running"]):
+            return None
+        parts, _rdm = snapshots.participating_disks(self.client, source, src["running"])
+        if not any(take for _t, _b, take in parts):
+            raise ValueError("VM '%s' has no persistent disk to clone" % source)
+        freeze = "clone-base-%s" % todo[0]
+        if len(freeze) > 64 or self.client.snapshot(source, freeze) is not None:
+            freeze = "clone-base-%d" % int(time.time())
+        for t, _b, take in parts:
+            if take:
+                src["images"][t] = (src["images"][t][0], src["images"][t][1], True)
+        return freeze
+
+    @staticmethod
+    def _plan_targets(todo, imgs, linked, fmt, ddir):
+        """{clone: {target: (file, format, linked?)}}; an existing file is refused."""
         targets = {}
         for n in todo:
             dmap = {}
-            for t, (path, ifmt, frozen) in sorted(images.items()):
+            for t, (path, ifmt, frozen) in sorted(imgs.items()):
                 use_link = linked and frozen
                 ofmt = "qcow2" if use_link else (fmt or ifmt)
-                d = ddir or os.path.dirname(path)
-                dest = os.path.join(d, "%s-%s.%s" % (n, t, EXT[ofmt]))
+                dest = os.path.join(ddir or os.path.dirname(path), "%s-%s.%s" % (n, t, EXT[ofmt]))
                 if os.path.exists(dest):
                     raise ValueError("clone '%s': %s already exists" % (n, dest))
                 dmap[t] = (dest, ofmt, use_link)
             targets[n] = dmap
-        changed = bool(todo)
-        # Act: freeze a plain VM's images, then make each clone completely or not at all.
+        return targets
+
+    # act ----------------------------------------------------------------------------------
+    def _make_all(self, source, src, freeze, targets, linked, provisioning, hostname, metadata, state, snapshot):
+        """Freeze a plain VM's images, then make each clone completely or not at all."""
+        imgs = src["images"]
         if freeze:
-            self._act("freeze the disks of %s (snapshot %s%s)" % (source, freeze, ", kept as the clones' base" if linked
-                                                                  else ", merged back afterwards"),
-                      self._freeze, source, freeze, images)
+            self.act("freeze the disks of %s (snapshot %s%s)" % (source, freeze, ", kept as the clones' base" if linked
+                                                                 else ", merged back afterwards"),
+                     self._freeze, source, freeze, imgs)
         try:
-            for n in todo:
+            for n in src["todo"]:
                 for t, (dest, ofmt, use_link) in sorted(targets[n].items()):
                     # Recorded here, done by _make_clone (which removes all of a clone's files if any step fails).
-                    self.actions.append("%s: overlay %s on %s" % (n, dest, images[t][0]) if use_link else
-                                        "%s: copy %s (%s) to %s as %s %s" % (n, t, images[t][0], dest, provisioning, ofmt))
+                    self.record("%s: overlay %s on %s" % (n, dest, imgs[t][0]) if use_link else
+                                "%s: copy %s (%s) to %s as %s %s" % (n, t, imgs[t][0], dest, provisioning, ofmt))
                 rec = {"source": source, "snapshot": snapshot, "linked": bool(linked)}
-                self._act("%s: define (new UUID and MACs)" % n, self._make_clone, base_root, n, images, targets[n],
-                          provisioning, hostname, metadata, rec)
+                self.act("%s: define (new UUID and MACs)" % n, self._make_clone, src["base_root"], n, imgs, targets[n],
+                         provisioning, hostname, metadata, rec)
                 if state == "running":
-                    self._act("%s: start" % n, self._start, n)
+                    self.act("%s: start" % n, self._start, n)
                 self.made.append(n)
         finally:
             if freeze and not linked:
-                self._act("merge snapshot %s back into %s" % (freeze, source), self._unfreeze, source, freeze)
-            if changed:
-                self._act("refresh datastores", self._refresh_pools)
-        for n in clones:
-            if n not in todo and state == "running":
-                dom = self.client.domain(n)
-                if not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
-                    self._act("%s: start" % n, self._start, n)
-                    changed = True
-        for n in clones:
-            if n in targets:
-                dl = dict((t, v[0]) for t, v in sorted(targets[n].items()))
-            else:
-                dl = dict((xmlutil.find_attr(el, "target", "dev"), src)
-                          for el, src, _m in disks.attached_disks(self.client, n, inactive=True)
-                          if el.get("device", "disk") == "disk" and src)
-            facts.append({"name": n, "created": n in todo, "linked": bool(linked), "disks": dl})
-        return changed, facts
+                self.act("merge snapshot %s back into %s" % (freeze, source), self._unfreeze, source, freeze)
+            if src["todo"]:
+                self.act("refresh datastores", images.refresh_pools, self.client)
 
     @staticmethod
     def _check_patterns(hostname, metadata):
@@ -293,7 +332,7 @@ class CloneManager(ActionRecorder):
         for el in root.findall("devices/disk"):
             if el.get("device", "disk") != "disk" or el.get("type", "file") != "file":
                 continue
-            path = disks.disk_source(el)
+            path = disk_source(el)
             if not path:
                 continue
             t = xmlutil.find_attr(el, "target", "dev")
@@ -302,32 +341,32 @@ class CloneManager(ActionRecorder):
         return out
 
     def _freeze(self, source, freeze, images):
-        mgr = snapshots.SnapshotManager(self.client, self.uri, run_command=self.run_command)
+        mgr = snapshots.SnapshotManager(self.client, run_command=self._run_command)
         mgr.present(source, freeze, description="frozen base of clones")
-        _r, lay, _m = mgr.layout(self.client.snapshot(source, freeze))
+        _r, lay, _m = snapshots.layout(self.client, self.client.snapshot(source, freeze))
         for t, (_ov, fz, ffmt) in lay.items():
             images[t] = (fz, ffmt, True)
 
     def _unfreeze(self, source, freeze):
-        mgr = snapshots.SnapshotManager(self.client, self.uri, run_command=self.run_command)
+        mgr = snapshots.SnapshotManager(self.client, run_command=self._run_command)
         try:
             mgr.absent(source, freeze)
         except Exception as e:  # pylint: disable=broad-except
-            self.warnings.append("snapshot %s of %s could not be merged back (%s); the clones are complete, "
+            self.warn("snapshot %s of %s could not be merged back (%s); the clones are complete, "
                                  "delete it later with kvmfusion.compute.snapshot" % (freeze, source, e))
 
     def _make_disk(self, images, t, dest, ofmt, use_link, provisioning):
         path, ifmt, _frozen = images[t]
         try:
             if use_link:
-                self._qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", ifmt, "-b", path, dest])
+                self.qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", ifmt, "-b", path, dest])
                 fileops.set_intent(dest, "thin")
             else:
                 opts = ["-o", "compat=1.1"] if ofmt == "qcow2" else []
                 if ofmt == "qcow2" and provisioning != "thin":
                     opts = ["-o", "compat=1.1,preallocation=falloc"]
                 # Unallocated and zero source ranges are skipped: only allocated data is copied.
-                self._qemu_img(["convert", "-q", "-U", "-f", ifmt, "-O", ofmt] + opts + [path, dest])
+                self.qemu_img(["convert", "-q", "-U", "-f", ifmt, "-O", ofmt] + opts + [path, dest])
                 if ofmt == "raw" and provisioning != "thin":
                     fileops.reserve(dest, os.stat(dest).st_size)
                 if provisioning == "thick_eager_zeroed":
@@ -349,7 +388,7 @@ class CloneManager(ActionRecorder):
         except Exception:
             # Partial targets are removed: the source stays as it was, nothing half made is left.
             if self.client.domain(name) is not None:
-                self.client.undefine_domain(name, 4)
+                self.client.undefine_domain(name, UNDEFINE_NVRAM)
             for dest in made:
                 if os.path.exists(dest):
                     os.unlink(dest)
@@ -364,11 +403,8 @@ class CloneManager(ActionRecorder):
         self.client.define_domain(xmlutil.tostring(root), DEFINE_VALIDATE)
         first = sorted(dmap.items())[0][1][0] if dmap else None
         if first:
-            domains.write_definition_copy(self.client, name, os.path.join(os.path.dirname(first), ".%s.kvmf-vm.xml" % name))
+            write_definition_copy(self.client, name, images.definition_copy_name(os.path.dirname(first), name))
 
     def _start(self, name):
         dom = self.client.domain(name)
         self.client.call("start", "VM '%s'" % name, dom.create)
-
-    def _refresh_pools(self):
-        disks.refresh_pools(self.client)

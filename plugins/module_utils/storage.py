@@ -20,7 +20,12 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import names, xmlutil
-from ansible_collections.kvmfusion.compute.plugins.module_utils.actions import ActionRecorder
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    POOL_BUILD_NO_OVERWRITE,
+    POOL_STATE,
+    SECRET_USAGE_ISCSI,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 TYPES = ("dir", "nfs", "iscsi", "iscsi_direct", "logical", "scsi", "fc")
 POOL_TYPE = {"dir": "dir", "nfs": "netfs", "iscsi": "iscsi", "iscsi_direct": "iscsi-direct",
@@ -36,10 +41,6 @@ _PORTAL = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?$")
 _WWN = re.compile(r"^[0-9A-Fa-f]{16}$")
 _ADAPTER = re.compile(r"^(scsi_)?host\d+$")
 _MOUNT_OPT = re.compile(r"^[A-Za-z0-9_.,=:/@+-]+$")
-# libvirt ABI constants (stable by libvirt's guarantee), so this file needs no libvirt import.
-VIR_STORAGE_POOL_BUILD_NO_OVERWRITE = 4
-VIR_SECRET_USAGE_TYPE_ISCSI = 3
-STATE_NAMES = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "inaccessible"}
 
 
 def user_volumes(client, pool, obj):
@@ -88,6 +89,77 @@ def _refuse(spec, keys, dtype):
         raise ValueError("datastore type %s does not take %s" % (dtype, ", ".join(given)))
 
 
+def _source_dir(spec, name, path, dtype):
+    _need(spec, ["path"], dtype)
+    return {}, _abs_path(path, "path")
+
+
+def _source_nfs(spec, name, path, dtype):
+    _need(spec, ["server", "export"], dtype)
+    if not _PORTAL.match(spec["server"]):
+        raise ValueError("invalid NFS server %r" % spec["server"])
+    opts = list(spec.get("mount_options") or [])
+    for o in opts:
+        if not _MOUNT_OPT.match(o):
+            raise ValueError("invalid NFS mount option %r" % (o,))
+    source = {"host": spec["server"], "dir": _abs_path(spec["export"], "export"), "mount_options": opts}
+    path = _abs_path(path or posixpath.join(DEFAULT_ROOT, name), "path")
+    return source, path
+
+
+def _source_iscsi(spec, name, path, dtype):
+    need = ["portal", "iqn"] + (["initiator_iqn"] if dtype == "iscsi_direct" else [])
+    _need(spec, need, dtype)
+    host, port = _portal(spec["portal"])
+    source = {"host": host, "port": port, "iqn": _iqn(spec["iqn"], "target IQN")}
+    if spec.get("initiator_iqn"):
+        source["initiator_iqn"] = _iqn(spec["initiator_iqn"], "initiator IQN")
+    if spec.get("chap_username"):
+        if not spec.get("chap_password"):
+            raise ValueError("chap_username needs chap_password")
+        source["chap_username"] = names.validate_name(spec["chap_username"], kind="CHAP user")
+    if dtype == "iscsi":
+        path = _abs_path(path or "/dev/disk/by-path", "path")
+    elif path:
+        raise ValueError("datastore type iscsi_direct has no target path (LUNs are reached by libiscsi)")
+    return source, path
+
+
+def _source_logical(spec, name, path, dtype):
+    vg = names.validate_name(spec.get("vg_name") or name, kind="volume group")
+    devices = [_abs_path(d, "device") for d in (spec.get("devices") or [])]
+    source = {"vg_name": vg, "devices": sorted(set(devices))}
+    expected = "/dev/" + vg
+    if path and _abs_path(path, "path") != expected:
+        raise ValueError("a logical datastore's path is %s (the volume group's directory)" % expected)
+    path = expected
+    return source, path
+
+
+def _source_scsi(spec, name, path, dtype):
+    _need(spec, ["adapter"], dtype)
+    adapter = spec["adapter"]
+    if not _ADAPTER.match(adapter):
+        raise ValueError("invalid SCSI adapter %r: expected hostN or scsi_hostN" % adapter)
+    source = {"adapter": adapter.replace("scsi_", "")}
+    path = _abs_path(path or "/dev/disk/by-path", "path")
+    return source, path
+
+
+def _source_fc(spec, name, path, dtype):
+    _need(spec, ["wwnn", "wwpn"], dtype)
+    for k in ("wwnn", "wwpn"):
+        if not _WWN.match(spec[k]):
+            raise ValueError("invalid %s %r: expected 16 hex digits" % (k, spec[k]))
+    source = {"wwnn": spec["wwnn"].lower(), "wwpn": spec["wwpn"].lower()}
+    if spec.get("parent"):
+        if not _ADAPTER.match(spec["parent"]):
+            raise ValueError("invalid FC parent adapter %r" % spec["parent"])
+        source["parent"] = spec["parent"]
+    path = _abs_path(path or "/dev/disk/by-path", "path")
+    return source, path
+
+
 def desired_state(spec):
     """Validate module options and return the managed view of the datastore.
 
@@ -109,62 +181,7 @@ def desired_state(spec):
     _refuse(spec, [k for k in src_keys if k not in allowed], dtype)
     if spec.get("chap_password") and not spec.get("chap_username"):
         raise ValueError("chap_password needs chap_username")
-    source = {}
-    path = spec.get("path")
-    if dtype == "dir":
-        _need(spec, ["path"], dtype)
-        path = _abs_path(path, "path")
-    elif dtype == "nfs":
-        _need(spec, ["server", "export"], dtype)
-        if not _PORTAL.match(spec["server"]):
-            raise ValueError("invalid NFS server %r" % spec["server"])
-        opts = list(spec.get("mount_options") or [])
-        for o in opts:
-            if not _MOUNT_OPT.match(o):
-                raise ValueError("invalid NFS mount option %r" % (o,))
-        source = {"host": spec["server"], "dir": _abs_path(spec["export"], "export"), "mount_options": opts}
-        path = _abs_path(path or posixpath.join(DEFAULT_ROOT, name), "path")
-    elif dtype in ("iscsi", "iscsi_direct"):
-        need = ["portal", "iqn"] + (["initiator_iqn"] if dtype == "iscsi_direct" else [])
-        _need(spec, need, dtype)
-        host, port = _portal(spec["portal"])
-        source = {"host": host, "port": port, "iqn": _iqn(spec["iqn"], "target IQN")}
-        if spec.get("initiator_iqn"):
-            source["initiator_iqn"] = _iqn(spec["initiator_iqn"], "initiator IQN")
-        if spec.get("chap_username"):
-            if not spec.get("chap_password"):
-                raise ValueError("chap_username needs chap_password")
-            source["chap_username"] = names.validate_name(spec["chap_username"], kind="CHAP user")
-        if dtype == "iscsi":
-            path = _abs_path(path or "/dev/disk/by-path", "path")
-        elif path:
-            raise ValueError("datastore type iscsi_direct has no target path (LUNs are reached by libiscsi)")
-    elif dtype == "logical":
-        vg = names.validate_name(spec.get("vg_name") or name, kind="volume group")
-        devices = [_abs_path(d, "device") for d in (spec.get("devices") or [])]
-        source = {"vg_name": vg, "devices": sorted(set(devices))}
-        expected = "/dev/" + vg
-        if path and _abs_path(path, "path") != expected:
-            raise ValueError("a logical datastore's path is %s (the volume group's directory)" % expected)
-        path = expected
-    elif dtype == "scsi":
-        _need(spec, ["adapter"], dtype)
-        adapter = spec["adapter"]
-        if not _ADAPTER.match(adapter):
-            raise ValueError("invalid SCSI adapter %r: expected hostN or scsi_hostN" % adapter)
-        source = {"adapter": adapter.replace("scsi_", "")}
-        path = _abs_path(path or "/dev/disk/by-path", "path")
-    elif dtype == "fc":
-        _need(spec, ["wwnn", "wwpn"], dtype)
-        for k in ("wwnn", "wwpn"):
-            if not _WWN.match(spec[k]):
-                raise ValueError("invalid %s %r: expected 16 hex digits" % (k, spec[k]))
-        source = {"wwnn": spec["wwnn"].lower(), "wwpn": spec["wwpn"].lower()}
-        if spec.get("parent"):
-            if not _ADAPTER.match(spec["parent"]):
-                raise ValueError("invalid FC parent adapter %r" % spec["parent"])
-            source["parent"] = spec["parent"]
-        path = _abs_path(path or "/dev/disk/by-path", "path")
+    source, path = _SOURCES[dtype](spec, name, spec.get("path"), dtype)
     state = {
         "name": name,
         "type": dtype,
@@ -175,6 +192,10 @@ def desired_state(spec):
         "autostart": bool(spec.get("autostart", True)),
     }
     return state
+
+
+_SOURCES = {"dir": _source_dir, "nfs": _source_nfs, "iscsi": _source_iscsi, "iscsi_direct": _source_iscsi,
+            "logical": _source_logical, "scsi": _source_scsi, "fc": _source_fc}
 
 
 def secret_usage(name):
@@ -314,7 +335,7 @@ def facts(client, pool):
     info = client.call("read", obj, pool.info)
     result = dict(state)
     result.update({
-        "state": STATE_NAMES.get(info[0], str(info[0])),
+        "state": POOL_STATE.get(info[0], str(info[0])),
         "active": active,
         "capacity": info[1],
         "allocation": info[2],
@@ -325,14 +346,22 @@ def facts(client, pool):
     return result
 
 
-class DatastoreManager(ActionRecorder):
+class DatastoreManager(Manager):
     """present / absent / refreshed for one datastore on the host ``client`` points to."""
 
-    def __init__(self, client, check_mode=False, run_command=None):
-        self.client = client
-        self.check_mode = check_mode
-        self.run_command = run_command
-        self.actions = []
+    def converge(self, p):
+        """The datastore module."""
+        extra = {}
+        if p["state"] == "absent":
+            changed, before, after = self.absent(p["name"], purge=p.get("purge"))
+        elif p["state"] == "refreshed":
+            changed, before, after, sizes = self.refreshed(p, p.get("chap_password"))
+            extra.update(sizes or {})
+        else:
+            changed, before, after = self.present(p, p.get("chap_password"))
+        pool = None if p["state"] == "absent" else self.client.pool(p["name"])
+        info = facts(self.client, pool) if pool is not None else (after if self.check_mode else None)
+        return self.result(before, after, changed=changed, datastore=info, **extra)
 
     def _obj(self, name):
         return "datastore '%s'" % name
@@ -351,11 +380,11 @@ class DatastoreManager(ActionRecorder):
                                      % (name, desired["uuid"], other.name(), self.client.uri))
             self._ensure_secret(desired, chap_password)
             xml = pool_xml(desired)
-            self._act("define", self._define, xml, obj)
+            self.act("define", self._define, xml, obj)
             if desired["type"] in ("dir", "nfs", "logical"):
-                self._act("build", self._build, name, desired["type"])
-            self._act("start", self._start, name)
-            self._act("set autostart", self._autostart, name, desired["autostart"])
+                self.act("build", self._build, name, desired["type"])
+            self.act("start", self._start, name)
+            self.act("set autostart", self._autostart, name, desired["autostart"])
             return True, before, desired
         current, active = _pool_state(self.client, pool, name)
         before = current
@@ -368,13 +397,14 @@ class DatastoreManager(ActionRecorder):
         if desired["type"] == "logical":
             added = sorted(set(desired["source"]["devices"]) - set(current["source"]["devices"]))
             if added:
-                self._act("extend volume group with %s" % ", ".join(added), self._extend_vg, name, desired, added)
+                self.need_local("extending a volume group with %s" % ", ".join(added))
+                self.act("extend volume group with %s" % ", ".join(added), self._extend_vg, name, desired, added)
                 changed = True
         if not active:
-            self._act("start", self._start, name)
+            self.act("start", self._start, name)
             changed = True
         if current["autostart"] != desired["autostart"]:
-            self._act("set autostart", self._autostart, name, desired["autostart"])
+            self.act("set autostart", self._autostart, name, desired["autostart"])
             changed = True
         after = dict(current, autostart=desired["autostart"], source=desired["source"])
         return changed, before, after
@@ -397,19 +427,19 @@ class DatastoreManager(ActionRecorder):
             if users:
                 raise ValueError("datastore '%s': purge refused, volumes in use by %s" % (name, ", ".join(users)))
             for v in user_volumes(self.client, pool, obj):
-                self._act("delete volume %s" % v, self._delete_volume, name, v)
+                self.act("delete volume %s" % v, self._delete_volume, name, v)
             hidden = [v for v in self.client.call("list volumes of", obj, pool.listVolumes) if v.startswith(".")]
-            self._act("stop", self._stop, name)
+            self.act("stop", self._stop, name)
             if hidden:
                 # e.g. the cluster's virtlockd lock space on the shared datastore: never ours to delete.
-                self.actions.append("keep directory (holds %s)" % ", ".join(sorted(hidden)))
+                self.record("keep directory (holds %s)" % ", ".join(sorted(hidden)))
             else:
-                self._act("delete directory", self._delete_pool, name)
+                self.act("delete directory", self._delete_pool, name)
         elif active:
-            self._act("stop", self._stop, name)
-        self._act("undefine", self._undefine, name)
+            self.act("stop", self._stop, name)
+        self.act("undefine", self._undefine, name)
         if current.get("source", {}).get("chap_username"):
-            self._act("remove CHAP secret", self._remove_secret, name)
+            self.act("remove CHAP secret", self._remove_secret, name)
         return True, current, None
 
     def refreshed(self, spec, chap_password=None):
@@ -425,7 +455,7 @@ class DatastoreManager(ActionRecorder):
         self.client.call("refresh", obj, pool.refresh, 0)
         cap_after = client_info(self.client, pool, obj)[1]
         if cap_after != cap_before:
-            self.actions.append("capacity %d -> %d" % (cap_before, cap_after))
+            self.record("capacity %d -> %d" % (cap_before, cap_after))
             changed = True
         return changed, before, after, {"capacity_before": cap_before, "capacity_after": cap_after}
 
@@ -436,7 +466,7 @@ class DatastoreManager(ActionRecorder):
 
     def _build(self, name, dtype):
         pool = self.client.pool(name)
-        flags = VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if dtype == "logical" else 0
+        flags = POOL_BUILD_NO_OVERWRITE if dtype == "logical" else 0
         try:
             self.client.call("build", self._obj(name), pool.build, flags)
         except Exception:
@@ -447,14 +477,10 @@ class DatastoreManager(ActionRecorder):
         pool = self.client.pool(name)
         root = xmlutil.parse(self.client.call("read", self._obj(name), pool.XMLDesc, 0))
         path = xmlutil.find_text(root, "target/path")
-        if root.get("type") in ("dir", "netfs") and path and not os.path.isdir(path) and self._local():
+        if root.get("type") in ("dir", "netfs") and path and not os.path.isdir(path) and self.local:
             # The directory (or mount point) went away: make it again rather than fail to start.
             self.client.call("build", self._obj(name), pool.build, 0)
         self.client.call("start", self._obj(name), pool.create, 0)
-
-    def _local(self):
-        uri = getattr(self.client, "uri", "") or ""
-        return uri.split("://", 1)[-1].split("/", 1)[0] in ("", "localhost")
 
     def _stop(self, name):
         self.client.call("stop", self._obj(name), self.client.pool(name).destroy)
@@ -489,11 +515,9 @@ class DatastoreManager(ActionRecorder):
         return users
 
     def _extend_vg(self, name, desired, added):
-        if self.run_command is None:
-            raise ValueError("datastore '%s': extending a volume group needs the module to run on the host" % name)
         for dev in added:
-            self.run_command(["pvcreate", "-y", dev])
-        self.run_command(["vgextend", desired["source"]["vg_name"]] + added)
+            self.run(["pvcreate", "-y", dev])
+        self.run(["vgextend", desired["source"]["vg_name"]] + added)
         pool = self.client.pool(name)
         obj = self._obj(name)
         # The pool keeps its device list in its definition: redefine with the new list.
@@ -506,7 +530,7 @@ class DatastoreManager(ActionRecorder):
         if not user:
             return False
         usage = secret_usage(desired["name"])
-        secret = self.client.secret_by_usage(VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+        secret = self.client.secret_by_usage(SECRET_USAGE_ISCSI, usage)
         if secret is not None:
             try:
                 current = self.client.call("read", "CHAP secret of datastore '%s'" % desired["name"], secret.value, 0)
@@ -514,7 +538,7 @@ class DatastoreManager(ActionRecorder):
                 current = None
             if current == password.encode():
                 return False
-        self.actions.append("set CHAP secret")
+        self.record("set CHAP secret")
         if self.check_mode:
             return True
         if secret is None:
@@ -527,7 +551,7 @@ class DatastoreManager(ActionRecorder):
         return True
 
     def _remove_secret(self, name):
-        secret = self.client.secret_by_usage(VIR_SECRET_USAGE_TYPE_ISCSI, secret_usage(name))
+        secret = self.client.secret_by_usage(SECRET_USAGE_ISCSI, secret_usage(name))
         if secret is not None:
             self.client.call("remove", "CHAP secret of datastore '%s'" % name, secret.undefine)
 

@@ -156,23 +156,8 @@ actions:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import clones
-
-
-def run(m):
-    p = m.params
-    if p["name"]:
-        wanted = clones.clone_names([p["name"]])
-    else:
-        wanted = clones.clone_names(p["names"], p["count"], p["name_pattern"], p["start_index"])
-    mgr = clones.CloneManager(m.client, m.uri, check_mode=m.check_mode, run_command=m.module.run_command)
-    changed, facts = mgr.clone(p["source"], wanted, snapshot=p["snapshot"], linked=p["linked"], datastore=p["datastore"],
-                               provisioning=p["provisioning"], fmt=p["format"], state=p["state"],
-                               hostname=p["hostname"], metadata=p["metadata"])
-    for w in mgr.warnings:
-        m.warn(w)
-    m.exit(changed=changed, before={"clones": sorted(f["name"] for f in facts if not f["created"])},
-           after={"clones": sorted(f["name"] for f in facts)}, clones=facts, actions=mgr.actions)
+from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec
+from ansible_collections.kvmfusion.compute.plugins.module_utils.clones import CloneManager
 
 
 def main():
@@ -186,8 +171,8 @@ def main():
         start_index=dict(type="int", default=1),
         linked=dict(type="bool", default=True),
         datastore=dict(type="str"),
-        provisioning=dict(type="str", choices=["thin", "thick_lazy_zeroed", "thick_eager_zeroed"], default="thin"),
-        format=dict(type="str", choices=["qcow2", "raw"]),
+        provisioning=dict(type="str", choices=list(diskspec.PROVISIONING), default="thin"),
+        format=dict(type="str", choices=list(diskspec.FORMATS)),
         state=dict(type="str", choices=["present", "running"], default="present"),
         hostname=dict(type="str", default="{name}"),
         metadata=dict(type="dict"),
@@ -196,7 +181,7 @@ def main():
                    mutually_exclusive=[("name", "names", "count")],
                    required_one_of=[("name", "names", "count")],
                    required_together=[("count", "name_pattern")])
-    m.run(run)
+    m.run(lambda m: m.manager(CloneManager).converge(m.params))
 
 
 if __name__ == "__main__":

@@ -226,11 +226,11 @@ capacity_after:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.storage import DatastoreManager, facts
+from ansible_collections.kvmfusion.compute.plugins.module_utils.storage import TYPES, DatastoreManager
 
 ARGSPEC = dict(
     name=dict(type="str", required=True),
-    type=dict(type="str", choices=["dir", "nfs", "iscsi", "iscsi_direct", "logical", "scsi", "fc"]),
+    type=dict(type="str", choices=list(TYPES)),
     state=dict(type="str", choices=["present", "absent", "refreshed"], default="present"),
     shared=dict(type="bool", default=False),
     path=dict(type="path"),
@@ -253,27 +253,10 @@ ARGSPEC = dict(
 )
 
 
-def run(m):
-    p = m.params
-    mgr = DatastoreManager(m.client, check_mode=m.check_mode,
-                           run_command=lambda cmd: m.module.run_command(cmd, check_rc=True))
-    extra = {}
-    if p["state"] == "absent":
-        changed, before, after = mgr.absent(p["name"], purge=p["purge"])
-    elif p["state"] == "refreshed":
-        changed, before, after, sizes = mgr.refreshed(p, p["chap_password"])
-        extra.update(sizes or {})
-    else:
-        changed, before, after = mgr.present(p, p["chap_password"])
-    pool = None if p["state"] == "absent" else m.client.pool(p["name"])
-    info = facts(m.client, pool) if pool is not None else (after if m.check_mode else None)
-    m.exit(changed=changed, before=before, after=after, datastore=info, actions=mgr.actions, **extra)
-
-
 def main():
     m = KvmfModule(ARGSPEC, supports_check_mode=True,
                    required_if=[("state", "present", ["type"]), ("state", "refreshed", ["type"])])
-    m.run(run)
+    m.run(lambda m: m.manager(DatastoreManager).converge(m.params))
 
 
 if __name__ == "__main__":

@@ -247,101 +247,42 @@ zero_throughput:
   sample: 2191309824
 '''
 
-import os
-import stat
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks
+from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec
+from ansible_collections.kvmfusion.compute.plugins.module_utils.disks import DiskManager
 
-IOTUNE_SPEC = dict((k, dict(type="int")) for k in disks.IOTUNE_KEYS)
+IOTUNE_SPEC = dict((k, dict(type="int")) for k in diskspec.IOTUNE_KEYS)
 
 ARGSPEC = dict(
     name=dict(type="str", required=True),
     datastore=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     size=dict(type="raw"),
-    format=dict(type="str", choices=list(disks.FORMATS)),
-    provisioning=dict(type="str", choices=["thin", "thick_lazy_zeroed", "thick_eager_zeroed"]),
+    format=dict(type="str", choices=list(diskspec.FORMATS)),
+    provisioning=dict(type="str", choices=list(diskspec.PROVISIONING)),
     vm=dict(type="str"),
     attached=dict(type="bool", default=True),
-    bus=dict(type="str", choices=list(disks.BUSES), default="virtio"),
+    bus=dict(type="str", choices=list(diskspec.BUSES), default="virtio"),
     target=dict(type="str"),
-    cache=dict(type="str", choices=list(disks.CACHES)),
-    io=dict(type="str", choices=list(disks.IOS)),
-    discard=dict(type="str", choices=list(disks.DISCARDS)),
+    cache=dict(type="str", choices=list(diskspec.CACHES)),
+    io=dict(type="str", choices=list(diskspec.IOS)),
+    discard=dict(type="str", choices=list(diskspec.DISCARDS)),
     readonly=dict(type="bool", default=False),
     shareable=dict(type="bool", default=False),
     boot_order=dict(type="int"),
-    mode=dict(type="str", choices=list(disks.MODES), default="persistent"),
+    mode=dict(type="str", choices=list(diskspec.MODES), default="persistent"),
     iotune=dict(type="dict", options=IOTUNE_SPEC),
     rdm=dict(type="str"),
     force=dict(type="bool", default=False),
 )
 
 
-def _rdm_device(d, mgr):
-    mgr._need_local("a raw device mapping")  # pylint: disable=protected-access
-    try:
-        st = os.stat(d["rdm"])
-    except OSError as e:
-        raise ValueError("disk '%s': rdm %s: %s" % (d["name"], d["rdm"], e.strerror))
-    if not stat.S_ISBLK(st.st_mode):
-        raise ValueError("disk '%s': rdm %s is not a block device (raw device mapping passes a whole LUN, not a file)"
-                         % (d["name"], d["rdm"]))
-
-
-def run(m):
-    p = m.params
-    p = dict(p, bus=None if p["rdm"] and p["bus"] == "virtio" else p["bus"])
-    d = disks.desired_state(p)
-    mgr = disks.DiskManager(m.client, m.uri, check_mode=m.check_mode,
-                            run_command=lambda cmd: m.module.run_command(cmd, check_rc=True))
-    vol_before = vol_after = att_before = att_after = None
-    if d["rdm"]:
-        _rdm_device(d, mgr)
-        if p["state"] == "absent" or not d["attached"]:
-            att_before = mgr.detach(d["vm"], d["rdm"])
-        else:
-            att_before, att_after = mgr.ensure_attached(d, d["rdm"], "raw")
-    elif p["state"] == "absent":
-        vol_before = mgr.delete_volume(d, force=p["force"])
-    else:
-        if d["vm"]:
-            pool, vol, cur = mgr.volume_state(d)
-            path = cur["path"] if cur else mgr._pool_path(pool, d)  # pylint: disable=protected-access
-            mgr.precheck_attachment(d, path)
-        vol_before, vol_after = mgr.ensure_volume(d)
-        if d["vm"]:
-            fmt = cur["format"] if cur else vol_after["format"]
-            if d["attached"]:
-                att_before, att_after = mgr.ensure_attached(d, path, fmt)
-            else:
-                att_before = mgr.detach(d["vm"], path)
-    before = {"volume": vol_before, "attachment": att_before}
-    after = {"volume": vol_after, "attachment": att_after}
-    if p["state"] == "absent" and not d["rdm"]:
-        after = {"volume": None, "attachment": None}
-    info = None
-    if not d["rdm"] and not (p["state"] == "absent") and not m.check_mode:
-        found = disks.inventory(m.client, mgr.local, datastore=d["datastore"], name=d["name"])
-        info = found[0] if found else None
-    elif d["rdm"] and not m.check_mode:
-        found = [x for x in disks.inventory(m.client, mgr.local, vm=d["vm"]) if x["path"] == d["rdm"]]
-        info = found[0] if found else None
-    for w in mgr.warnings:
-        m.warn(w)
-    stats = mgr.stats
-    throughput = int(stats["zeroed_bytes"] / stats["zero_seconds"]) if stats["zero_seconds"] > 0 else 0
-    m.exit(changed=bool(mgr.actions), before=before, after=after, disk=info, actions=mgr.actions,
-           reboot_required=mgr.reboot_required, zeroed_bytes=stats["zeroed_bytes"],
-           zero_seconds=round(stats["zero_seconds"], 3), zero_throughput=throughput)
-
-
 def main():
     m = KvmfModule(ARGSPEC, supports_check_mode=True,
                    mutually_exclusive=[("rdm", "datastore"), ("rdm", "size"), ("rdm", "provisioning"), ("rdm", "format")],
                    required_one_of=[("datastore", "rdm")])
-    m.run(run)
+    m.run(lambda m: m.manager(DiskManager).converge(m.params))
 
 
 if __name__ == "__main__":

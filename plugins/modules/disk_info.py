@@ -115,7 +115,7 @@ def run(m):
     for key, kind in (("datastore", "datastore"), ("name", "disk"), ("vm", "VM")):
         if p[key]:
             m.validate_name(p[key], kind=kind)
-    found = disks.inventory(m.client, disks.is_local_uri(m.uri), datastore=p["datastore"], name=p["name"], vm=p["vm"],
+    found = disks.inventory(m.client, m.client.is_local, datastore=p["datastore"], name=p["name"], vm=p["vm"],
                             refresh=True)
     m.exit(changed=False, disks=found)
 

@@ -115,28 +115,7 @@ quiesced:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, snapshots
-
-
-def run(m):
-    p = m.params
-    mgr = snapshots.SnapshotManager(m.client, m.uri, check_mode=m.check_mode)
-    if p["state"] == "absent":
-        changed, before = mgr.absent(p["vm"], p["name"])
-        after = None
-    else:
-        changed, before = mgr.present(p["vm"], p["name"], p["description"], p["memory"], p["quiesce"])
-        after = {"name": p["name"], "memory": p["memory"]} if changed else before
-    info = None
-    if p["state"] == "present" and not m.check_mode:
-        dom = m.client.domain(p["vm"])
-        found = [s for s in snapshots.snapshot_facts(m.client, dom, p["vm"], disks.is_local_uri(m.uri))
-                 if s["name"] == p["name"]]
-        info = found[0] if found else None
-    for w in mgr.warnings:
-        m.warn(w)
-    m.exit(changed=changed, before=before, after=after, snapshot=info, actions=mgr.actions,
-           quiesced=mgr.quiesced if changed and p["state"] == "present" else None)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import SnapshotManager
 
 
 def main():
@@ -149,7 +128,7 @@ def main():
         quiesce=dict(type="str", choices=["false", "true", "best_effort"], default="false"),
     )
     m = KvmfModule(argspec, supports_check_mode=True)
-    m.run(run)
+    m.run(lambda m: m.manager(SnapshotManager).converge(m.params))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ snapshots:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, snapshots
+from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
 
 
 def run(m):
@@ -104,7 +104,7 @@ def run(m):
     dom = m.client.domain(vm)
     if dom is None:
         m.fail("unknown VM '%s' on %s" % (vm, m.uri))
-    m.exit(changed=False, snapshots=snapshots.snapshot_facts(m.client, dom, vm, disks.is_local_uri(m.uri)))
+    m.exit(changed=False, snapshots=snapshots.snapshot_facts(m.client, dom, vm, m.client.is_local))
 
 
 def main():

@@ -126,24 +126,7 @@ snapshots:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
-
-
-def run(m):
-    p = m.params
-    mgr = snapshots.SnapshotManager(m.client, m.uri, check_mode=m.check_mode,
-                                    run_command=m.module.run_command)
-    dom = m.client.domain(p["vm"])
-    before_current = snapshots.current_snapshot(m.client, dom, p["vm"]) if dom is not None else None
-    changed, plan = mgr.revert(p["vm"], p["name"], p["discard_newer"], p["state"], p["save_current_as"])
-    tree = None
-    if not m.check_mode:
-        tree = snapshots.snapshot_facts(m.client, m.client.domain(p["vm"]), p["vm"], mgr.local)
-    for w in mgr.warnings:
-        m.warn(w)
-    m.exit(changed=changed, before={"current": before_current},
-           after={"current": p["name"], "state": plan["state"]}, revert=plan if changed else None,
-           snapshots=tree, actions=mgr.actions)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.reverts import RevertManager
 
 
 def main():
@@ -155,7 +138,7 @@ def main():
         state=dict(type="str", choices=["running", "paused", "stopped"]),
     )
     m = KvmfModule(argspec, supports_check_mode=True)
-    m.run(run)
+    m.run(lambda m: m.manager(RevertManager).converge(m.params))
 
 
 if __name__ == "__main__":

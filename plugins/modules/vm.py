@@ -239,11 +239,12 @@ previous_state:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains
+from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import VmManager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import GRAPHICS, STATES
 
 ARGSPEC = dict(
     name=dict(type="str", required=True),
-    state=dict(type="str", choices=list(domains.STATES), default="present"),
+    state=dict(type="str", choices=list(STATES), default="present"),
     description=dict(type="str"),
     hypervisor=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
     vcpus=dict(type="int"),
@@ -258,7 +259,7 @@ ARGSPEC = dict(
     kernel=dict(type="path"),
     initrd=dict(type="path"),
     cmdline=dict(type="str"),
-    graphics=dict(type="str", choices=list(domains.GRAPHICS)),
+    graphics=dict(type="str", choices=list(GRAPHICS)),
     guest_agent=dict(type="bool"),
     template=dict(type="bool"),
     disks=dict(type="list", elements="dict"),
@@ -270,50 +271,10 @@ ARGSPEC = dict(
 )
 
 
-def run(m):
-    p = m.params
-    mgr = domains.VmManager(m.client, m.uri, check_mode=m.check_mode, shutdown_timeout=p["shutdown_timeout"],
-                            force=p["force"], run_command=lambda cmd: m.module.run_command(cmd, check_rc=True))
-    name = m.validate_name(p["name"], kind="VM")
-    if p["state"] == "absent":
-        before = mgr.absent(name, delete_disks=p["delete_disks"])
-        m.exit(changed=bool(mgr.actions), before=before, after=None, vm=None, actions=mgr.actions,
-               reboot_required=False, previous_state="absent" if before is None else "defined")
-    d = domains.desired_state(p)
-    specs = mgr.disk_specs(name, p["disks"])
-    hyper = mgr.hypervisor(p["hypervisor"])
-    if p["hypervisor"] != "auto":
-        d["hypervisor"] = hyper
-    dom = m.client.domain(name)
-    template = d.get("template")
-    if template is None and dom is not None:
-        template = domains.is_template(m.client.domain_xml(name, inactive=True))
-    if template and p["state"] in ("running", "restarted", "paused", "suspended"):
-        raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
-    previous = domains.state_of(m.client, dom, name) if dom is not None else "undefined"
-    before, after, system_disk = mgr.present(d, hyper, specs, p["state"])
-    dom = m.client.domain(name)
-    if dom is not None and p["state"] != "present":
-        mgr.power.converge(name, dom, p["state"], template=bool(template))
-    elif dom is None and p["state"] in ("running", "restarted", "paused"):
-        mgr.actions.append("start")
-    local = disks.is_local_uri(m.uri)
-    info = None
-    if dom is not None and not m.check_mode:
-        xml = m.client.domain_xml(name, inactive=True)
-        copy = domains.definition_copy_path(xml)
-        if copy and local and mgr.actions:
-            domains.write_definition_copy(m.client, name, copy)
-        info = domains.vm_facts(m.client, dom, local)
-    for w in mgr.warnings:
-        m.warn(w)
-    m.exit(changed=bool(mgr.actions), before=before, after=after, vm=info, actions=mgr.actions,
-           reboot_required=mgr.reboot_required, previous_state=previous)
-
-
 def main():
     m = KvmfModule(ARGSPEC, supports_check_mode=True)
-    m.run(run)
+    m.run(lambda m: m.manager(VmManager, shutdown_timeout=m.params["shutdown_timeout"],
+                              force=m.params["force"]).converge(m.params))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ vms:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains
+from ansible_collections.kvmfusion.compute.plugins.module_utils import domains
 
 
 def run(m):
@@ -126,7 +126,7 @@ def run(m):
         doms = [d for d in [client.domain(name)] if d is not None]
     else:
         doms = [client.domain(n) for n in client.domain_names()]
-    local = disks.is_local_uri(m.uri)
+    local = client.is_local
     found = sorted((domains.vm_facts(client, d, local) for d in doms if d is not None), key=lambda v: v["name"])
     m.exit(changed=False, vms=found)
 

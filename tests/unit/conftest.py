@@ -70,6 +70,15 @@ def make_fake_libvirt():
     return fake
 
 
+@pytest.fixture(autouse=True)
+def _fresh_module_warnings(monkeypatch):
+    """AnsibleModule collects warnings in a process-wide list: each test starts with none."""
+    from ansible.module_utils.common import warnings as ansible_warnings
+    for name in ("_global_warnings", "_global_deprecations"):
+        if isinstance(getattr(ansible_warnings, name, None), list):
+            monkeypatch.setattr(ansible_warnings, name, [])
+
+
 @pytest.fixture
 def fake_libvirt(monkeypatch):
     fake = make_fake_libvirt()

@@ -13,6 +13,8 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.kvmfusion.compute.plugins.module_utils import base
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import COMMON_ARGSPEC, KvmfModule
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client, LibvirtClientError
+from ansible_collections.kvmfusion.compute.plugins.module_utils.fileops import FileOpsError
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import CommandError, Manager, Result
 
 REMOTE = "qemu+ssh://root@cna2/system"
 SPEC = dict(name=dict(type="str", required=True), state=dict(type="str", default="present"))
@@ -203,6 +205,48 @@ class TestRun:
         assert rc == 1
         assert result["msg"] == "invalid size '1.5': needs a unit"
         assert "ValueError" in result["exception"]
+
+    @pytest.mark.parametrize("error, msg", [
+        (OSError(28, "No space left on device", "/ds/x.qcow2"), "No space left on device: /ds/x.qcow2"),
+        (OSError(18, "Invalid cross-device link", "/a", None, "/b"), "Invalid cross-device link: /a /b"),
+        (FileOpsError("/ds/x", "fallocate: Operation not\nsupported"), "/ds/x: fallocate: Operation not supported"),
+        (CommandError(["qemu-img", "convert", "a", "b"], 1, "qemu-img: error\nwhile writing"),
+         "qemu-img convert failed: qemu-img: error while writing"),
+    ], ids=["enospc", "exdev", "fileops", "command"])
+    def test_file_and_os_errors_become_one_line_failures(self, make, module_result, error, msg):
+        def logic(mod):
+            raise error
+        rc, result = module_result(make().run, logic)
+        assert rc == 1
+        assert result["msg"] == msg
+        assert "Traceback" in result["exception"]
+
+    def test_returned_result_becomes_the_module_result(self, make, module_result):
+        def logic(mod):
+            return Result(True, before={"a": 1}, after={"a": 2}, actions=["grow"], warnings=["slow\ndisk"],
+                          reboot_required=False, values={"disk": {"name": "d"}})
+        rc, result = module_result(make(diff=True).run, logic)
+        assert rc == 0
+        assert result["changed"] is True and result["actions"] == ["grow"] and result["reboot_required"] is False
+        assert result["disk"] == {"name": "d"} and result["diff"] == {"before": {"a": 1}, "after": {"a": 2}}
+        assert result["warnings"] == ["slow disk"]
+
+    def test_manager_gets_the_task_client_check_mode_and_runner(self, make):
+        m = make(check_mode=True)
+        mgr = m.manager(Manager)
+        assert mgr.client is m.client and mgr.check_mode is True
+        assert mgr.run(["sh", "-c", "echo ok"]).strip() == "ok"
+
+    def test_dest_options_only_for_two_host_modules(self, make, module_result):
+        m = make(dict(dest_host="cna2"), two_hosts=True)
+        assert m.dest_uri == "qemu+ssh://root@cna2/system"
+        assert m.dest_client.uri == "qemu+ssh://root@cna2/system"
+        rc, result = module_result(make, dict(dest_host="cna2"))
+        assert rc == 1 and "dest_host" in result["msg"]
+
+    def test_dest_uri_and_dest_host_are_exclusive(self, make, module_result):
+        rc, result = module_result(make, dict(dest_host="cna2", dest_uri="qemu+tls://cna2/system"), two_hosts=True)
+        assert rc == 1 and "mutually exclusive" in result["msg"]
 
     def test_returning_without_result_fails(self, make, module_result):
         def logic(mod):

@@ -20,7 +20,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, domains, fileops, snapshots
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, vmspec
+from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, fileops
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_revert import (
     FakeClient, FakeDomain, FakeLibvirtError, Runner, qemu_img, read_pattern, run, tree)
 
@@ -189,7 +190,8 @@ class Lab(object):
         return os.path.join(self.dir, name)
 
     def manager(self, check_mode=False, uri=URI, run_command=None):
-        return clones.CloneManager(self.client, uri, check_mode=check_mode, run_command=run_command or self.runner)
+        self.client.uri = uri
+        return clones.CloneManager(self.client, check_mode=check_mode, run_command=run_command or self.runner)
 
     def calls(self, kind):
         return [c for c in self.client.log if c[0] == kind]
@@ -252,7 +254,7 @@ def test_linked_clones_of_a_template(tmp_path):
 
     # the definitions
     assert [c for c in lab.client.log if c[0] in ("define", "undefine")] == [
-        ("define", "a", clones.DEFINE_VALIDATE), ("define", "b", clones.DEFINE_VALIDATE)]
+        ("define", "a", constants.DEFINE_VALIDATE), ("define", "b", constants.DEFINE_VALIDATE)]
     uuids = set()
     for n in ("a", "b"):
         xml = lab.defined(n)
@@ -262,7 +264,7 @@ def test_linked_clones_of_a_template(tmp_path):
         assert str(uuid.UUID(uid)) == uid and uid != SRC_UUID
         uuids.add(uid)
         assert len(root.findall("uuid")) == 1
-        assert not domains.is_template(xml)
+        assert not vmspec.is_template(xml)
         ifaces = root.findall("devices/interface")
         assert len(ifaces) == 1 and ifaces[0].find("mac") is None and SRC_MAC not in xml
         assert ifaces[0].find("source").get("network") == "default"
@@ -651,7 +653,7 @@ def test_a_failed_definition_copy_undefines_the_clone(tmp_path):
         mgr.clone("tpl", ["a", "b"])
     assert_complete(lab, "a")
     assert "b" not in lab.client.domains
-    assert lab.calls("undefine") == [("undefine", "b", domains.UNDEFINE_NVRAM)]
+    assert lab.calls("undefine") == [("undefine", "b", constants.UNDEFINE_NVRAM)]
     assert not os.path.exists(lab.path("b-vda.qcow2")) and not os.path.exists(lab.path("b-vdb.qcow2"))
     assert mgr.made == ["a"]
 
@@ -670,11 +672,11 @@ def snapshot_lab(tmp_path):
     lab = Lab(tmp_path, template=False, name="vm1")
     write(lab.vda, "qcow2", "0xaa")
     write(lab.vdb, "raw", "0xbb")
-    ov = snapshots.overlay_path(lab.vda, "s1")
+    ov = images.overlay_path(lab.vda, "s1")
     lab.src.snapshotCreateXML(
         "<domainsnapshot><name>s1</name><memory snapshot='no'/><disks><disk name='vda' snapshot='external'>"
         "<driver type='qcow2'/><source file='%s'/></disk><disk name='vdb' snapshot='no'/></disks></domainsnapshot>" % ov,
-        snapshots.CREATE_ATOMIC | snapshots.CREATE_DISK_ONLY)
+        constants.CREATE_ATOMIC | constants.CREATE_DISK_ONLY)
     write(ov, "qcow2", "0xcc")
     # the VM's configuration changed since s1
     root = ET.fromstring(lab.src.xml)
@@ -742,8 +744,8 @@ def test_linked_clone_of_a_stopped_vm_freezes_its_disks_first(tmp_path):
                            "a: define (new UUID and MACs)", "refresh datastores"]
     assert sorted(lab.src.snaps) == ["clone-base-a"]
     # the VM now writes to new overlays; the clone stands on its old images
-    assert disks_of(lab.src.xml) == {"vda": (snapshots.overlay_path(lab.vda, "clone-base-a"), "qcow2"),
-                                     "vdb": (snapshots.overlay_path(lab.vdb, "clone-base-a"), "qcow2")}
+    assert disks_of(lab.src.xml) == {"vda": (images.overlay_path(lab.vda, "clone-base-a"), "qcow2"),
+                                     "vdb": (images.overlay_path(lab.vdb, "clone-base-a"), "qcow2")}
     assert fileops.qcow2_backing(vda) == lab.vda and fileops.qcow2_backing(vdb) == lab.vdb
     assert info(vdb)["backing-filename-format"] == "raw"
     assert reads(vda, "qcow2", "0xaa")

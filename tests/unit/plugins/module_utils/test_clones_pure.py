@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, disks, domains, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, vmspec
+from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, xmlutil
 
 CLONE_NS = "https://kvmfusion.compute/xmlns/clone/1"
 DISKS_NS = "https://kvmfusion.compute/xmlns/disks/1"
@@ -132,7 +133,7 @@ RECORD = {"source": "tpl", "snapshot": None, "linked": True}
 
 
 class XmlClient(object):
-    """Serves one domain's XML the way disks.attached_disks reads it."""
+    """Serves one domain's XML the way diskspec.attached_disks reads it."""
 
     def __init__(self, xml):
         self.xml = xml
@@ -297,8 +298,8 @@ def test_clone_xml_drops_macs_but_keeps_the_interfaces():
 
 def test_clone_xml_drops_the_template_marker_and_the_snapshot_record():
     root, text = make_clone()
-    assert domains.is_template(SOURCE_XML)
-    assert not domains.is_template(text)
+    assert vmspec.is_template(SOURCE_XML)
+    assert not vmspec.is_template(text)
     assert root.find("metadata/{%s}vm" % VM_NS) is None
     assert root.find("metadata/{%s}snapshots" % SNAP_NS) is None
     # metadata of other applications stays
@@ -348,7 +349,7 @@ def test_clone_xml_carries_the_independent_mode_over_to_the_new_path():
     assert [d.attrib for d in records[0]] == [{"source": NEW_VDB, "mode": "independent_persistent"}]
     assert OLD_VDB not in text
     modes = dict((xmlutil.find_attr(el, "target", "dev"), mode)
-                 for el, _src, mode in disks.attached_disks(XmlClient(text), "web-01"))
+                 for el, _src, mode in diskspec.attached_disks(XmlClient(text), "web-01"))
     assert modes == {"vda": "persistent", "vdb": "independent_persistent", "vdc": "persistent", "sda": "persistent"}
 
 

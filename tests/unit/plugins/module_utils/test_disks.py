@@ -9,6 +9,8 @@ from unittest import mock
 
 import pytest
 
+from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
@@ -45,7 +47,7 @@ def rdm_opts(**kw):
 
 def one_line_error(params, *fragments):
     with pytest.raises(ValueError) as err:
-        disks.desired_state(params)
+        diskspec.desired_state(params)
     msg = str(err.value)
     assert "\n" not in msg
     for fragment in fragments:
@@ -192,14 +194,14 @@ def host(fake_libvirt):
 
 
 def manager(check_mode=True):
-    return disks.DiskManager(Client(URI), URI, check_mode=check_mode)
+    return disks.DiskManager(Client(URI), check_mode=check_mode)
 
 
 # ---------------------------------------------------------------- desired_state
 
 class TestDesiredStateAccepted:
     def test_defaults_of_a_volume_without_vm(self):
-        d = disks.desired_state({"name": "data1", "datastore": "ds1", "size": "20GiB"})
+        d = diskspec.desired_state({"name": "data1", "datastore": "ds1", "size": "20GiB"})
         assert d["size"] == 20 * GIB
         assert d["bus"] == "virtio"
         assert d["mode"] == "persistent"
@@ -208,51 +210,51 @@ class TestDesiredStateAccepted:
         assert d["iotune"] == {} and d["readonly"] is False and d["shareable"] is False
 
     def test_attached_defaults_to_true_with_a_vm(self):
-        d = disks.desired_state({"name": "data1", "datastore": "ds1", "vm": "vm1"})
+        d = diskspec.desired_state({"name": "data1", "datastore": "ds1", "vm": "vm1"})
         assert d["attached"] is True
         assert d["vm"] == "vm1"
         assert d["size"] is None
 
     def test_attached_false_is_kept(self):
-        assert disks.desired_state(opts(vm="vm1", attached=False))["attached"] is False
+        assert diskspec.desired_state(opts(vm="vm1", attached=False))["attached"] is False
 
     def test_module_defaults_without_vm_are_accepted(self):
         # The module always sends bus=virtio, mode=persistent, readonly/shareable=False: not attachment options.
-        d = disks.desired_state(opts(size=GIB))
+        d = diskspec.desired_state(opts(size=GIB))
         assert d["size"] == GIB and d["attached"] is None
 
     @pytest.mark.parametrize("size, expected", [("20GiB", 20 * GIB), ("20G", 20 * GIB), ("1.5GiB", 3 * GIB // 2),
                                                 ("10GB", 10 * 1000 ** 3), (4096, 4096)])
     def test_size_parsing(self, size, expected):
-        assert disks.desired_state(opts(size=size))["size"] == expected
+        assert diskspec.desired_state(opts(size=size))["size"] == expected
 
     def test_rdm_defaults(self):
-        d = disks.desired_state(rdm_opts())
+        d = diskspec.desired_state(rdm_opts())
         assert d["rdm"] == LUN and d["datastore"] is None
         assert (d["bus"], d["cache"], d["io"]) == ("scsi", "none", "native")
         assert d["size"] is None and d["format"] is None and d["provisioning"] is None
 
     def test_rdm_keeps_an_explicit_cache_and_io(self):
-        d = disks.desired_state(rdm_opts(bus="scsi", cache="directsync", io="threads", target="sdc"))
+        d = diskspec.desired_state(rdm_opts(bus="scsi", cache="directsync", io="threads", target="sdc"))
         assert (d["bus"], d["cache"], d["io"], d["target"]) == ("scsi", "directsync", "threads", "sdc")
 
     def test_attachment_options(self):
-        d = disks.desired_state(opts(vm="vm1", bus="sata", target="sdb", cache="none", io="native", discard="unmap",
+        d = diskspec.desired_state(opts(vm="vm1", bus="sata", target="sdb", cache="none", io="native", discard="unmap",
                                      readonly=True, shareable=True, boot_order=2, mode="independent_persistent"))
         assert (d["bus"], d["target"], d["cache"], d["io"], d["discard"]) == ("sata", "sdb", "none", "native", "unmap")
         assert (d["readonly"], d["shareable"], d["boot_order"], d["mode"]) == (True, True, 2, "independent_persistent")
 
     def test_two_letter_target(self):
-        assert disks.desired_state(opts(vm="vm1", target="vdab"))["target"] == "vdab"
+        assert diskspec.desired_state(opts(vm="vm1", target="vdab"))["target"] == "vdab"
 
     def test_iotune_drops_unset_and_zero_values(self):
-        iotune = dict((k, None) for k in disks.IOTUNE_KEYS)
+        iotune = dict((k, None) for k in diskspec.IOTUNE_KEYS)
         iotune.update(read_bytes_sec=104857600, write_bytes_sec=0, total_iops_sec="500")
-        d = disks.desired_state(opts(vm="vm1", iotune=iotune))
+        d = diskspec.desired_state(opts(vm="vm1", iotune=iotune))
         assert d["iotune"] == {"read_bytes_sec": 104857600, "total_iops_sec": 500}
 
     def test_total_of_one_kind_combines_with_read_write_of_the_other(self):
-        d = disks.desired_state(opts(vm="vm1", iotune={"total_bytes_sec": 1000, "read_iops_sec": 10}))
+        d = diskspec.desired_state(opts(vm="vm1", iotune={"total_bytes_sec": 1000, "read_iops_sec": 10}))
         assert d["iotune"] == {"total_bytes_sec": 1000, "read_iops_sec": 10}
 
 
@@ -330,14 +332,14 @@ def test_bad_input_is_one_line_naming_the_disk(params, fragment):
     (None, False),
 ])
 def test_is_local_uri(uri, local):
-    assert disks.is_local_uri(uri) is local
+    assert client_mod.is_local_uri(uri) is local
 
 
 # ---------------------------------------------------------------- volume_xml
 
 @pytest.mark.parametrize("fmt, compat", [("qcow2", "1.1"), ("raw", None)])
 def test_volume_xml(fmt, compat):
-    root = ET.fromstring(disks.volume_xml("data1", 20 * GIB, fmt))
+    root = ET.fromstring(diskspec.volume_xml("data1", 20 * GIB, fmt))
     assert root.tag == "volume"
     assert root.findtext("name") == "data1"
     assert root.find("capacity").get("unit") == "bytes"
@@ -371,22 +373,22 @@ ROUND_TRIP = [
 
 @pytest.mark.parametrize("params, fmt, target", [r[1:] for r in ROUND_TRIP], ids=[r[0] for r in ROUND_TRIP])
 def test_disk_element_reads_back_as_the_wanted_view(host, params, fmt, target):
-    d = disks.desired_state(params)
+    d = diskspec.desired_state(params)
     path = d["rdm"] or DATA1
-    el = disks.disk_element(d, path, fmt, target)
+    el = diskspec.disk_element(d, path, fmt, target)
     # The way libvirt hands it back: inside the domain, its mode recorded in the metadata.
-    metadata = xmlutil.tostring(disks._metadata_element({path: d["mode"], ROOT: "persistent"}))
+    metadata = xmlutil.tostring(diskspec.metadata_element({path: d["mode"], ROOT: "persistent"}))
     host.add_domain(extra_disks=xmlutil.tostring(el), metadata=metadata)
     mgr = manager()
-    found = [(e, mode) for e, src, mode in disks.attached_disks(mgr.client, "vm1") if src == path]
+    found = [(e, mode) for e, src, mode in diskspec.attached_disks(mgr.client, "vm1") if src == path]
     assert len(found) == 1
-    assert disks.attachment_view(found[0][0], found[0][1]) == mgr._wanted_view(d, target)
+    assert diskspec.attachment_view(found[0][0], found[0][1]) == mgr._wanted_view(d, target)
 
 
 def test_disk_element_of_a_file_disk():
-    d = disks.desired_state(opts(vm="vm1", cache="none", io="native", boot_order=3, readonly=True,
+    d = diskspec.desired_state(opts(vm="vm1", cache="none", io="native", boot_order=3, readonly=True,
                                  iotune={"write_iops_sec": 100}))
-    el = ET.fromstring(xmlutil.tostring(disks.disk_element(d, DATA1, "qcow2", "vdc")))
+    el = ET.fromstring(xmlutil.tostring(diskspec.disk_element(d, DATA1, "qcow2", "vdc")))
     assert (el.tag, el.get("type"), el.get("device")) == ("disk", "file", "disk")
     assert el.find("driver").attrib == {"name": "qemu", "type": "qcow2", "cache": "none", "io": "native"}
     assert el.find("source").attrib == {"file": DATA1}
@@ -397,16 +399,16 @@ def test_disk_element_of_a_file_disk():
 
 
 def test_disk_element_of_a_nonpersistent_disk_is_transient():
-    d = disks.desired_state(opts(vm="vm1", mode="independent_nonpersistent"))
-    el = disks.disk_element(d, DATA1, "qcow2", "vdb")
+    d = diskspec.desired_state(opts(vm="vm1", mode="independent_nonpersistent"))
+    el = diskspec.disk_element(d, DATA1, "qcow2", "vdb")
     assert el.find("transient") is not None
     # Without a metadata record the <transient/> alone says non-persistent.
-    assert disks.attachment_view(el, "independent_nonpersistent")["mode"] == "independent_nonpersistent"
+    assert diskspec.attachment_view(el, "independent_nonpersistent")["mode"] == "independent_nonpersistent"
 
 
 def test_disk_element_of_a_raw_device_mapping():
-    d = disks.desired_state(rdm_opts())
-    el = ET.fromstring(xmlutil.tostring(disks.disk_element(d, LUN, "raw", "sda")))
+    d = diskspec.desired_state(rdm_opts())
+    el = ET.fromstring(xmlutil.tostring(diskspec.disk_element(d, LUN, "raw", "sda")))
     assert (el.get("type"), el.get("device")) == ("block", "lun")
     assert el.find("driver").attrib == {"name": "qemu", "type": "raw", "cache": "none", "io": "native"}
     assert el.find("source").attrib == {"dev": LUN}
@@ -415,7 +417,7 @@ def test_disk_element_of_a_raw_device_mapping():
 
 def test_attached_disks_reads_transient_without_metadata(host):
     host.add_domain(extra_disks=disk_xml(DATA1, "vdb", extra="\n      <transient/>"))
-    modes = dict((src, mode) for el, src, mode in disks.attached_disks(Client(URI), "vm1"))
+    modes = dict((src, mode) for el, src, mode in diskspec.attached_disks(Client(URI), "vm1"))
     assert modes == {ROOT: "persistent", DATA1: "independent_nonpersistent"}
 
 
@@ -438,13 +440,13 @@ def letters(n):
     (["sda", "sdb"], "scsi", "sdc"),
 ])
 def test_choose_target(existing, bus, expected):
-    assert disks.choose_target(existing, bus) == expected
+    assert diskspec.choose_target(existing, bus) == expected
 
 
 def test_choose_target_when_every_name_is_taken():
     used = letters(26) + ["vd" + chr(97 + i) + chr(97 + j) for i in range(26) for j in range(26)]
     with pytest.raises(ValueError, match="no free virtio target left"):
-        disks.choose_target(used, "virtio")
+        diskspec.choose_target(used, "virtio")
 
 
 # ---------------------------------------------------------------- metadata
@@ -453,41 +455,41 @@ MODES = {"/srv/a": "independent_persistent", "/srv/b": "persistent", "/srv/c": "
 
 
 def test_metadata_element_bare_for_set_metadata():
-    root = ET.fromstring(xmlutil.tostring(disks._metadata_element(MODES, namespaced=False)))
+    root = ET.fromstring(xmlutil.tostring(diskspec.metadata_element(MODES, namespaced=False)))
     assert root.tag == "disks"
     assert [(e.tag, e.get("source"), e.get("mode")) for e in root] == [
         ("disk", "/srv/a", "independent_persistent"), ("disk", "/srv/c", "independent_nonpersistent")]
 
 
 def test_metadata_element_namespaced_for_a_definition():
-    text = xmlutil.tostring(disks._metadata_element(MODES, namespaced=True))
-    assert 'xmlns:kvmf="%s"' % disks.META_NS in text
+    text = xmlutil.tostring(diskspec.metadata_element(MODES, namespaced=True))
+    assert 'xmlns:kvmf="%s"' % diskspec.META_NS in text
     root = ET.fromstring(text)
-    assert root.tag == "{%s}disks" % disks.META_NS
-    assert [(e.tag, e.get("source")) for e in root] == [("{%s}disk" % disks.META_NS, "/srv/a"),
-                                                        ("{%s}disk" % disks.META_NS, "/srv/c")]
+    assert root.tag == "{%s}disks" % diskspec.META_NS
+    assert [(e.tag, e.get("source")) for e in root] == [("{%s}disk" % diskspec.META_NS, "/srv/a"),
+                                                        ("{%s}disk" % diskspec.META_NS, "/srv/c")]
 
 
 def test_metadata_of_only_persistent_disks_is_empty():
-    assert len(disks._metadata_element({"/srv/b": "persistent"})) == 0
+    assert len(diskspec.metadata_element({"/srv/b": "persistent"})) == 0
 
 
 @pytest.mark.parametrize("namespaced", [True, False])
 def test_meta_modes_reads_the_record_back(namespaced):
     if namespaced:
-        record = xmlutil.tostring(disks._metadata_element(MODES))
+        record = xmlutil.tostring(diskspec.metadata_element(MODES))
     else:
         # setMetadata gets the bare element; libvirt stores it under the key prefix and namespace it was given.
-        bare = xmlutil.tostring(disks._metadata_element(MODES, namespaced=False))
-        record = bare.replace("<disks>", '<kvmf:disks xmlns:kvmf="%s">' % disks.META_NS) \
+        bare = xmlutil.tostring(diskspec.metadata_element(MODES, namespaced=False))
+        record = bare.replace("<disks>", '<kvmf:disks xmlns:kvmf="%s">' % diskspec.META_NS) \
             .replace("<disk ", "<kvmf:disk ").replace("</disks>", "</kvmf:disks>")
     other = '<libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0"/>'
     root = xmlutil.parse(domain_desc("vm1", metadata=other + record))
-    assert disks._meta_modes(root) == {"/srv/a": "independent_persistent", "/srv/c": "independent_nonpersistent"}
+    assert diskspec.meta_modes(root) == {"/srv/a": "independent_persistent", "/srv/c": "independent_nonpersistent"}
 
 
 def test_meta_modes_without_record():
-    assert disks._meta_modes(xmlutil.parse(domain_desc("vm1"))) == {}
+    assert diskspec.meta_modes(xmlutil.parse(domain_desc("vm1"))) == {}
 
 
 # ---------------------------------------------------------------- DiskManager: volumes
@@ -496,7 +498,7 @@ class TestEnsureVolume:
     def test_missing_volume_is_only_planned_in_check_mode(self, host):
         host.add_pool()
         mgr = manager()
-        before, after = mgr.ensure_volume(disks.desired_state(opts(size="20GiB")))
+        before, after = mgr.ensure_volume(diskspec.desired_state(opts(size="20GiB")))
         assert before is None
         assert after == {"datastore": "ds1", "name": "data1", "format": "qcow2", "size": 20 * GIB,
                          "provisioning": "thin"}
@@ -511,7 +513,7 @@ class TestEnsureVolume:
         pool = host.add_pool()
         pool.refresh.side_effect = lambda flags: host.add_volume(capacity=20 * GIB)
         mgr = manager()
-        before, after = mgr.ensure_volume(disks.desired_state(opts(size="20GiB")))
+        before, after = mgr.ensure_volume(diskspec.desired_state(opts(size="20GiB")))
         assert before == after and before["size"] == 20 * GIB
         assert mgr.actions == []
         pool.refresh.assert_called_once_with(0)
@@ -520,14 +522,14 @@ class TestEnsureVolume:
     def test_existing_volume_needs_no_refresh(self, host):
         pool = host.add_pool()
         host.add_volume()
-        manager().ensure_volume(disks.desired_state(opts()))
+        manager().ensure_volume(diskspec.desired_state(opts()))
         pool.refresh.assert_not_called()
 
     def test_existing_volume_of_the_same_size_is_unchanged(self, host):
         host.add_pool()
         host.add_volume(capacity=20 * GIB)
         mgr = manager()
-        before, after = mgr.ensure_volume(disks.desired_state(opts(size="20GiB", format="qcow2")))
+        before, after = mgr.ensure_volume(diskspec.desired_state(opts(size="20GiB", format="qcow2")))
         assert before == after == {"datastore": "ds1", "name": "data1", "format": "qcow2", "size": 20 * GIB,
                                    "provisioning": "thin"}
         assert mgr.actions == []
@@ -537,7 +539,7 @@ class TestEnsureVolume:
         host.add_pool()
         host.add_volume(capacity=20 * GIB)
         mgr = manager()
-        before, after = mgr.ensure_volume(disks.desired_state(opts(size="30GiB")))
+        before, after = mgr.ensure_volume(diskspec.desired_state(opts(size="30GiB")))
         assert (before["size"], after["size"]) == (20 * GIB, 30 * GIB)
         assert mgr.actions == ["grow offline from %d to %d bytes" % (20 * GIB, 30 * GIB)]
         assert host.mutating_calls() == []
@@ -547,7 +549,7 @@ class TestEnsureVolume:
         host.add_volume(capacity=20 * GIB)
         mgr = manager()
         with pytest.raises(ValueError) as err:
-            mgr.ensure_volume(disks.desired_state(opts(size="10GiB")))
+            mgr.ensure_volume(diskspec.desired_state(opts(size="10GiB")))
         assert "disk 'data1' is %d bytes; shrinking it to %d bytes is refused" % (20 * GIB, 10 * GIB) in str(err.value)
         assert mgr.actions == [] and host.mutating_calls() == []
 
@@ -555,20 +557,20 @@ class TestEnsureVolume:
         host.add_pool()
         host.add_volume(fmt="qcow2")
         with pytest.raises(ValueError) as err:
-            manager().ensure_volume(disks.desired_state(opts(format="raw")))
+            manager().ensure_volume(diskspec.desired_state(opts(format="raw")))
         assert "disk 'data1' is qcow2; changing the format to raw is not supported" in str(err.value)
         assert host.mutating_calls() == []
 
     def test_size_is_needed_for_a_new_disk(self, host):
         host.add_pool()
         with pytest.raises(ValueError) as err:
-            manager().ensure_volume(disks.desired_state(opts()))
+            manager().ensure_volume(diskspec.desired_state(opts()))
         assert str(err.value) == "disk 'data1' does not exist in datastore 'ds1': size is needed to create it"
 
     def test_unknown_datastore(self, host):
         host.add_pool("ds1")
         with pytest.raises(ValueError) as err:
-            manager().ensure_volume(disks.desired_state(opts(datastore="ds9", size="1GiB")))
+            manager().ensure_volume(diskspec.desired_state(opts(datastore="ds9", size="1GiB")))
         assert str(err.value) == "unknown datastore 'ds9' on %s" % URI
 
     def test_inactive_datastore(self, host):
@@ -576,7 +578,7 @@ class TestEnsureVolume:
         pool.storageVolLookupByName.side_effect = host.fake.libvirtError(
             "Requested operation is not valid: storage pool 'ds1' is not active", 55)
         with pytest.raises(ValueError) as err:
-            manager().ensure_volume(disks.desired_state(opts(size="1GiB")))
+            manager().ensure_volume(diskspec.desired_state(opts(size="1GiB")))
         assert str(err.value) == "datastore 'ds1' on %s is not running" % URI
         pool.storageVolLookupByName.assert_not_called()
 
@@ -589,7 +591,7 @@ class TestDeleteVolume:
         host.add_domain("vm1", extra_disks=disk_xml(DATA1, "vdb"))
         mgr = manager()
         with pytest.raises(ValueError) as err:
-            mgr.delete_volume(disks.desired_state(opts()))
+            mgr.delete_volume(diskspec.desired_state(opts()))
         msg = str(err.value)
         assert "\n" not in msg
         assert "disk 'data1' is attached to vm1 (vdb)" in msg
@@ -599,7 +601,7 @@ class TestDeleteVolume:
     def test_missing_volume_is_nothing_to_delete(self, host):
         pool = host.add_pool()
         mgr = manager()
-        assert mgr.delete_volume(disks.desired_state(opts())) is None
+        assert mgr.delete_volume(diskspec.desired_state(opts())) is None
         assert mgr.actions == []
         pool.refresh.assert_called_once_with(0)
 
@@ -607,7 +609,7 @@ class TestDeleteVolume:
         pool = host.add_pool()
         pool.refresh.side_effect = lambda flags: host.add_volume(fmt="raw")
         mgr = manager()
-        before = mgr.delete_volume(disks.desired_state(opts()))
+        before = mgr.delete_volume(diskspec.desired_state(opts()))
         assert before == {"datastore": "ds1", "name": "data1", "format": "raw", "size": 20 * GIB, "provisioning": "thin"}
         assert mgr.actions == ["delete"]
         assert host.mutating_calls() == []
@@ -631,7 +633,7 @@ class TestEnsureAttached:
     def test_identical_attachment_changes_nothing(self, host):
         host.add_domain(extra_disks=ATTACHED)
         mgr = manager()
-        d = disks.desired_state(attached_opts())
+        d = diskspec.desired_state(attached_opts())
         before, after = mgr.ensure_attached(d, DATA1, "qcow2")
         assert before == after == mgr._wanted_view(d, "vdb")
         assert mgr.actions == [] and mgr.reboot_required is False
@@ -640,7 +642,7 @@ class TestEnsureAttached:
     def test_identical_attachment_without_a_target_changes_nothing(self, host):
         host.add_domain(extra_disks=ATTACHED)
         mgr = manager()
-        before, after = mgr.ensure_attached(disks.desired_state(attached_opts(target=None)), DATA1, "qcow2")
+        before, after = mgr.ensure_attached(diskspec.desired_state(attached_opts(target=None)), DATA1, "qcow2")
         assert before == after and before["target"] == "vdb"
         assert mgr.actions == []
 
@@ -648,7 +650,7 @@ class TestEnsureAttached:
     def test_changed_iotune_is_applied_without_reboot(self, host, running, action):
         host.add_domain(running=running, extra_disks=ATTACHED)
         mgr = manager()
-        before, after = mgr.ensure_attached(disks.desired_state(attached_opts(iotune={"total_iops_sec": 1000})),
+        before, after = mgr.ensure_attached(diskspec.desired_state(attached_opts(iotune={"total_iops_sec": 1000})),
                                             DATA1, "qcow2")
         assert before["iotune"] == {"total_iops_sec": 500}
         assert after["iotune"] == {"total_iops_sec": 1000}
@@ -659,7 +661,7 @@ class TestEnsureAttached:
     def test_changed_cache_goes_to_the_persistent_config_and_needs_a_reboot(self, host):
         host.add_domain(extra_disks=disk_xml(DATA1, "vdb", driver=" cache='writeback' discard='unmap'"))
         mgr = manager()
-        before, after = mgr.ensure_attached(disks.desired_state(opts(vm="vm1", cache="none", discard="unmap")),
+        before, after = mgr.ensure_attached(diskspec.desired_state(opts(vm="vm1", cache="none", discard="unmap")),
                                             DATA1, "qcow2")
         assert (before["cache"], after["cache"]) == ("writeback", "none")
         assert mgr.actions == ["update cache in the persistent config"]
@@ -669,14 +671,14 @@ class TestEnsureAttached:
     def test_changed_cache_of_a_stopped_vm_needs_no_reboot(self, host):
         host.add_domain(running=False, extra_disks=disk_xml(DATA1, "vdb", driver=" cache='writeback'"))
         mgr = manager()
-        mgr.ensure_attached(disks.desired_state(opts(vm="vm1", cache="none")), DATA1, "qcow2")
+        mgr.ensure_attached(diskspec.desired_state(opts(vm="vm1", cache="none")), DATA1, "qcow2")
         assert mgr.actions == ["update cache in the persistent config"]
         assert mgr.reboot_required is False
 
     def test_nonpersistent_disk_on_a_running_vm_waits_for_a_reboot(self, host):
         host.add_domain(running=True)
         mgr = manager()
-        d = disks.desired_state(opts(vm="vm1", mode="independent_nonpersistent"))
+        d = diskspec.desired_state(opts(vm="vm1", mode="independent_nonpersistent"))
         before, after = mgr.ensure_attached(d, DATA1, "qcow2")
         assert before is None
         assert after == mgr._wanted_view(d, "vdb")
@@ -688,20 +690,20 @@ class TestEnsureAttached:
     def test_new_attachment_gets_the_first_free_target(self, host):
         host.add_domain(running=True, extra_disks=disk_xml(DS_PATH + "/other", "vdb"))
         mgr = manager()
-        before, after = mgr.ensure_attached(disks.desired_state(opts(vm="vm1")), DATA1, "qcow2")
+        before, after = mgr.ensure_attached(diskspec.desired_state(opts(vm="vm1")), DATA1, "qcow2")
         assert before is None and after["target"] == "vdc"
         assert mgr.actions == ["attach as vdc (live and persistent)"]
         assert mgr.reboot_required is False
         assert host.mutating_calls() == []
 
     @pytest.mark.parametrize("running, flags, action", [
-        (True, disks.AFFECT_CONFIG | disks.AFFECT_LIVE, "attach as vdb (live and persistent)"),
-        (False, disks.AFFECT_CONFIG, "attach as vdb (persistent config)"),
+        (True, constants.AFFECT_CONFIG | constants.AFFECT_LIVE, "attach as vdb (live and persistent)"),
+        (False, constants.AFFECT_CONFIG, "attach as vdb (persistent config)"),
     ], ids=["running", "stopped"])
     def test_attach_calls_libvirt(self, host, running, flags, action):
         dom = host.add_domain(running=running)
         mgr = manager(check_mode=False)
-        mgr.ensure_attached(disks.desired_state(opts(vm="vm1", cache="none")), DATA1, "qcow2")
+        mgr.ensure_attached(diskspec.desired_state(opts(vm="vm1", cache="none")), DATA1, "qcow2")
         assert flags == (3 if running else 2)
         dom.attachDeviceFlags.assert_called_once()
         xml, passed_flags = dom.attachDeviceFlags.call_args[0]
@@ -721,30 +723,30 @@ class TestEnsureAttached:
 class TestPrecheckAttachment:
     def test_unknown_vm(self, host):
         with pytest.raises(ValueError) as err:
-            manager().precheck_attachment(disks.desired_state(opts(vm="vm9", target="vdb")), DATA1)
+            manager().precheck_attachment(diskspec.desired_state(opts(vm="vm9", target="vdb")), DATA1)
         assert str(err.value) == "unknown VM 'vm9' on %s" % URI
 
     def test_target_used_by_another_disk(self, host):
         host.add_domain()
         with pytest.raises(ValueError) as err:
-            manager().precheck_attachment(disks.desired_state(opts(vm="vm1", target="vda")), DATA1)
+            manager().precheck_attachment(diskspec.desired_state(opts(vm="vm1", target="vda")), DATA1)
         assert str(err.value) == "VM vm1 already has a disk at vda (%s)" % ROOT
 
     def test_attached_with_another_target(self, host):
         host.add_domain(extra_disks=disk_xml(DATA1, "vdb"))
         with pytest.raises(ValueError) as err:
-            manager().precheck_attachment(disks.desired_state(opts(vm="vm1", target="vdc")), DATA1)
+            manager().precheck_attachment(diskspec.desired_state(opts(vm="vm1", target="vdc")), DATA1)
         assert str(err.value) == "disk 'data1' is attached to VM vm1 as vdb; moving it to vdc needs a detach first"
 
     def test_free_target_passes(self, host):
         host.add_domain(extra_disks=disk_xml(DATA1, "vdb"))
         mgr = manager()
-        assert mgr.precheck_attachment(disks.desired_state(opts(vm="vm1", target="vdb")), DATA1) is None
-        assert mgr.precheck_attachment(disks.desired_state(opts(vm="vm1", target="vdc")), DS_PATH + "/new") is None
+        assert mgr.precheck_attachment(diskspec.desired_state(opts(vm="vm1", target="vdb")), DATA1) is None
+        assert mgr.precheck_attachment(diskspec.desired_state(opts(vm="vm1", target="vdc")), DS_PATH + "/new") is None
         assert mgr.actions == [] and host.mutating_calls() == []
 
 
 def test_rdm_io_default_follows_the_cache_mode():
-    assert disks.desired_state(rdm_opts())["io"] == "native"
-    relaxed = disks.desired_state(rdm_opts(cache="writeback"))
+    assert diskspec.desired_state(rdm_opts())["io"] == "native"
+    relaxed = diskspec.desired_state(rdm_opts(cache="writeback"))
     assert relaxed["cache"] == "writeback" and relaxed["io"] == "threads"

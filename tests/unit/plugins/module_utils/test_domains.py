@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, power, vmspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils import domains, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
@@ -18,7 +19,7 @@ KIB = 1024
 MIB = 1024 ** 2
 GIB = 1024 ** 3
 AGENT = "org.qemu.guest_agent.0"
-VM_TAG = "{%s}vm" % domains.VM_NS
+VM_TAG = "{%s}vm" % vmspec.VM_NS
 DS_PATH = "/var/lib/kvmfusion/datastores/ds1"
 
 # The virDomain calls that change something; check mode must make none of them.
@@ -37,12 +38,12 @@ def params(**kw):
 
 
 def spec(**kw):
-    return domains.desired_state(params(**kw))
+    return vmspec.desired_state(params(**kw))
 
 
 def rejected(p, *fragments):
     with pytest.raises(ValueError) as err:
-        domains.desired_state(p)
+        vmspec.desired_state(p)
     msg = str(err.value)
     assert "\n" not in msg
     for fragment in fragments:
@@ -51,7 +52,7 @@ def rejected(p, *fragments):
 
 
 def parsed(d, hypervisor="kvm", existing=None):
-    return xmlutil.parse(domains.build_xml(d, hypervisor, existing))
+    return xmlutil.parse(vmspec.build_xml(d, hypervisor, existing))
 
 
 def as_libvirt_would(xml):
@@ -80,7 +81,7 @@ def fake_dom(state=5, saved=0, active=None, xml=None, live_xml=None):
     dom.hasManagedSaveImage.return_value = saved
     dom.isActive.return_value = (1 if state in (1, 2, 3, 4, 7) else 0) if active is None else active
     if xml is not None:
-        dom.XMLDesc.side_effect = lambda flags=0: xml if flags & domains.XML_INACTIVE else (live_xml or xml)
+        dom.XMLDesc.side_effect = lambda flags=0: xml if flags & constants.XML_INACTIVE else (live_xml or xml)
     return dom
 
 
@@ -94,8 +95,8 @@ def assert_untouched(fake_libvirt, dom):
 # ---------------------------------------------------------------- desired_state: accepted
 
 def test_only_what_the_user_set_is_managed():
-    assert domains.desired_state(dict(name="vm1")) == {"name": "vm1"}
-    assert domains.desired_state(dict(name="vm1", vcpus=None, memory=None, qos=None, nics=None)) == {"name": "vm1"}
+    assert vmspec.desired_state(dict(name="vm1")) == {"name": "vm1"}
+    assert vmspec.desired_state(dict(name="vm1", vcpus=None, memory=None, qos=None, nics=None)) == {"name": "vm1"}
 
 
 @pytest.mark.parametrize("options, expected", [
@@ -276,11 +277,11 @@ def test_max_vcpus_alone_must_be_at_least_one():
     (dict(cpu_shares=2048, cpu_reservation=10), 2048),
 ])
 def test_effective_shares(qos, shares):
-    assert domains.effective_shares(qos) == shares
+    assert vmspec.effective_shares(qos) == shares
 
 
 def test_effective_shares_grows_with_the_reservation():
-    values = [domains.effective_shares(dict(cpu_reservation=pct)) for pct in range(1, 101)]
+    values = [vmspec.effective_shares(dict(cpu_reservation=pct)) for pct in range(1, 101)]
     assert values == sorted(set(values))
     assert all(abs(v - (1024 + 102 * pct)) <= pct for pct, v in enumerate(values, start=1))
 
@@ -424,19 +425,19 @@ def test_qos_reservation_becomes_shares_without_quota():
 
 
 def test_template_metadata():
-    xml = domains.build_xml(spec(template=True), "kvm")
+    xml = vmspec.build_xml(spec(template=True), "kvm")
     root = xmlutil.parse(xml)
     meta = root.find("metadata/" + VM_TAG)
     assert meta is not None and meta.get("template") == "true"
-    assert "xmlns:%s=\"%s\"" % (domains.VM_KEY, domains.VM_NS) in xml
-    assert domains.is_template(xml)
-    xml = domains.build_xml(spec(template=False), "kvm")
+    assert "xmlns:%s=\"%s\"" % (vmspec.VM_KEY, vmspec.VM_NS) in xml
+    assert vmspec.is_template(xml)
+    xml = vmspec.build_xml(spec(template=False), "kvm")
     assert xmlutil.parse(xml).find("metadata/" + VM_TAG) is None
-    assert not domains.is_template(xml)
+    assert not vmspec.is_template(xml)
 
 
 def test_nic_element_without_mac_or_portgroup():
-    el = domains.nic_element(dict(network="default", bridge=None, portgroup=None, model="virtio", mac=None))
+    el = vmspec.nic_element(dict(network="default", bridge=None, portgroup=None, model="virtio", mac=None))
     assert el.find("mac") is None and el.find("source").attrib == {"network": "default"}
 
 
@@ -472,31 +473,31 @@ ROUNDTRIP = [
 @pytest.mark.parametrize("hypervisor, options", [r[1:] for r in ROUNDTRIP], ids=[r[0] for r in ROUNDTRIP])
 def test_managed_view_reads_back_the_spec(hypervisor, options):
     d = spec(**copy.deepcopy(options))
-    xml = domains.build_xml(d, hypervisor)
-    assert domains.managed_view(xml, d) == d
+    xml = vmspec.build_xml(d, hypervisor)
+    assert vmspec.managed_view(xml, d) == d
     # and still after libvirt added its generated values (MACs, PCI addresses, expanded machine type)
-    assert domains.managed_view(as_libvirt_would(xml), d) == d
+    assert vmspec.managed_view(as_libvirt_would(xml), d) == d
 
 
 def test_managed_view_reads_the_hypervisor_when_named():
     d = spec(vcpus=1)
     d["hypervisor"] = "qemu"
-    assert domains.managed_view(domains.build_xml(d, "qemu"), d) == d
-    assert domains.managed_view(domains.build_xml(d, "kvm"), d)["hypervisor"] == "kvm"
+    assert vmspec.managed_view(vmspec.build_xml(d, "qemu"), d) == d
+    assert vmspec.managed_view(vmspec.build_xml(d, "kvm"), d)["hypervisor"] == "kvm"
 
 
 def test_nic_without_mac_reads_back_without_the_mac_libvirt_gave_it():
     d = spec(nics=[dict(network="default"), dict(bridge="br0", mac="52:54:00:00:00:99")])
-    xml = as_libvirt_would(domains.build_xml(d, "kvm"))
+    xml = as_libvirt_would(vmspec.build_xml(d, "kvm"))
     assert [xmlutil.find_attr(el, "mac", "address") for el in xmlutil.parse(xml).findall("devices/interface")] == [
         "52:54:00:00:00:03", "52:54:00:00:00:99"]
-    assert [n["mac"] for n in domains.managed_view(xml, d)["nics"]] == [None, "52:54:00:00:00:99"]
+    assert [n["mac"] for n in vmspec.managed_view(xml, d)["nics"]] == [None, "52:54:00:00:00:99"]
 
 
 def test_extra_nics_read_back_with_their_macs():
     two = spec(nics=[dict(network="default"), dict(bridge="br0")])
     one = spec(nics=[dict(network="default")])
-    view = domains.managed_view(as_libvirt_would(domains.build_xml(two, "kvm")), one)
+    view = vmspec.managed_view(as_libvirt_would(vmspec.build_xml(two, "kvm")), one)
     assert [n["mac"] for n in view["nics"]] == [None, "52:54:00:00:00:04"]
     assert view != one
 
@@ -506,17 +507,17 @@ def test_machine_alias_matches_the_expanded_machine_type(alias, expanded):
     d = spec(machine=alias)
     root = parsed(d)
     root.find("os/type").set("machine", expanded)
-    assert domains.managed_view(xmlutil.tostring(root), d) == d
+    assert vmspec.managed_view(xmlutil.tostring(root), d) == d
     # another family is a difference
     root.find("os/type").set("machine", "pc-q35-7.2" if alias == "pc" else "pc-i440fx-7.2")
-    assert domains.managed_view(xmlutil.tostring(root), d)["machine"] != alias
+    assert vmspec.managed_view(xmlutil.tostring(root), d)["machine"] != alias
 
 
 def test_managed_view_sees_changes():
     d = spec(vcpus=2, memory="1GiB", graphics="vnc", nics=[dict(network="default")], qos=dict(cpu_reservation=10))
-    xml = domains.build_xml(d, "kvm")
+    xml = vmspec.build_xml(d, "kvm")
     other = spec(vcpus=3, memory="2GiB", graphics="spice", nics=[dict(bridge="br0")], qos=dict(cpu_reservation=20))
-    view = domains.managed_view(xml, other)
+    view = vmspec.managed_view(xml, other)
     assert view["vcpus"] == 2 and view["max_vcpus"] == 2
     assert view["memory"] == view["max_memory"] == GIB
     assert view["graphics"] == "vnc"
@@ -532,26 +533,26 @@ def test_managed_view_reads_memory_in_other_units():
     root.find("memory").text = "1024"
     root.find("currentMemory").set("unit", "bytes")
     root.find("currentMemory").text = str(GIB)
-    assert domains.managed_view(xmlutil.tostring(root), d) == d
+    assert vmspec.managed_view(xmlutil.tostring(root), d) == d
 
 
 def test_uefi_by_loader_reads_back_as_uefi():
     d = spec(firmware="uefi")
     root = parsed(spec(firmware="bios"))
     ET.SubElement(root.find("os"), "loader", readonly="yes", type="pflash").text = "/usr/share/OVMF/OVMF_CODE.fd"
-    assert domains.managed_view(xmlutil.tostring(root), d)["firmware"] == "uefi"
+    assert vmspec.managed_view(xmlutil.tostring(root), d)["firmware"] == "uefi"
 
 
 @pytest.mark.parametrize("options", [dict(memory="1GB"), dict(memory=MIB + 1), dict(memory="2GiB", qos=dict(memory_limit="3GB"))])
 def test_sizes_that_are_not_whole_kib_read_back(options):
     d = spec(**options)
-    assert domains.managed_view(domains.build_xml(d, "kvm"), d) == d
+    assert vmspec.managed_view(vmspec.build_xml(d, "kvm"), d) == d
 
 
 @pytest.mark.parametrize("text", ["", " padded "])
 def test_description_reads_back_verbatim(text):
     d = spec(description=text)
-    assert domains.managed_view(domains.build_xml(d, "kvm"), d) == d
+    assert vmspec.managed_view(vmspec.build_xml(d, "kvm"), d) == d
 
 
 # ---------------------------------------------------------------- build_xml on an existing domain
@@ -671,7 +672,7 @@ def test_existing_nic_without_spec_mac_keeps_its_mac():
     assert xmlutil.find_attr(nic0, "model", "type") == "virtio"
     # the unchanged NIC is left alone, PCI address included
     assert xmlutil.find_attr(nic1, "address", "slot") == "0x07"
-    assert domains.managed_view(xmlutil.tostring(root), d) == d
+    assert vmspec.managed_view(xmlutil.tostring(root), d) == d
 
 
 def test_existing_nics_are_replaced_by_position():
@@ -688,7 +689,7 @@ def test_existing_nics_are_replaced_by_position():
     assert nic1.find("source").attrib == {"network": "lan", "portgroup": "web"}
     assert xmlutil.find_attr(nic1, "mac", "address") == "52:54:00:aa:bb:cc"
     assert nic1.find("address") is None
-    assert domains.managed_view(xmlutil.tostring(root), d) == d
+    assert vmspec.managed_view(xmlutil.tostring(root), d) == d
 
 
 def test_existing_extra_nics_are_removed():
@@ -751,18 +752,18 @@ def test_firmware_bios_removes_the_uefi_loader():
     root = parsed(d, "kvm", xmlutil.tostring(existing))
     assert root.find("os").get("firmware") is None
     assert root.find("os/loader") is None and root.find("os/nvram") is None
-    assert domains.managed_view(xmlutil.tostring(root), d) == d
+    assert vmspec.managed_view(xmlutil.tostring(root), d) == d
 
 
 def test_kernel_without_cmdline_removes_the_old_cmdline():
-    existing = domains.build_xml(spec(kernel="/boot/a", cmdline="quiet"), "kvm")
+    existing = vmspec.build_xml(spec(kernel="/boot/a", cmdline="quiet"), "kvm")
     root = parsed(spec(kernel="/boot/b"), "kvm", existing)
     assert xmlutil.find_text(root, "os/kernel") == "/boot/b"
     assert root.find("os/cmdline") is None
 
 
 def test_qos_is_replaced_and_removed():
-    existing = domains.build_xml(spec(qos=dict(cpu_shares=4096, cpu_limit=50, memory_limit="4GiB",
+    existing = vmspec.build_xml(spec(qos=dict(cpu_shares=4096, cpu_limit=50, memory_limit="4GiB",
                                                memory_reservation="locked")), "kvm")
     root = parsed(spec(qos=dict(cpu_shares=100)), "kvm", existing)
     assert [(el.tag, el.text) for el in root.find("cputune")] == [("shares", "100")]
@@ -828,10 +829,15 @@ def client(fake_libvirt):
 
 def converge(client, current, want, check_mode=True, template=False, **kw):
     dom = fake_dom(*POWER[current])
-    actions = []
-    power = domains.PowerManager(client, check_mode, actions, **kw)
-    power.converge("vm1", dom, want, template=template)
-    return actions, dom
+    mgr = power.PowerManager(client, check_mode=check_mode, **kw)
+    mgr.ensure("vm1", dom, want, template=template)
+    return mgr.actions, dom
+
+
+def _stop(client, dom):
+    mgr = power.PowerManager(client)
+    mgr.ensure("vm1", dom, "stopped")
+    return mgr.actions
 
 
 @pytest.mark.parametrize("current, want, actions", [
@@ -868,16 +874,16 @@ def test_power_actions_in_check_mode(fake_libvirt, client, current, want, action
 
 def test_state_of_reads_managed_save_only_when_shut_off(client):
     dom = fake_dom(*POWER["running"])
-    assert domains.state_of(client, dom, "vm1") == "running"
+    assert power.state_of(client, dom, "vm1") == "running"
     dom.hasManagedSaveImage.assert_not_called()
     dom = fake_dom(*POWER["suspended"])
-    assert domains.state_of(client, dom, "vm1") == "suspended"
+    assert power.state_of(client, dom, "vm1") == "suspended"
     dom.hasManagedSaveImage.assert_called_once_with(0)
 
 
 @pytest.mark.parametrize("state, name", [(0, "nostate"), (2, "running"), (4, "running"), (7, "pmsuspended"), (9, "9")])
 def test_state_of_folds_transient_states(client, state, name):
-    assert domains.state_of(client, fake_dom(state), "vm1") == name
+    assert power.state_of(client, fake_dom(state), "vm1") == name
 
 
 def test_only_a_running_or_paused_vm_can_be_suspended(client):
@@ -920,11 +926,9 @@ def test_paused_restart_is_a_reset_then_resume(client):
 def test_shutdown_asks_agent_and_acpi_and_waits(client):
     dom = fake_dom(*POWER["running"])
     dom.isActive.side_effect = [1, 0]
-    got = []
-    domains.PowerManager(client, False, got).converge("vm1", dom, "stopped")
-    assert got == ["shut down"]
+    assert _stop(client, dom) == ["shut down"]
     assert dom.isActive.call_count == 2
-    dom.shutdownFlags.assert_called_once_with(domains.SHUTDOWN_AGENT | domains.SHUTDOWN_ACPI)
+    dom.shutdownFlags.assert_called_once_with(constants.SHUTDOWN_AGENT | constants.SHUTDOWN_ACPI)
     dom.destroy.assert_not_called()
 
 
@@ -932,15 +936,15 @@ def test_shutdown_falls_back_to_acpi(fake_libvirt, client):
     dom = fake_dom(*POWER["running"])
     dom.shutdownFlags.side_effect = [fake_libvirt.libvirtError("Guest agent is not responding", 86), 0]
     dom.isActive.side_effect = [0]
-    domains.PowerManager(client, False, []).converge("vm1", dom, "stopped")
+    _stop(client, dom)
     flags = [c.args for c in dom.shutdownFlags.call_args_list]
-    assert flags == [(domains.SHUTDOWN_AGENT | domains.SHUTDOWN_ACPI,), (domains.SHUTDOWN_ACPI,)]
+    assert flags == [(constants.SHUTDOWN_AGENT | constants.SHUTDOWN_ACPI,), (constants.SHUTDOWN_ACPI,)]
 
 
 def test_paused_vm_is_resumed_before_shutdown(client):
     dom = fake_dom(*POWER["paused"])
     dom.isActive.side_effect = [0]
-    domains.PowerManager(client, False, []).converge("vm1", dom, "stopped")
+    _stop(client, dom)
     assert [c[0] for c in dom.mock_calls if c[0] in ("resume", "shutdownFlags")] == ["resume", "shutdownFlags"]
 
 
@@ -969,14 +973,14 @@ def no_domain(fake_libvirt):
 
 
 def existing(fake_libvirt, d, running=False, hypervisor="kvm"):
-    xml = as_libvirt_would(domains.build_xml(d, hypervisor))
+    xml = as_libvirt_would(vmspec.build_xml(d, hypervisor))
     dom = fake_dom(1 if running else 5, xml=xml)
     fake_libvirt.conn.lookupByName.return_value = dom
     return dom
 
 
 def vm_manager(client, check_mode=True):
-    return domains.VmManager(client, URI, check_mode=check_mode)
+    return domains.VmManager(client, check_mode=check_mode)
 
 
 def test_present_defines_a_missing_vm_in_check_mode(fake_libvirt, client):
@@ -997,7 +1001,7 @@ def test_present_defines_a_missing_vm(fake_libvirt, client):
     mgr = vm_manager(client, check_mode=False)
     mgr.present(d, "qemu", [], "present")
     assert mgr.actions == ["define"]
-    fake_libvirt.conn.defineXMLFlags.assert_called_once_with(domains.build_xml(d, "qemu"), 0)
+    fake_libvirt.conn.defineXMLFlags.assert_called_once_with(vmspec.build_xml(d, "qemu"), 0)
 
 
 def test_a_missing_template_is_not_defined_to_run(fake_libvirt, client):
@@ -1019,7 +1023,7 @@ def test_present_on_an_identical_vm_does_nothing(fake_libvirt, client, options, 
     assert mgr.actions == []
     assert before == after == d
     assert mgr.reboot_required is False
-    dom.XMLDesc.assert_called_with(domains.XML_INACTIVE)
+    dom.XMLDesc.assert_called_with(constants.XML_INACTIVE)
     assert_untouched(fake_libvirt, dom)
 
 
@@ -1042,7 +1046,7 @@ def test_more_vcpus_within_max_are_defined_and_set_live(fake_libvirt, client):
     assert (vcpu.text, vcpu.get("current")) == ("4", "2")
     # the definition is edited, not rebuilt: libvirt's values survive
     assert xmlutil.find_text(xmlutil.parse(xml), "uuid") == "6f1c3a52-0d1e-4b7a-9c55-2b1f0e9d8a71"
-    dom.setVcpusFlags.assert_called_once_with(2, domains.AFFECT_LIVE)
+    dom.setVcpusFlags.assert_called_once_with(2, constants.AFFECT_LIVE)
 
 
 def test_vcpus_of_a_stopped_vm_are_only_defined(fake_libvirt, client):
@@ -1106,13 +1110,13 @@ def test_definition_copy_sits_beside_the_first_file_disk():
     ET.SubElement(lun, "source", dev="/dev/sdb")
     devices.insert(0, lun)
     devices.insert(0, cdrom)
-    assert domains.definition_copy_path(xmlutil.tostring(root)) == DS_PATH + "/.vm1.kvmf-vm.xml"
+    assert images.definition_copy_path(xmlutil.tostring(root)) == DS_PATH + "/.vm1.kvmf-vm.xml"
 
 
 def test_definition_copy_needs_a_file_disk():
-    assert domains.definition_copy_path(domains.build_xml(spec(), "kvm")) is None
+    assert images.definition_copy_path(vmspec.build_xml(spec(), "kvm")) is None
     root = xmlutil.parse(EXISTING)
     disk = root.find("devices/disk")
     disk.set("type", "block")
     disk.find("source").attrib = {"dev": "/dev/sdb"}
-    assert domains.definition_copy_path(xmlutil.tostring(root)) is None
+    assert images.definition_copy_path(xmlutil.tostring(root)) is None

@@ -16,7 +16,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, fileops
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images as images_mod
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops
 
 QEMU_IMG = shutil.which("qemu-img")
 QEMU_IO = shutil.which("qemu-io")
@@ -260,7 +261,7 @@ def test_qcow2_has_data_of_a_missing_file_raises_fileops_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
-# ------------------------------------------------------------------------------ disks.dependants_of
+# ------------------------------------------------------------------------------ images_mod.dependants_of
 
 def domain_xml(name, sources):
     """A persistent domain definition with one file disk per (path, target)."""
@@ -311,37 +312,37 @@ def estate(tmp_path):
 
 def test_dependants_of_the_template_are_both_linked_clones(estate):
     images, persistent = estate
-    found = disks.dependants_of(FakeClient(persistent), [images["template"]])
+    found = images_mod.dependants_of(FakeClient(persistent), [images["template"]])
     # the template VM itself only uses the image, it does not stand on it
     assert found == {images["template"]: [("c1", "vda"), ("c2", "vda")]}
 
 
 def test_dependants_of_excludes_the_given_vm(estate):
     images, persistent = estate
-    found = disks.dependants_of(FakeClient(persistent), [images["template"]], exclude_vm="c1")
+    found = images_mod.dependants_of(FakeClient(persistent), [images["template"]], exclude_vm="c1")
     assert found == {images["template"]: [("c2", "vda")]}
-    assert disks.dependants_of(FakeClient(persistent), [images["c1"]], exclude_vm="c2") == {}
+    assert images_mod.dependants_of(FakeClient(persistent), [images["c1"]], exclude_vm="c2") == {}
 
 
 def test_dependants_of_a_path_nobody_stands_on_is_empty(estate):
     images, persistent = estate
     client = FakeClient(persistent)
-    assert disks.dependants_of(client, [images["unused"]]) == {}
+    assert images_mod.dependants_of(client, [images["unused"]]) == {}
     # a disk in use as a VM's top image is not a backing file either
-    assert disks.dependants_of(client, [images["c1"], images["other"]]) == {}
+    assert images_mod.dependants_of(client, [images["c1"], images["other"]]) == {}
 
 
 def test_dependants_of_reports_only_the_paths_that_have_dependants(estate):
     images, persistent = estate
-    found = disks.dependants_of(FakeClient(persistent), [images["unused"], images["template"], None])
+    found = images_mod.dependants_of(FakeClient(persistent), [images["unused"], images["template"], None])
     assert sorted(found) == [images["template"]]
 
 
 def test_dependants_of_nothing_asks_libvirt_nothing(estate):
     persistent = estate[1]
     client = FakeClient(persistent)
-    assert disks.dependants_of(client, []) == {}
-    assert disks.dependants_of(client, [None, ""]) == {}
+    assert images_mod.dependants_of(client, []) == {}
+    assert images_mod.dependants_of(client, [None, ""]) == {}
     assert client.calls == []
 
 
@@ -350,7 +351,7 @@ def test_dependants_of_reads_the_whole_chain_below_a_vm(estate, tmp_path):
     # c1 has a snapshot: it now writes to an overlay on its clone overlay
     snap = qcow2(tmp_path / "c1-vda.s1.qcow2", backing=images["c1"])
     persistent["c1"] = domain_xml("c1", [(snap, "vda")])
-    found = disks.dependants_of(FakeClient(persistent), [images["template"], images["c1"], snap])
+    found = images_mod.dependants_of(FakeClient(persistent), [images["template"], images["c1"], snap])
     assert found == {images["template"]: [("c1", "vda"), ("c2", "vda")], images["c1"]: [("c1", "vda")]}
 
 
@@ -360,7 +361,7 @@ def test_dependants_of_finds_relative_backing_names(tmp_path):
     template = qcow2(tmp_path / "base" / "template.qcow2")
     overlay = qcow2(tmp_path / "vms" / "c1-vda.qcow2", backing="../base/template.qcow2", cwd=tmp_path / "vms")
     client = FakeClient({"c1": domain_xml("c1", [(overlay, "vda")])})
-    assert disks.dependants_of(client, [template]) == {template: [("c1", "vda")]}
+    assert images_mod.dependants_of(client, [template]) == {template: [("c1", "vda")]}
 
 
 def test_dependants_of_lists_each_disk_of_a_vm_once(estate, tmp_path):
@@ -369,7 +370,7 @@ def test_dependants_of_lists_each_disk_of_a_vm_once(estate, tmp_path):
     persistent["c1"] = domain_xml("c1", [(images["c1"], "vda"), (second, "vdb")])
     # c1 runs: its live definition names the same disks again
     client = FakeClient(persistent, live={"c1": persistent["c1"]})
-    found = disks.dependants_of(client, [images["template"]])
+    found = images_mod.dependants_of(client, [images["template"]])
     assert found == {images["template"]: [("c1", "vda"), ("c1", "vdb"), ("c2", "vda")]}
 
 
@@ -377,7 +378,7 @@ def test_dependants_of_sees_disks_only_in_the_live_definition(estate, tmp_path):
     images, persistent = estate
     hotplugged = qcow2(tmp_path / "other-vdb.qcow2", backing=images["template"])
     live = {"other": domain_xml("other", [(images["other"], "vda"), (hotplugged, "vdb")])}
-    found = disks.dependants_of(FakeClient(persistent, live=live), [images["template"]])
+    found = images_mod.dependants_of(FakeClient(persistent, live=live), [images["template"]])
     assert found == {images["template"]: [("c1", "vda"), ("c2", "vda"), ("other", "vdb")]}
 
 
@@ -387,14 +388,14 @@ def test_dependants_of_ignores_block_disks_and_missing_files(estate, tmp_path):
                          "<disk type='block' device='disk'><source dev='%s'/><target dev='vda'/></disk>"
                          "<disk type='file' device='disk'><source file='%s'/><target dev='vdb'/></disk>"
                          "</devices></domain>" % (images["c1"], tmp_path / "gone.qcow2"))
-    found = disks.dependants_of(FakeClient(persistent), [images["template"]])
+    found = images_mod.dependants_of(FakeClient(persistent), [images["template"]])
     assert found == {images["template"]: [("c1", "vda"), ("c2", "vda")]}
 
 
-# --------------------------------------------------------------------------- disks.describe_dependants
+# --------------------------------------------------------------------------- images_mod.describe_dependants
 
 def test_describe_dependants_of_nothing_is_empty():
-    assert disks.describe_dependants({}) == ""
+    assert images_mod.describe_dependants({}) == ""
 
 
 def test_describe_dependants_names_each_base_and_its_users_sorted_by_path():
@@ -402,11 +403,11 @@ def test_describe_dependants_names_each_base_and_its_users_sorted_by_path():
         "/ds/web.qcow2": [("web-01", "vda")],
         "/ds/template.qcow2": [("c1", "vda"), ("c2", "vdb")],
     }
-    assert disks.describe_dependants(found) == (
+    assert images_mod.describe_dependants(found) == (
         "/ds/template.qcow2 is the base of c1 (vda), c2 (vdb); /ds/web.qcow2 is the base of web-01 (vda)")
 
 
 def test_describe_dependants_of_a_real_estate(estate):
     images, persistent = estate
-    text = disks.describe_dependants(disks.dependants_of(FakeClient(persistent), [images["template"]]))
+    text = images_mod.describe_dependants(images_mod.dependants_of(FakeClient(persistent), [images["template"]]))
     assert text == "%s is the base of c1 (vda), c2 (vda)" % images["template"]

@@ -20,7 +20,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, snapshots
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images
+from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, reverts, snapshots
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-io") is None,
                                 reason="qemu-img and qemu-io are needed to build real qcow2 chains")
@@ -105,7 +107,7 @@ class FakeSnapshot(object):
 
     def delete(self, flags=0):
         self.dom.host.log.append(("snapshot.delete", self.name, flags))
-        assert flags & snapshots.DELETE_METADATA_ONLY, "the fake only drops metadata"
+        assert flags & constants.DELETE_METADATA_ONLY, "the fake only drops metadata"
         mine = self.parent()
         for child in self.listAllChildren(0):  # libvirt hands the children to the deleted one's parent
             root = ET.fromstring(child.xml)
@@ -166,12 +168,12 @@ class FakeDomain(object):
         root = ET.fromstring(xml)
         name = root.findtext("name")
         self.host.log.append(("snapshotCreateXML", name, flags))
-        if flags & snapshots.CREATE_REDEFINE:
+        if flags & constants.CREATE_REDEFINE:
             if name in self.snaps:
                 self.snaps[name].xml = xml
             else:
                 self.snaps[name] = FakeSnapshot(self, name, xml)
-            if flags & snapshots.CREATE_CURRENT:
+            if flags & constants.CREATE_CURRENT:
                 self.current = name
             return self.snaps[name]
         return self._take(root, name)
@@ -224,14 +226,15 @@ class FakeConn(object):
     def restoreFlags(self, path, xml, flags):
         self.host.log.append(("restoreFlags", path, xml, flags))
         dom = self.host.domains[ET.fromstring(xml).findtext("name")]
-        dom.running, dom.paused = True, bool(flags & snapshots.SAVE_PAUSED)
+        dom.running, dom.paused = True, bool(flags & constants.SAVE_PAUSED)
         return 0
 
 
 class FakeClient(object):
     """The part of plugins/module_utils/client.Client that snapshots and disks use."""
 
-    def __init__(self):
+    def __init__(self, uri="qemu:///system"):
+        self.uri = uri
         self.domains = {}
         self.defined = []
         self.log = []
@@ -240,6 +243,10 @@ class FakeClient(object):
     def add_domain(self, name, xml, running=False):
         self.domains[name] = FakeDomain(self, name, xml, running)
         return self.domains[name]
+
+    @property
+    def is_local(self):
+        return client_mod.is_local_uri(self.uri)
 
     def domain(self, name):
         return self.domains.get(name)
@@ -311,16 +318,16 @@ class Lab(object):
         return os.path.join(self.dir, name)
 
     def overlay(self, snap):
-        return snapshots.overlay_path(self.base, snap)
+        return images.overlay_path(self.base, snap)
 
     def mem(self, snap):
-        return snapshots.memory_path(self.dir, "vm1", snap)
+        return images.memory_path(self.dir, "vm1", snap)
 
     def take(self, name, memory=False):
         mem = "<memory snapshot='external' file='%s'/>" % self.mem(name) if memory else "<memory snapshot='no'/>"
         xml = ("<domainsnapshot><name>%s</name>%s<disks><disk name='vda' snapshot='external'><driver type='qcow2'/>"
                "<source file='%s'/></disk></disks></domainsnapshot>" % (name, mem, self.overlay(name)))
-        self.vm.snapshotCreateXML(xml, snapshots.CREATE_ATOMIC | (snapshots.CREATE_LIVE if memory else snapshots.CREATE_DISK_ONLY))
+        self.vm.snapshotCreateXML(xml, constants.CREATE_ATOMIC | (constants.CREATE_LIVE if memory else constants.CREATE_DISK_ONLY))
         self.client.log[:] = []
         return self.overlay(name)
 
@@ -334,7 +341,8 @@ class Lab(object):
         self.vm.xml = ET.tostring(root, encoding="unicode")
 
     def manager(self, check_mode=False, uri=URI):
-        return snapshots.SnapshotManager(self.client, uri, check_mode=check_mode, run_command=self.runner)
+        self.client.uri = uri
+        return reverts.RevertManager(self.client, check_mode=check_mode, run_command=self.runner)
 
     def source(self, target="vda", xml=None):
         root = ET.fromstring(xml or self.vm.xml)
@@ -415,7 +423,7 @@ def test_discard_newer_drops_s2_and_recreates_s1_overlay_empty(tmp_path):
         "refresh datastores",
     ]
     # s2: metadata only (flag 2), its overlay gone
-    assert lab.calls("snapshot.delete") == [("snapshot.delete", "s2", snapshots.DELETE_METADATA_ONLY)]
+    assert lab.calls("snapshot.delete") == [("snapshot.delete", "s2", constants.DELETE_METADATA_ONLY)]
     assert sorted(lab.vm.snaps) == ["s1"]
     assert not os.path.exists(s2)
     records = lab.calls("setMetadata")
@@ -429,7 +437,7 @@ def test_discard_newer_drops_s2_and_recreates_s1_overlay_empty(tmp_path):
     # the base is never deleted nor written
     assert tree(lab.dir)[os.path.basename(base)] == base_sum
     # the definition points vda at the new overlay, as qcow2, without a stale chain
-    assert len(lab.client.defined) == 1 and lab.calls("define") == [("define", snapshots.DEFINE_VALIDATE)]
+    assert len(lab.client.defined) == 1 and lab.calls("define") == [("define", constants.DEFINE_VALIDATE)]
     disk = ET.fromstring(lab.client.defined[0]).find("devices/disk")
     assert disk.find("source").get("file") == s1 and disk.get("type") == "file"
     assert disk.find("driver").get("type") == "qcow2"
@@ -505,7 +513,7 @@ def test_keep_newer_saves_the_current_state_first_and_branches(tmp_path):
     # the save comes first, as a disk-only snapshot named save_current_as
     first = lab.client.log[0]
     assert first[:2] == ("snapshotCreateXML", "keep")
-    assert first[2] & snapshots.CREATE_DISK_ONLY and not first[2] & snapshots.CREATE_REDEFINE
+    assert first[2] & constants.CREATE_DISK_ONLY and not first[2] & constants.CREATE_REDEFINE
     kinds = [c[0] for c in lab.client.log]
     assert kinds.index("snapshotCreateXML") < kinds.index("define")
     # nothing deleted, nothing rewritten: every old file is as it was, s2 and its data kept
@@ -569,8 +577,8 @@ def test_a_second_revert_is_a_no_op_and_a_write_makes_it_act_again(tmp_path):
 
 
 # ---------------------------------------------------------------------------- 5. memory snapshots
-@pytest.mark.parametrize("state, flag", [(None, snapshots.SAVE_RUNNING), ("running", snapshots.SAVE_RUNNING),
-                                         ("paused", snapshots.SAVE_PAUSED)])
+@pytest.mark.parametrize("state, flag", [(None, constants.SAVE_RUNNING), ("running", constants.SAVE_RUNNING),
+                                         ("paused", constants.SAVE_PAUSED)])
 def test_memory_snapshot_resumes_on_the_new_overlay(tmp_path, state, flag):
     lab = Lab(tmp_path, base_fmt="raw", running=True)
     s1 = lab.take("s1", memory=True)
@@ -798,7 +806,7 @@ def with_libvirt(lab, version):
     return lab
 
 
-@pytest.mark.parametrize("state, flags", [(None, 0), ("running", snapshots.REVERT_RUNNING), ("paused", snapshots.REVERT_PAUSED)])
+@pytest.mark.parametrize("state, flags", [(None, 0), ("running", constants.REVERT_RUNNING), ("paused", constants.REVERT_PAUSED)])
 def test_libvirt_9_9_reverts_itself_where_it_does_what_was_asked(tmp_path, state, flags):
     lab = with_libvirt(two_snapshots(tmp_path), 9009000)
     before = tree(lab.dir)

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images
 from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import (
@@ -39,12 +40,12 @@ def vm(host, running=True, extra="", metadata=META):
 
 
 def manager(check_mode=True):
-    return snapshots.SnapshotManager(Client(URI), URI, check_mode=check_mode)
+    return snapshots.SnapshotManager(Client(URI), check_mode=check_mode)
 
 
 def test_overlays_are_named_after_the_base_disk():
-    assert snapshots.overlay_path("/d/data.raw", "s1") == "/d/data.s1.qcow2"
-    assert snapshots.overlay_path("/d/root", "before-upgrade") == "/d/root.before-upgrade.qcow2"
+    assert images.overlay_path("/d/data.raw", "s1") == "/d/data.s1.qcow2"
+    assert images.overlay_path("/d/root", "before-upgrade") == "/d/root.before-upgrade.qcow2"
 
 
 def test_check_mode_plans_persistent_disks_only_and_changes_nothing(host):
@@ -88,15 +89,15 @@ def test_best_effort_falls_back_visibly(host):
 
     def create(xml, flags):
         calls.append(flags)
-        if flags & snapshots.CREATE_QUIESCE:
+        if flags & constants.CREATE_QUIESCE:
             raise host.fake.libvirtError("QEMU guest agent is not configured", 3)
         return None
     dom.snapshotCreateXML.side_effect = create
     mgr = manager(check_mode=False)
     changed, _facts = mgr.present("vm1", "s1", quiesce="best_effort")
     assert changed and mgr.quiesced is False
-    assert calls[0] & snapshots.CREATE_QUIESCE and not calls[1] & snapshots.CREATE_QUIESCE
-    assert all(f & snapshots.CREATE_DISK_ONLY and f & snapshots.CREATE_ATOMIC for f in calls)
+    assert calls[0] & constants.CREATE_QUIESCE and not calls[1] & constants.CREATE_QUIESCE
+    assert all(f & constants.CREATE_DISK_ONLY and f & constants.CREATE_ATOMIC for f in calls)
     assert any("NOT quiesced" in w for w in mgr.warnings)
     meta = [c for c in dom.mock_calls if c[0] == "setMetadata"][-1]
     assert "quiesced=\"false\"" in meta[1][1] and "name=\"s1\"" in meta[1][1]

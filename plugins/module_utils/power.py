@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""VM power states: what state a domain is in, and moving it to another one."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import time
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    DOMAIN_STATE,
+    SHUTDOWN_ACPI,
+    SHUTDOWN_AGENT,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+
+
+def state_of(client, dom, name):
+    st, _reason = client.call("read state of", "VM '%s'" % name, dom.state, 0)
+    state = DOMAIN_STATE.get(st, str(st))
+    if state == "shutoff" and client.call("read saved state of", "VM '%s'" % name, dom.hasManagedSaveImage, 0):
+        return "suspended"
+    return {"blocked": "running", "shutdown": "running"}.get(state, state)
+
+
+class PowerManager(Manager):
+    """Moves a VM between shutoff, running, paused and suspended (saved to disk).
+
+    A helper of the VM manager (built with ``Manager.helper``): it records into the VM
+    manager's journal and returns the state it found, not a Result.
+    """
+
+    def __init__(self, client, check_mode=False, run_command=None, journal=None, shutdown_timeout=120, force=False):
+        super(PowerManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
+        self.timeout = shutdown_timeout
+        self.force = force
+
+    def ensure(self, name, dom, want, template=False):
+        obj = "VM '%s'" % name
+        cur = state_of(self.client, dom, name)
+        if want in ("running", "restarted", "paused", "suspended") and template:
+            raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
+        if cur == "pmsuspended" and want in ("running", "restarted", "paused", "stopped", "suspended"):
+            # suspended to RAM by the guest itself: wake it (resume would be refused)
+            self.act("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
+            cur = "running"
+        if want == "running":
+            if cur in ("shutoff", "crashed", "nostate", "suspended"):
+                self.act("restore from disk" if cur == "suspended" else "start", self.client.call, "start", obj, dom.create)
+            elif cur == "paused":
+                self.act("resume", self.client.call, "resume", obj, dom.resume)
+        elif want == "restarted":
+            if cur == "running":
+                self.act("reboot", self.client.call, "reboot", obj, dom.reboot, 0)
+            elif cur == "paused":
+                self.act("reset", self.client.call, "reset", obj, dom.reset, 0)
+                self.act("resume", self.client.call, "resume", obj, dom.resume)
+            else:
+                self.act("start", self.client.call, "start", obj, dom.create)
+        elif want == "paused":
+            if cur in ("shutoff", "crashed", "nostate", "suspended"):
+                self.act("start", self.client.call, "start", obj, dom.create)
+                cur = "running"
+            if cur == "running":
+                self.act("pause", self.client.call, "pause", obj, dom.suspend)
+        elif want == "suspended":
+            if cur in ("running", "paused"):
+                self.act("save to disk", self.client.call, "save", obj, dom.managedSave, 0)
+            elif cur != "suspended":
+                raise ValueError("VM '%s' is %s: only a running or paused VM can be suspended to disk" % (name, cur))
+        elif want == "stopped":
+            if cur == "suspended":
+                self.act("discard saved state", self.client.call, "discard saved state of", obj,
+                          dom.managedSaveRemove, 0)
+            elif cur in ("running", "paused"):
+                self.act("shut down", self._shutdown, name, dom, cur)
+        return cur
+
+    def _shutdown(self, name, dom, cur):
+        obj = "VM '%s'" % name
+        if cur == "paused":
+            self.client.call("resume", obj, dom.resume)
+        # Through the guest agent when it answers, else ACPI: both let the guest close its files.
+        try:
+            self.client.call("shut down", obj, dom.shutdownFlags, SHUTDOWN_AGENT | SHUTDOWN_ACPI)
+        except Exception:  # pylint: disable=broad-except
+            self.client.call("shut down", obj, dom.shutdownFlags, SHUTDOWN_ACPI)
+        deadline = time.time() + self.timeout
+        while time.time() < deadline:
+            if not self.client.call("read state of", obj, dom.isActive):
+                return
+            time.sleep(0.5)
+        if not self.force:
+            raise ValueError("VM '%s' did not shut down within %ds (guest agent and ACPI asked); set force=true "
+                             "to power it off" % (name, self.timeout))
+        self.record("power off (shutdown timed out)")
+        self.client.call("power off", obj, dom.destroy)

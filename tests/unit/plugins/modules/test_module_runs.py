@@ -1,0 +1,202 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Each module's run path, end to end through AnsibleModule, with libvirt faked at the client boundary:
+argument spec -> manager -> converge -> Result -> module result (or a one-line failure)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kvmfusion.compute.plugins.modules import (
+    clone,
+    datastore,
+    disk,
+    snapshot,
+    snapshot_revert,
+    vm,
+)
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_client import CAPABILITIES_KVM
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import GIB, Host
+
+REMOTE = "qemu+ssh://root@cna2/system"
+
+
+@pytest.fixture(autouse=True)
+def _no_env_uri(monkeypatch):
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+
+
+@pytest.fixture
+def host(fake_libvirt, tmp_path):
+    h = Host(fake_libvirt)
+    pool = h.add_pool("ds1")
+    pool.XMLDesc.return_value = "<pool type='dir'><name>ds1</name><target><path>%s</path></target></pool>" % tmp_path
+    conn = fake_libvirt.conn
+    conn.getCapabilities.return_value = CAPABILITIES_KVM
+    conn.getInfo.return_value = ["x86_64", 24576, 2, 2000, 1, 1, 2, 1]
+    conn.getHostname.return_value = "cna1"
+    conn.getURI.return_value = "qemu:///system"
+    conn.getLibVersion.return_value = 9000000
+    conn.getType.return_value = "QEMU"
+    conn.getVersion.return_value = 7002000
+    return h
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """AnsibleModule.run_command replaced: records commands, answers with ``commands.answer(cmd)``."""
+    class Commands(object):
+        ran = []
+
+        @staticmethod
+        def answer(cmd):
+            return 0, "", ""
+
+    def run_command(self, args, **kwargs):
+        Commands.ran.append((list(args), kwargs))
+        rc, out, err = Commands.answer(args)
+        if rc != 0 and kwargs.get("check_rc"):
+            # what AnsibleModule does: the task ends here, no caller's cleanup runs
+            self.fail_json(msg=err, cmd=args, rc=rc)
+        return rc, out, err
+
+    Commands.ran = []
+    monkeypatch.setattr(AnsibleModule, "run_command", run_command)
+    return Commands
+
+
+def one_line_failure(result, *fragments):
+    assert result["failed"] is True
+    assert "\n" not in result["msg"]
+    for f in fragments:
+        assert f in result["msg"], result["msg"]
+
+
+# ---------------------------------------------------------------------------- disk
+
+def test_disk_qemu_img_failure_removes_the_partial_file(host, commands, tmp_path, set_module_args, module_result):
+    partial = tmp_path / "data1"
+
+    def answer(cmd):
+        # qemu-img gets as far as writing part of the image, then the datastore fills up.
+        partial.write_bytes(b"QFI\xfb" + b"\0" * 4096)
+        return 1, "", "qemu-img: %s: Could not preallocate data for the new file: No space left on device" % partial
+    commands.answer = staticmethod(answer)
+    set_module_args(dict(name="data1", datastore="ds1", size="1GiB", provisioning="thick_lazy_zeroed"))
+    code, result = module_result(disk.main)
+    assert code == 1
+    one_line_failure(result, "qemu-img create failed", "No space left on device")
+    assert [c[0][:2] for c in commands.ran] == [["qemu-img", "create"]]
+    assert commands.ran[0][1].get("check_rc") is not True  # the manager decides, so its cleanup runs
+    assert not partial.exists()
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_disk_check_mode_creates_nothing_and_predicts_the_real_run(host, commands, set_module_args, module_result):
+    set_module_args(dict(name="data1", datastore="ds1", size="2GiB"), check_mode=True, diff=True)
+    code, result = module_result(disk.main)
+    assert code == 0, result
+    assert result["changed"] is True
+    assert result["actions"] == ["create thin qcow2 disk of %d bytes" % (2 * GIB)]
+    assert result["diff"]["before"] == {"volume": None, "attachment": None}
+    assert result["diff"]["after"]["volume"]["size"] == 2 * GIB
+    assert result["reboot_required"] is False and result["disk"] is None
+    assert host.mutating_calls() == [] and commands.ran == []
+
+
+def test_disk_existing_and_unchanged_reports_no_change(host, commands, set_module_args, module_result):
+    host.add_volume("data1", capacity=GIB, allocation=GIB // 2)
+    set_module_args(dict(name="data1", datastore="ds1", size="1GiB", uri=REMOTE))
+    code, result = module_result(disk.main)
+    assert code == 0, result
+    assert result["changed"] is False and result["actions"] == []
+    assert result["disk"]["name"] == "data1" and result["disk"]["size"] == GIB
+
+
+def test_disk_file_work_through_a_remote_uri_is_refused(host, commands, set_module_args, module_result):
+    set_module_args(dict(name="data1", datastore="ds1", size="1GiB", provisioning="thick_eager_zeroed", uri=REMOTE))
+    code, result = module_result(disk.main)
+    assert code == 1
+    one_line_failure(result, "creating a thick_eager_zeroed disk works on files or devices of the CNA",
+                     "uri %s is remote" % REMOTE)
+    assert host.mutating_calls() == [] and commands.ran == []
+
+
+def test_disk_bad_input_fails_before_any_change(host, commands, set_module_args, module_result):
+    set_module_args(dict(name="a/b", datastore="ds1", size="1GiB"))
+    code, result = module_result(disk.main)
+    assert code == 1
+    one_line_failure(result, "disk name", "'a/b'")
+    assert host.mutating_calls() == []
+
+
+# ---------------------------------------------------------------------------- vm
+
+def test_vm_new_in_check_mode_predicts_define_disk_and_start(host, commands, set_module_args, module_result):
+    set_module_args(dict(name="web1", vcpus=2, memory="1GiB", state="running",
+                         disks=[dict(datastore="ds1", name="web1-root", size="4GiB")]), check_mode=True, diff=True)
+    code, result = module_result(vm.main)
+    assert code == 0, result
+    assert result["changed"] is True
+    assert result["actions"] == ["define", "create thin qcow2 disk of %d bytes" % (4 * GIB),
+                                 "attach as vda (persistent config)", "start"]
+    assert result["previous_state"] == "undefined" and result["vm"] is None
+    assert result["diff"]["before"] == {} and result["diff"]["after"]["vcpus"] == 2
+    assert host.mutating_calls() == []
+
+
+def test_vm_absent_that_does_not_exist_is_no_change(host, set_module_args, module_result):
+    set_module_args(dict(name="web1", state="absent"))
+    code, result = module_result(vm.main)
+    assert code == 0, result
+    assert result["changed"] is False and result["previous_state"] == "absent"
+    assert result["reboot_required"] is False
+
+
+def test_vm_bad_input_is_one_line(host, set_module_args, module_result):
+    set_module_args(dict(name="web1", vcpus=4, max_vcpus=2))
+    code, result = module_result(vm.main)
+    assert code == 1
+    one_line_failure(result, "VM 'web1': vcpus 4 is above max_vcpus 2")
+    assert host.mutating_calls() == []
+
+
+# ---------------------------------------------------------------------------- datastore, snapshots, clones
+
+def test_datastore_absent_that_does_not_exist_is_no_change(host, set_module_args, module_result):
+    set_module_args(dict(name="nope", state="absent"))
+    code, result = module_result(datastore.main)
+    assert code == 0, result
+    assert result["changed"] is False and result["actions"] == [] and result["datastore"] is None
+    assert "reboot_required" not in result
+
+
+def test_datastore_new_in_check_mode(host, set_module_args, module_result, tmp_path):
+    set_module_args(dict(name="ds2", type="dir", path=str(tmp_path / "ds2")), check_mode=True)
+    code, result = module_result(datastore.main)
+    assert code == 0, result
+    assert result["changed"] is True
+    assert result["actions"] == ["define", "build", "start", "set autostart"]
+    assert host.mutating_calls() == [] and not (tmp_path / "ds2").exists()
+
+
+@pytest.mark.parametrize("module, args, fragment", [
+    (snapshot, dict(vm="nope", name="s1"), "unknown VM 'nope' on qemu:///system"),
+    (snapshot_revert, dict(vm="nope", name="s1"), "unknown VM 'nope' on qemu:///system"),
+    (clone, dict(source="tpl", name="c1", uri=REMOTE), "clone works on the disk files"),
+    (snapshot_revert, dict(vm="vm1", name="s1", save_current_as="x/y"), "snapshot name 'x/y'"),
+], ids=["snapshot", "revert", "clone-remote", "revert-bad-name"])
+def test_failures_are_one_line_and_change_nothing(host, commands, set_module_args, module_result, module, args, fragment):
+    host.add_domain("vm1", running=False)
+    set_module_args(args)
+    code, result = module_result(module.main)
+    assert code == 1
+    one_line_failure(result, fragment)
+    assert "exception" in result
+    assert host.mutating_calls() == [] and commands.ran == []
