@@ -40,11 +40,20 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
     disk_source,
     meta_modes,
     metadata_element,
+    volume_source,
     volume_xml,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 UNPLUG_WAIT = 10
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def volume_facts(client, vol, local=True):
@@ -76,6 +85,7 @@ class DiskManager(Manager):
         super(DiskManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.progress = progress
         self.stats = {"zeroed_bytes": 0, "zero_seconds": 0.0}
+        self._pending = set()  # paths whose live unplug the guest has not acknowledged
 
     # the disk module ----------------------------------------------------------------------
     def converge(self, params):
@@ -88,8 +98,9 @@ class DiskManager(Manager):
         if d["rdm"]:
             before, after = self._converge_rdm(d, absent)
         elif absent:
-            before = {"volume": self.delete_volume(d, force=p.get("force")), "attachment": None}
-            after = {"volume": None, "attachment": None}
+            vol_before, deleted = self.delete_volume(d, force=p.get("force"))
+            before = {"volume": vol_before, "attachment": None}
+            after = {"volume": None if deleted else vol_before, "attachment": None}
         else:
             vol_before, vol_after, att_before, att_after = self.ensure(d)[:4]
             before = {"volume": vol_before, "attachment": att_before}
@@ -137,10 +148,13 @@ class DiskManager(Manager):
         Returns (volume before, volume after, attachment before, attachment after, path).
         """
         pool, _vol, cur = self.volume_state(d)
-        path = cur["path"] if cur else self.pool_path(pool, d)
+        path = self.attach_path(pool, d, cur)
         if d["vm"] and planned_targets is None:
             self.precheck_attachment(d, path)
         vol_before, vol_after = self.ensure_volume(d)
+        if path is None and not self.check_mode:
+            # A new volume of a block datastore: its device path is known once libvirt made it.
+            path = self.attach_path(pool, d, self.volume_state(d)[2])
         att_before = att_after = None
         if d["vm"] and planned_targets is not None:
             target = d["target"] or choose_target(planned_targets, d["bus"])
@@ -200,8 +214,13 @@ class DiskManager(Manager):
             if d["size"] is None:
                 raise ValueError("disk '%s' does not exist in datastore '%s': size is needed to create it"
                                  % (d["name"], d["datastore"]))
+            file_based = self._pool_type(pool, d["datastore"]) in ("dir", "netfs")
             if prov != "thin":
                 self.need_local("creating a %s disk" % prov)
+            if prov == "thick_eager_zeroed" and not file_based:
+                raise ValueError("disk '%s': thick_eager_zeroed disks are made on file datastores (dir, nfs); block "
+                                 "datastore '%s' allocates a volume thick (thick_lazy_zeroed) or thin"
+                                 % (d["name"], d["datastore"]))
             after = {"datastore": d["datastore"], "name": d["name"], "format": fmt, "size": d["size"],
                      "provisioning": prov}
             self.act("create %s %s disk of %d bytes" % (prov, fmt, d["size"]), self._create, pool, d, fmt, prov)
@@ -233,6 +252,11 @@ class DiskManager(Manager):
             if cur.get("backing"):
                 raise ValueError("disk '%s' is a differencing disk (backing file %s): converting its provisioning is "
                                  "not supported" % (d["name"], cur["backing"]))
+            deps = images.dependants_of(self.client, [cur["path"]])
+            if deps:
+                # Snapshot layers or linked clones read through it (perhaps in a VM running on another CNA).
+                raise ValueError("disk '%s' cannot be converted while images stand on it: %s"
+                                 % (d["name"], images.describe_dependants(deps)))
             after["provisioning"] = d["provisioning"]
             self.act("convert %s -> %s" % (cur["provisioning"], d["provisioning"]),
                       self._convert, d, cur, d["provisioning"])
@@ -246,44 +270,61 @@ class DiskManager(Manager):
         self.client.call("refresh", "datastore '%s'" % name, pool.refresh, 0)
 
     def _create(self, pool, d, fmt, prov):
-        obj = "disk '%s' in datastore '%s'" % (d["name"], d["datastore"])
-        path = None
+        if self.local and self._pool_type(pool, d["datastore"]) in ("dir", "netfs"):
+            self._create_file(pool, d, fmt, prov)
+        else:
+            self._create_volume(pool, d, fmt, prov)
+        self._refresh(pool, d["datastore"])
+
+    def _create_file(self, pool, d, fmt, prov):
+        """Made complete under a hidden name, then linked to its own (never over an existing file): a failed or
+        killed run leaves no half-made disk under the user's name, only its temp, which the next run removes."""
+        path = self.pool_path(pool, d)
+        tmp = images.remove_stale_temp(path, "new")
         try:
-            if fmt == "qcow2" and prov != "thin":
-                path = self.pool_path(pool, d)
-                self.qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1,preallocation=falloc",
-                                path, str(d["size"])])
-                os.chmod(path, 0o600)
-                self._refresh(pool, d["datastore"])
+            if fmt == "qcow2":
+                opts = "compat=1.1" + ("" if prov == "thin" else ",preallocation=falloc")
+                self.qemu_img(["create", "-q", "-f", "qcow2", "-o", opts, tmp, str(d["size"])])
+                os.chmod(tmp, 0o600)
             else:
-                vol = self.client.call("create", obj, pool.createXML, volume_xml(d["name"], d["size"], fmt), 0)
-                path = self.client.call("read path of", obj, vol.path)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.ftruncate(fd, d["size"])
+                finally:
+                    os.close(fd)
                 if prov != "thin":
-                    fileops.reserve(path, d["size"])
+                    fileops.reserve(tmp, d["size"])
             if prov == "thick_eager_zeroed":
                 # A qcow2 file is longer than its virtual size (metadata): zero the whole file.
-                self._zero(path, d["size"] if fmt == "raw" else None)
-            if self.local:
-                fileops.set_intent(path, prov)
-            self._refresh(pool, d["datastore"])
-        except Exception:
-            # A partial volume is removed: the task failed, nothing is left half made.
-            self._remove_partial(pool, d, path)
-            raise
+                self._zero(tmp, d["size"] if fmt == "raw" else None)
+            fileops.set_intent(tmp, prov)
+            _fsync(tmp)
+            os.link(tmp, path)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
-    def _remove_partial(self, pool, d, path):
-        try:
-            vol = self.client.volume(d["datastore"], d["name"])
-            if vol is not None:
-                vol.delete(0)
-            elif path and os.path.exists(path):
-                os.unlink(path)
-            self._refresh(pool, d["datastore"])
-        except Exception:  # pylint: disable=broad-except
-            pass
-
+    def _create_volume(self, pool, d, fmt, prov):
+        """Made by libvirt in one call: a block datastore's volume (LVM), or a thin disk through a remote URI."""
+        obj = "disk '%s' in datastore '%s'" % (d["name"], d["datastore"])
+        xml = volume_xml(d["name"], d["size"], fmt, allocation=d["size"] if prov != "thin" else 0)
+        self.client.call("create", obj, pool.createXML, xml, 0)
     def pool_path(self, pool, d):
         return os.path.join(images.datastore_dir(self.client, pool, d["datastore"], "thick qcow2 disks"), d["name"])
+
+    def _pool_type(self, pool, name):
+        return xmlutil.parse(self.client.call("read", "datastore '%s'" % name, pool.XMLDesc, 0)).get("type")
+
+    def attach_path(self, pool, d, cur):
+        """How a VM's definition names the disk: its file, its host device, or ``<datastore>/<volume>`` for a
+        datastore whose volumes have no host device (iscsi_direct). None for a block datastore's volume that
+        does not exist yet (its device appears when it is made)."""
+        ptype = self._pool_type(pool, d["datastore"])
+        if ptype in ("dir", "netfs"):
+            return cur["path"] if cur else self.pool_path(pool, d)
+        if ptype == "iscsi-direct":
+            return volume_source(d["datastore"], d["name"])
+        return cur["path"] if cur else None
 
     def _grow_offline(self, d, cur, prov):
         pool = self._pool(d["datastore"])
@@ -346,7 +387,7 @@ class DiskManager(Manager):
         else:
             # qcow2: copy into a new image of the wanted kind, then swap. The source stays authoritative
             # until the rename; a failure removes the partial copy.
-            tmp = images.convert_temp_path(path)
+            tmp = images.remove_stale_temp(path, "convert")
             opts = "compat=1.1" + ("" if new == "thin" else ",preallocation=falloc")
             try:
                 self.qemu_img(["convert", "-q", "-f", "qcow2", "-O", "qcow2", "-o", opts, path, tmp])
@@ -355,11 +396,8 @@ class DiskManager(Manager):
                 st = os.stat(path)
                 os.chmod(tmp, st.st_mode & 0o7777)
                 os.chown(tmp, st.st_uid, st.st_gid)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fileops.set_intent(tmp, new)
+                _fsync(tmp)
                 os.rename(tmp, path)
             finally:
                 if os.path.exists(tmp):
@@ -371,7 +409,8 @@ class DiskManager(Manager):
         pool = self._pool(d["datastore"])
         vol = self._volume(pool, d)
         if vol is None:
-            return None
+            return None, False
+        self.need_local("deleting a disk (what stands on it is read from the image files)")
         cur = volume_facts(self.client, vol, self.local)
         before = {"datastore": d["datastore"], "name": d["name"], "format": cur["format"], "size": cur["size"],
                   "provisioning": cur["provisioning"]}
@@ -379,15 +418,24 @@ class DiskManager(Manager):
         if users and not force:
             raise ValueError("disk '%s' is attached to %s: detach it first or set force=true (detaches, then deletes)"
                              % (d["name"], ", ".join("%s (%s)" % u for u in users)))
-        deps = images.dependants_of(self.client, [cur["path"]]) if self.local else {}
+        deps = images.dependants_of(self.client, [cur["path"]])
         if deps:
             # Even force does not break linked clones: their data is only complete with this image.
             raise ValueError("disk '%s' cannot be deleted: %s; delete those first"
                              % (d["name"], images.describe_dependants(deps)))
-        for vm, target in users:
-            self.detach(vm, cur["path"], target)
+        if fileops.lease_held(cur["path"]) and not users:
+            raise ValueError("disk '%s' is open read-write by a running VM on another CNA (its lease on %s is held): "
+                             "detach it there first" % (d["name"], cur["path"]))
+        pending = [vm for vm, target in users if self.detach(vm, cur["path"], target) is not None
+                   and cur["path"] in self._pending]
+        if pending:
+            # The guest still has the device: deleting the file under it would lose its last writes.
+            self.warn("disk '%s' is detached from %s's definition but still in use by the running guest: it is "
+                      "deleted by a run after the guest releases it (at the latest after its next power off)"
+                      % (d["name"], ", ".join(pending)))
+            return before, False
         self.act("delete", self._delete, pool, d)
-        return before
+        return before, True
 
     def _delete(self, pool, d):
         vol = self.client.volume(d["datastore"], d["name"])
@@ -402,10 +450,10 @@ class DiskManager(Manager):
             return
         for el, src, _mode in attached_disks(self.client, d["vm"], inactive=True):
             tgt = xmlutil.find_attr(el, "target", "dev")
-            if src == path and tgt != d["target"]:
+            if path is not None and src == path and tgt != d["target"]:
                 raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
                                  % (d["name"], d["vm"], tgt, d["target"]))
-            if tgt == d["target"] and src != path:
+            if tgt == d["target"] and (path is None or src != path):
                 raise ValueError("VM %s already has a disk at %s (%s)" % (d["vm"], d["target"], src))
 
     def ensure_attached(self, d, path, fmt):
@@ -546,6 +594,7 @@ class DiskManager(Manager):
             time.sleep(0.5)
 
     def _pending_unplug(self, vm, path):
+        self._pending.add(path)
         self.reboot_required = True
         self.warn("VM %s has not released %s yet (its guest did not acknowledge the unplug); it is gone "
                              "from the VM's definition and disappears at the VM's next power off" % (vm, path))

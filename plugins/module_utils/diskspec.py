@@ -129,11 +129,11 @@ def _iotune(iotune, name):
 
 
 # ---------------------------------------------------------------------------- XML
-def volume_xml(name, size, fmt):
+def volume_xml(name, size, fmt, allocation=0):
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="bytes").text = str(size)
-    ET.SubElement(vol, "allocation", unit="bytes").text = "0"
+    ET.SubElement(vol, "allocation", unit="bytes").text = str(allocation)
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type=fmt)
     if fmt == "qcow2":
@@ -153,10 +153,28 @@ def meta_modes(root):
 
 
 def disk_source(el):
+    """What identifies a domain disk's image: its file or device path, or ``<pool>/<volume>`` for a disk that
+    names a datastore volume (type='volume', as for LUNs that libvirt reaches without a host device)."""
     src = el.find("source")
     if src is None:
         return None
+    if el.get("type") == "volume" and src.get("pool") and src.get("volume"):
+        return volume_source(src.get("pool"), src.get("volume"))
     return src.get("file") or src.get("dev") or src.get("volume")
+
+
+def volume_source(pool, volume):
+    """The identity of a type='volume' disk (pool and volume names cannot contain '/')."""
+    return "%s/%s" % (pool, volume)
+
+
+def source_kind(path):
+    """How a domain disk reaches the image ``path``: a file, a host block device, or a datastore volume."""
+    if path.startswith("/dev/"):
+        return "block"
+    if path.startswith("/"):
+        return "file"
+    return "volume"
 
 
 def attached_disks(client, dom_name, inactive=True):
@@ -233,13 +251,18 @@ def disk_element(d, path, fmt, target):
         ET.SubElement(el, "driver", name="qemu", type="raw", cache=d["cache"], io=d["io"])
         ET.SubElement(el, "source", dev=d["rdm"])
     else:
-        el = ET.Element("disk", type="file", device="disk")
+        kind = source_kind(path)
+        el = ET.Element("disk", type=kind, device="disk")
         drv = {"name": "qemu", "type": fmt}
         for k in ("cache", "io", "discard"):
             if d.get(k):
                 drv[k] = d[k]
         ET.SubElement(el, "driver", drv)
-        ET.SubElement(el, "source", file=path)
+        if kind == "volume":
+            pool, volume = path.split("/", 1)
+            ET.SubElement(el, "source", pool=pool, volume=volume)
+        else:
+            ET.SubElement(el, "source", {"file" if kind == "file" else "dev": path})
     ET.SubElement(el, "target", dev=target, bus=d["bus"])
     if d["iotune"]:
         iot = ET.SubElement(el, "iotune")

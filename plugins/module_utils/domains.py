@@ -13,7 +13,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, images, names, snapshots, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     INTERFACE_ADDRESSES_SRC_AGENT,
@@ -165,23 +165,23 @@ class VmManager(Manager):
     def _template_disks(self, name, template):
         """A template's disks are read-only bases for clones: nobody writes them by accident."""
         want = 0o444 if template else 0o600
+        self.need_local("VM '%s': keeping a template's disks %s" % (name, "read-only" if template else "writable"))
         paths = [src for el, src, _m in attached_disks(self.client, name, inactive=True)
-                 if el.get("type") == "file" and el.get("device", "disk") == "disk" and src and os.path.isfile(src)]
+                 if el.get("type") == "file" and el.get("device", "disk") == "disk" and src]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise ValueError("VM '%s': disk file(s) %s not found on this host" % (name, ", ".join(missing)))
         wrong = [p for p in paths if os.stat(p).st_mode & 0o777 != want]
         if wrong and not template:
             self._refuse_if_clones_stand_on(name, wrong)
         if wrong:
-            if not self.local:
-                raise ValueError("VM '%s': making template disks %s needs the task on their CNA (uri %s is remote)"
-                                 % (name, "read-only" if template else "writable", self.uri))
             self.act("make disks %s" % ("read-only" if template else "writable"), self._chmod, wrong, want)
 
     def _refuse_if_clones_stand_on(self, name, paths=None):
         if paths is None:
             paths = [src for el, src, _m in attached_disks(self.client, name, inactive=True)
                      if el.get("type") == "file" and el.get("device", "disk") == "disk" and src]
-        if not self.local:
-            return
+        self.need_local("VM '%s': finding what stands on a template's disks" % name)
         deps = images.dependants_of(self.client, paths, exclude_vm=name)
         if deps:
             raise ValueError("VM '%s' cannot stop being a template: linked clones stand on its disks (%s)"
@@ -257,9 +257,10 @@ class VmManager(Manager):
         before = {"name": name}
         volumes = []
         if delete_disks:
+            self.need_local("VM '%s': deleting its disks (and finding what stands on them)" % name)
             # The VM's images down to each disk's own base (snapshot layers included) and its memory
             # files; below the base (a template a linked clone stands on) nothing is the VM's.
-            files, mem_files = snapshots.owned_files(self.client, name)
+            files, mem_files = images.owned_files(self.client, name)
             for f in sorted(files):
                 others = [u for u, _t in images.users_of(self.client, f) if u != name]
                 if others:
@@ -285,7 +286,10 @@ class VmManager(Manager):
                 continue
             self.act("delete disk %s" % src, self.client.call, "delete disk", "%s of VM '%s'" % (src, name), vol.delete, 0)
         copy = images.definition_copy_path(existing)
-        if copy and os.path.exists(copy):
+        if copy and not self.local:
+            self.warn("VM '%s': its definition copy %s stays on the datastore (uri %s is remote; remove it with the "
+                      "task on the CNA)" % (name, copy, self.uri))
+        elif copy and os.path.exists(copy):
             self.act("remove definition copy %s" % copy, os.unlink, copy)
         return before
 

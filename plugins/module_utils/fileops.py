@@ -521,6 +521,28 @@ def backing_chain(path, limit=256):
     return chain
 
 
+def lease_held(path):
+    """Whether some process holds a write lock on byte 0 of ``path``: virtlockd's direct lease of a disk that a
+    running VM has open read-write, on whichever CNA runs it (fcntl locks are cluster-wide on shared file systems).
+
+    None when it cannot be told (no fcntl, or the file cannot be opened).
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack("hhqqi", answer)[0] != fcntl.F_UNLCK
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def qcow2_has_data(path):
     """Whether a qcow2 image has any cluster of its own (any non-empty L1 entry).
 

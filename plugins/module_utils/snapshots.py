@@ -18,7 +18,7 @@ __metaclass__ = type
 import os
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_CONFIG,
     AFFECT_LIVE,
@@ -29,6 +29,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     METADATA_ELEMENT,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, disk_source
+from ansible_collections.kvmfusion.compute.plugins.module_utils.images import disk_bases, own_base
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 SNAP_NS = "https://kvmfusion.compute/xmlns/snapshots/1"
@@ -64,37 +65,6 @@ def record_quiesced(client, dom, name, quiesced):
                 _record_xml(records), SNAP_KEY, SNAP_NS, flags)
 
 
-def disk_bases(client, vm):
-    """{target: the VM's own image under all its snapshot layers}.
-
-    That is the image the root snapshot froze (every snapshot descends from a root, and a merge
-    writes into, never replaces, it); without snapshots it is the disk's current source. For a
-    linked clone it is the clone's own overlay, never the template below it.
-    """
-    dom = client.domain(vm)
-    bases = {}
-    if dom is None:
-        return bases
-    for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
-        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
-        if root.find("parent") is not None:
-            continue
-        for el in root.findall("domain/devices/disk"):
-            t = xmlutil.find_attr(el, "target", "dev")
-            if t and disk_source(el):
-                bases.setdefault(t, disk_source(el))
-    return bases
-
-
-def own_base(bases, target, top):
-    """The base of the disk ``target`` whose current image is ``top``: its entry in disk_bases(), unless the
-    disk was replaced since the root snapshot (that base is not below ``top``), when ``top`` is its own base."""
-    base = bases.get(target, top)
-    if top and os.path.exists(top) and base not in fileops.backing_chain(top):
-        return top
-    return base
-
-
 def participating_disks(client, vm, running):
     """[(target, base file, take_part)]: persistent file disks take part; others are excluded."""
     out, rdm = [], []
@@ -110,36 +80,6 @@ def participating_disks(client, vm, running):
             el.find("readonly") is None
         out.append((target, own_base(bases, target, src), take))
     return out, rdm
-
-
-def owned_files(client, vm):
-    """Every image and memory file that the VM's disks and snapshots own, down to and including each
-    disk's own base: what deleting the VM with its disks removes."""
-    bases = disk_bases(client, vm)
-    files, mems = set(), set()
-
-    def down_to_base(top, t):
-        base = own_base(bases, t, top)
-        for f in fileops.backing_chain(top):
-            files.add(f)
-            if f == base:
-                break
-
-    for el, src, _mode in attached_disks(client, vm, inactive=True):
-        if el.get("device", "disk") == "disk" and el.get("type", "file") == "file" and src:
-            t = xmlutil.find_attr(el, "target", "dev")
-            bases.setdefault(t, src)
-            down_to_base(src, t)
-    dom = client.domain(vm)
-    for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
-        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
-        for d in root.findall("disks/disk"):
-            if d.get("snapshot") == "external" and xmlutil.find_attr(d, "source", "file"):
-                down_to_base(xmlutil.find_attr(d, "source", "file"), d.get("name"))
-        mem = root.find("memory")
-        if mem is not None and mem.get("snapshot") == "external" and mem.get("file"):
-            mems.add(mem.get("file"))
-    return files, mems
 
 
 def current_snapshot(client, dom, vm):
@@ -208,6 +148,27 @@ def all_snapshots(client, dom, vm):
     return [s.getName() for s in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0)]
 
 
+def _snapshot_xml(name, description, mem_file, parts):
+    """The domainsnapshot XML: an external overlay per taking disk, the others left out, memory or not."""
+    snap = ET.Element("domainsnapshot")
+    ET.SubElement(snap, "name").text = name
+    if description:
+        ET.SubElement(snap, "description").text = description
+    if mem_file:
+        ET.SubElement(snap, "memory", snapshot="external", file=mem_file)
+    else:
+        ET.SubElement(snap, "memory", snapshot="no")
+    dl = ET.SubElement(snap, "disks")
+    for target, src, take in parts:
+        if take:
+            d = ET.SubElement(dl, "disk", name=target, snapshot="external")
+            ET.SubElement(d, "driver", type="qcow2")
+            ET.SubElement(d, "source", file=images.overlay_path(src, name))
+        else:
+            ET.SubElement(dl, "disk", name=target, snapshot="no")
+    return xmlutil.tostring(snap)
+
+
 class SnapshotManager(Manager):
     """Takes and deletes one snapshot of one VM."""
 
@@ -261,57 +222,46 @@ class SnapshotManager(Manager):
         taking = [(t, s) for t, s, take in parts if take]
         if not taking:
             raise ValueError("VM '%s' has no persistent disk to snapshot" % vm)
-        for _t, src in taking:
-            ov = images.overlay_path(src, name)
-            if self.local and os.path.exists(ov):
-                raise ValueError("snapshot '%s': %s already exists" % (name, ov))
-        snap = ET.Element("domainsnapshot")
-        ET.SubElement(snap, "name").text = name
-        if description:
-            ET.SubElement(snap, "description").text = description
-        mem_file = None
-        if memory:
-            mem_file = images.memory_path(os.path.dirname(taking[0][1]), vm, name)
-            ET.SubElement(snap, "memory", snapshot="external", file=mem_file)
-        else:
-            ET.SubElement(snap, "memory", snapshot="no")
-        dl = ET.SubElement(snap, "disks")
-        for target, src, take in parts:
-            if take:
-                d = ET.SubElement(dl, "disk", name=target, snapshot="external")
-                ET.SubElement(d, "driver", type="qcow2")
-                ET.SubElement(d, "source", file=images.overlay_path(src, name))
-            else:
-                ET.SubElement(dl, "disk", name=target, snapshot="no")
+        self.need_local("taking a snapshot (it creates overlay and memory files)")
+        mem_file = images.memory_path(os.path.dirname(taking[0][1]), vm, name) if memory else None
+        new_files = [images.overlay_path(src, name) for _t, src in taking] + ([mem_file] if mem_file else [])
+        for f in new_files:
+            if os.path.lexists(f):
+                raise ValueError("snapshot '%s': %s already exists" % (name, f))
+        xml = _snapshot_xml(name, description, mem_file, parts)
         flags = CREATE_ATOMIC | (CREATE_LIVE if memory else CREATE_DISK_ONLY)
         what = "create snapshot %s of %s%s" % (name, ", ".join(t for t, _s in taking), " with memory" if memory else "")
-        xml = xmlutil.tostring(snap)
         if quiesce == "false" or not running:
             if quiesce != "false" and not running:
                 self.warn("VM '%s' is not running: its file systems are already at rest (no quiesce needed)" % vm)
             self.quiesced = False
-            self.act(what, self._create, dom, xml, flags, name, False)
+            self.act(what, self._create, dom, xml, flags, name, False, new_files)
         elif quiesce == "true":
             self.quiesced = True
-            self.act(what + " (quiesced)", self._create, dom, xml, flags | CREATE_QUIESCE, name, True)
+            self.act(what + " (quiesced)", self._create, dom, xml, flags | CREATE_QUIESCE, name, True, new_files)
         else:
-            self.act(what + " (quiesced if the guest agent answers)", self._create_best_effort, dom, xml, flags, name)
+            self.act(what + " (quiesced if the guest agent answers)", self._create_best_effort, dom, xml, flags, name,
+                     new_files)
         return True, None
 
-    def _create(self, dom, xml, flags, name, quiesced):
+    def _create(self, dom, xml, flags, name, quiesced, new_files):
         vm = dom.name()
         self.client.call("create snapshot '%s' of" % name, "VM '%s'" % vm, dom.snapshotCreateXML, xml, flags)
+        # libvirt creates the overlays and the memory file with its own mode: they hold guest data.
+        for f in new_files:
+            if os.path.exists(f):
+                os.chmod(f, 0o600)
         self._record(dom, name, quiesced)
         self._refresh_pools()
 
-    def _create_best_effort(self, dom, xml, flags, name):
+    def _create_best_effort(self, dom, xml, flags, name, new_files):
         try:
-            self._create(dom, xml, flags | CREATE_QUIESCE, name, True)
+            self._create(dom, xml, flags | CREATE_QUIESCE, name, True, new_files)
             self.quiesced = True
         except Exception as e:  # pylint: disable=broad-except
             self.warn("snapshot '%s' of VM '%s' is NOT quiesced: %s" % (name, dom.name(), str(e)))
             self.quiesced = False
-            self._create(dom, xml, flags, name, False)
+            self._create(dom, xml, flags, name, False, new_files)
 
     def _record(self, dom, name, quiesced):
         record_quiesced(self.client, dom, name, quiesced)
@@ -326,16 +276,16 @@ class SnapshotManager(Manager):
         snap = self.client.snapshot(vm, name)
         if snap is None:
             return False, None
+        self.need_local("deleting a snapshot (it merges images and removes files)")
         facts = [s for s in snapshot_facts(self.client, dom, vm, self.local) if s["name"] == name][0]
-        if self.local:
-            # The merge writes the snapshot's data into the image it froze: clones made from it stand on that.
-            _r, lay, _m = layout(self.client, snap)
-            deps = images.dependants_of(self.client, [fz for _ov, fz, _f in lay.values()], exclude_vm=vm)
-            if deps:
-                raise ValueError("snapshot '%s' of VM '%s' cannot be deleted: %s; delete the clones first"
-                                 % (name, vm, images.describe_dependants(deps)))
+        # The merge writes the snapshot's data into the image it froze: clones made from it stand on that.
+        _r, lay, _m = layout(self.client, snap)
+        deps = images.dependants_of(self.client, [fz for _ov, fz, _f in lay.values()], exclude_vm=vm)
+        if deps:
+            raise ValueError("snapshot '%s' of VM '%s' cannot be deleted: %s; delete the clones first"
+                             % (name, vm, images.describe_dependants(deps)))
         self.act("delete snapshot %s (merge %s)" % (name, ", ".join(d["target"] for d in facts["disks"]) or "no disks"),
-                  self._delete, dom, snap, name, facts)
+                 self._delete, dom, snap, name, facts)
         return True, facts
 
     def _delete(self, dom, snap, name, facts):

@@ -23,7 +23,7 @@ description:
     persistent definition and the result says RV(reboot_required=true); nothing is silently ignored."
   - Disks use the same code as M(kvmfusion.compute.disk) (create, grow, convert, attach). Disks not listed
     in O(disks) are left alone.
-  - "The VM's definition is also written beside its system disk (the first disk) as C(.<name>.kvmf-vm.xml), so
+  - "The VM's definition is also written beside its system disk (the first disk) as C(.<name>~vm.xml), so
     any CNA that sees the datastore can re-create the VM (HA and recovery use it)."
 author:
   - kvmfusion.compute developers (@kvmfusion)

@@ -112,7 +112,7 @@ vms:
     definition_copy:
       description: Where the copy of the definition beside the system disk lives.
       type: str
-      sample: /var/lib/kvmfusion/shared/.web1.kvmf-vm.xml
+      sample: /var/lib/kvmfusion/shared/.web1~vm.xml
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule

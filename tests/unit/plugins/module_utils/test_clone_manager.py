@@ -238,7 +238,7 @@ def test_linked_clones_of_a_template(tmp_path):
     # only overlays were made: one qemu-img create per disk, no copy
     assert [c[:2] for c in lab.runner.commands] == [["qemu-img", "create"]] * 4
     new_files = sorted(set(os.listdir(lab.dir)) - set(before))
-    assert new_files == [".a.kvmf-vm.xml", ".b.kvmf-vm.xml", "a-vda.qcow2", "a-vdb.qcow2", "b-vda.qcow2", "b-vdb.qcow2"]
+    assert new_files == [".a~vm.xml", ".b~vm.xml", "a-vda.qcow2", "a-vdb.qcow2", "b-vda.qcow2", "b-vdb.qcow2"]
     for n in ("a", "b"):
         for t, base, bfmt, pattern in (("vda", lab.vda, "qcow2", "0xbb"), ("vdb", lab.vdb, "raw", "0xbb")):
             ov = lab.path("%s-%s.qcow2" % (n, t))
@@ -278,7 +278,7 @@ def test_linked_clones_of_a_template(tmp_path):
         assert [e.text for e in root.findall("sysinfo/oemStrings/entry")] == [
             "kvmfusion:owner=pool-%s" % n, "kvmfusion:role=web"]
         # the definition copy beside the first disk is the domain as defined
-        copy_path = lab.path(".%s.kvmf-vm.xml" % n)
+        copy_path = lab.path(".%s~vm.xml" % n)
         with open(copy_path) as f:
             assert f.read() == lab.client.domains[n].xml == xml
         assert stat.S_IMODE(os.stat(copy_path).st_mode) == 0o600
@@ -314,7 +314,7 @@ def test_linked_clones_on_another_datastore(tmp_path):
     vda, vdb = str(other / "a-vda.qcow2"), str(other / "a-vdb.qcow2")
     assert facts == [{"name": "a", "created": True, "linked": True, "disks": {"vda": vda, "vdb": vdb}}]
     assert fileops.qcow2_backing(vda) == lab.vda and fileops.qcow2_backing(vdb) == lab.vdb
-    assert sorted(os.listdir(str(other))) == [".a.kvmf-vm.xml", "a-vda.qcow2", "a-vdb.qcow2"]
+    assert sorted(os.listdir(str(other))) == [".a~vm.xml", "a-vda.qcow2", "a-vdb.qcow2"]
     assert disks_of(lab.defined("a")) == {"vda": (vda, "qcow2"), "vdb": (vdb, "qcow2")}
     assert sorted(lab.calls("refresh")) == [("refresh", "ds1", 0), ("refresh", "ds2", 0)]
 
@@ -591,7 +591,7 @@ def assert_complete(lab, n):
     assert clones.clone_record(lab.client.domains[n].xml)["source"] == "tpl"
     for t, base in (("vda", lab.vda), ("vdb", lab.vdb)):
         assert fileops.qcow2_backing(lab.path("%s-%s.qcow2" % (n, t))) == base
-    assert os.path.exists(lab.path(".%s.kvmf-vm.xml" % n))
+    assert os.path.exists(lab.path(".%s~vm.xml" % n))
 
 
 def assert_gone(lab, n):
@@ -647,7 +647,7 @@ def test_a_failed_define_removes_that_clones_files(tmp_path):
 
 def test_a_failed_definition_copy_undefines_the_clone(tmp_path):
     lab = Lab(tmp_path)
-    os.mkdir(lab.path(".b.kvmf-vm.xml"))  # the copy cannot replace a directory
+    os.mkdir(lab.path(".b~vm.xml"))  # the copy cannot replace a directory
     mgr = lab.manager()
     with pytest.raises(OSError):
         mgr.clone("tpl", ["a", "b"])
@@ -660,10 +660,10 @@ def test_a_failed_definition_copy_undefines_the_clone(tmp_path):
 
 def test_a_failed_definition_copy_leaves_no_temporary_file(tmp_path):
     lab = Lab(tmp_path)
-    os.mkdir(lab.path(".b.kvmf-vm.xml"))
+    os.mkdir(lab.path(".b~vm.xml"))
     with pytest.raises(OSError):
         lab.manager().clone("tpl", ["b"])
-    assert sorted(os.listdir(lab.dir)) == [".b.kvmf-vm.xml", "tpl-data.img", "tpl-sys.qcow2"]
+    assert sorted(os.listdir(lab.dir)) == [".b~vm.xml", "tpl-data.img", "tpl-sys.qcow2"]
 
 
 # ---------------------------------------------------------------------------- 7. clones of a snapshot

@@ -601,7 +601,7 @@ class TestDeleteVolume:
     def test_missing_volume_is_nothing_to_delete(self, host):
         pool = host.add_pool()
         mgr = manager()
-        assert mgr.delete_volume(diskspec.desired_state(opts())) is None
+        assert mgr.delete_volume(diskspec.desired_state(opts())) == (None, False)
         assert mgr.actions == []
         pool.refresh.assert_called_once_with(0)
 
@@ -609,8 +609,9 @@ class TestDeleteVolume:
         pool = host.add_pool()
         pool.refresh.side_effect = lambda flags: host.add_volume(fmt="raw")
         mgr = manager()
-        before = mgr.delete_volume(diskspec.desired_state(opts()))
+        before, deleted = mgr.delete_volume(diskspec.desired_state(opts()))
         assert before == {"datastore": "ds1", "name": "data1", "format": "raw", "size": 20 * GIB, "provisioning": "thin"}
+        assert deleted is True
         assert mgr.actions == ["delete"]
         assert host.mutating_calls() == []
 

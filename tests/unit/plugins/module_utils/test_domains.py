@@ -1110,7 +1110,7 @@ def test_definition_copy_sits_beside_the_first_file_disk():
     ET.SubElement(lun, "source", dev="/dev/sdb")
     devices.insert(0, lun)
     devices.insert(0, cdrom)
-    assert images.definition_copy_path(xmlutil.tostring(root)) == DS_PATH + "/.vm1.kvmf-vm.xml"
+    assert images.definition_copy_path(xmlutil.tostring(root)) == DS_PATH + "/.vm1~vm.xml"
 
 
 def test_definition_copy_needs_a_file_disk():

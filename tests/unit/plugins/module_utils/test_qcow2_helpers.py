@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from unittest import mock
 
 import pytest
 
@@ -272,13 +273,28 @@ def domain_xml(name, sources):
             "<os><type arch='x86_64'>hvm</type></os><devices>%s</devices></domain>" % (name, devices))
 
 
+class FakeDom(object):
+    def listAllSnapshots(self, flags):
+        return []
+
+
 class FakeClient(object):
-    """The two client calls dependants_of uses; ``live`` holds the XML of running VMs."""
+    """The client calls dependants_of uses; ``live`` holds the XML of running VMs. No datastores: the
+    images scanned are those in the directories of the images asked about."""
 
     def __init__(self, persistent, live=None):
         self.persistent = persistent
         self.live = live or {}
         self.calls = []
+
+    def pool_names(self):
+        return []
+
+    def domain(self, name):
+        return FakeDom() if name in self.persistent else None
+
+    def call(self, action, obj, fn, *args):
+        return fn(*args)
 
     def domain_names(self):
         self.calls.append(("domain_names",))
@@ -411,3 +427,36 @@ def test_describe_dependants_of_a_real_estate(estate):
     images, persistent = estate
     text = images_mod.describe_dependants(images_mod.dependants_of(FakeClient(persistent), [images["template"]]))
     assert text == "%s is the base of c1 (vda), c2 (vda)" % images["template"]
+
+
+def test_dependants_of_sees_clones_no_vm_of_this_host_uses(estate, tmp_path):
+    """A linked clone defined on (or migrated to) another CNA of a shared datastore: its overlay is on the
+    datastore every CNA sees, its VM is not in this host's list. The image itself tells."""
+    images, persistent = estate
+    elsewhere = qcow2(tmp_path / "c3-vda.qcow2", backing=images["template"])
+    on_it = qcow2(tmp_path / "c3-vda.qcow2~s1.qcow2", backing=elsewhere)
+    found = images_mod.dependants_of(FakeClient(persistent), [images["template"]])
+    assert found == {images["template"]: sorted([("c1", "vda"), ("c2", "vda"), (elsewhere, "image"),
+                                                 (on_it, "image")])}
+
+
+def test_dependants_of_scans_every_datastore_of_the_host(estate, tmp_path):
+    images, persistent = estate
+    other_ds = tmp_path / "other-ds"
+    other_ds.mkdir()
+    far = qcow2(other_ds / "far-vda.qcow2", backing=images["template"])
+
+    class WithDatastore(FakeClient):
+        def pool_names(self):
+            return ["other-ds"]
+
+        def pool(self, name):
+            pool = mock.MagicMock()
+            pool.isActive.return_value = 1
+            pool.XMLDesc.return_value = "<pool type='dir'><target><path>%s</path></target></pool>" % other_ds
+            return pool
+
+    found = images_mod.dependants_of(WithDatastore(persistent), [images["template"]])
+    assert (far, "image") in found[images["template"]]
+    assert images_mod.dependants_of(FakeClient(persistent), [images["template"]])[images["template"]] == \
+        [("c1", "vda"), ("c2", "vda")]

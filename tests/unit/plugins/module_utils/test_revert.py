@@ -478,14 +478,14 @@ def test_disk_only_snapshot_starts_the_vm_when_asked(tmp_path, state, flags):
 def test_revert_on_another_branch_discards_only_the_targets_descendants(tmp_path):
     lab = two_snapshots(tmp_path)
     lab.manager().revert("vm1", "s1", discard_newer=False, save_current_as="keep")
-    # now: s1 <- s2 <- keep, and the VM on sys.s1~1.qcow2 (branch from s1)
+    # now: s1 <- s2 <- keep, and the VM on sys.qcow2~s1~1.qcow2 (branch from s1)
     lab.client.log[:] = []
     mgr = lab.manager()
     changed, plan = mgr.revert("vm1", "s2")
     assert changed and plan["discarded"] == ["keep"]
     assert sorted(lab.vm.snaps) == ["s1", "s2"] and lab.vm.current == "s2"
     assert not os.path.exists(lab.overlay("keep"))
-    assert not os.path.exists(lab.path("sys.s1~1.qcow2"))  # the abandoned branch's active layer
+    assert not os.path.exists(lab.path("sys.qcow2~s1~1.qcow2"))  # the abandoned branch's active layer
     new = plan["disks"]["vda"]
     assert fileops.qcow2_backing(new) == lab.overlay("s1") and not fileops.qcow2_has_data(new)
     assert read_pattern(new, "qcow2", "0xcc")
@@ -500,7 +500,7 @@ def test_keep_newer_saves_the_current_state_first_and_branches(tmp_path):
     mgr = lab.manager()
     changed, plan = mgr.revert("vm1", "s1", discard_newer=False, save_current_as="keep")
     assert changed
-    new = lab.path("sys.s1~1.qcow2")
+    new = lab.path("sys.qcow2~s1~1.qcow2")
     assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": "keep", "discarded": [], "disks": {"vda": new},
                     "engine": "kvmfusion"}
     assert mgr.actions == [
@@ -519,7 +519,7 @@ def test_keep_newer_saves_the_current_state_first_and_branches(tmp_path):
     # nothing deleted, nothing rewritten: every old file is as it was, s2 and its data kept
     after = tree(lab.dir)
     assert all(after[n] == before[n] for n in before)
-    assert sorted(set(after) - set(before)) == ["sys.keep.qcow2", "sys.s1~1.qcow2"]
+    assert sorted(set(after) - set(before)) == ["sys.qcow2~keep.qcow2", "sys.qcow2~s1~1.qcow2"]
     assert lab.calls("snapshot.delete") == []
     assert sorted(lab.vm.snaps) == ["keep", "s1", "s2"]
     assert fileops.qcow2_has_data(s2) and fileops.qcow2_has_data(s1)
@@ -542,7 +542,7 @@ def test_keep_newer_without_new_data_saves_nothing(tmp_path):
     assert changed and plan["saved_as"] is None
     assert not [a for a in mgr.actions if a.startswith("save")]
     assert "keep" not in lab.vm.snaps and not os.path.exists(lab.overlay("keep"))
-    assert plan["disks"]["vda"] == lab.path("sys.s1~1.qcow2")
+    assert plan["disks"]["vda"] == lab.path("sys.qcow2~s1~1.qcow2")
     assert os.path.exists(lab.overlay("s2")) and fileops.qcow2_has_data(lab.overlay("s1"))
 
 
@@ -749,12 +749,12 @@ def test_a_clone_on_the_frozen_base_does_not_stop_the_revert(tmp_path):
 # ---------------------------------------------------------------------------- 7. disk_bases / owned_files
 def test_disk_bases_come_from_the_root_snapshot(tmp_path):
     lab = Lab(tmp_path, template=True)
-    assert snapshots.disk_bases(lab.client, "vm1") == {}
-    assert snapshots.disk_bases(lab.client, "nope") == {}
+    assert images.disk_bases(lab.client, "vm1") == {}
+    assert images.disk_bases(lab.client, "nope") == {}
     lab.take("s1")
     lab.take("s2")
     assert lab.source() == lab.overlay("s2")
-    assert snapshots.disk_bases(lab.client, "vm1") == {"vda": lab.base}
+    assert images.disk_bases(lab.client, "vm1") == {"vda": lab.base}
     # the base is the VM's own image, never the template below it
     assert fileops.backing_chain(lab.overlay("s2"))[-1] == lab.template
 
@@ -763,21 +763,21 @@ def test_owned_files_stop_at_each_disks_base(tmp_path):
     lab = Lab(tmp_path, template=True, running=True)
     lab.take("s1")
     lab.take("s2", memory=True)
-    files, mems = snapshots.owned_files(lab.client, "vm1")
+    files, mems = images.owned_files(lab.client, "vm1")
     assert files == set([lab.base, lab.overlay("s1"), lab.overlay("s2")])
     assert lab.template not in files
     assert mems == set([lab.mem("s2")])
     # after a revert that keeps the newer branch, the new active layer and the saved one are owned too
     write_data(lab.overlay("s2"))
     lab.manager().revert("vm1", "s1", discard_newer=False, save_current_as="keep", state="stopped")
-    files, mems = snapshots.owned_files(lab.client, "vm1")
-    assert files == set([lab.base, lab.overlay("s1"), lab.overlay("s2"), lab.overlay("keep"), lab.path("sys.s1~1.qcow2")])
+    files, mems = images.owned_files(lab.client, "vm1")
+    assert files == set([lab.base, lab.overlay("s1"), lab.overlay("s2"), lab.overlay("keep"), lab.path("sys.qcow2~s1~1.qcow2")])
     assert mems == set([lab.mem("s2")])
 
 
 def test_owned_files_without_snapshots_is_the_disk_itself(tmp_path):
     lab = Lab(tmp_path, template=True)
-    assert snapshots.owned_files(lab.client, "vm1") == (set([lab.base]), set())
+    assert images.owned_files(lab.client, "vm1") == (set([lab.base]), set())
 
 
 def test_owned_files_of_a_replaced_disk_stop_at_that_disk(tmp_path):
@@ -788,7 +788,7 @@ def test_owned_files_of_a_replaced_disk_stop_at_that_disk(tmp_path):
     qemu_img("create", "-q", "-f", "qcow2", template, "1M")
     qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", template, other)
     lab.vm.xml = vm_xml("vm1", [disk_xml(other, "vda")])  # vda replaced by a linked clone of golden.qcow2
-    files, mems = snapshots.owned_files(lab.client, "vm1")
+    files, mems = images.owned_files(lab.client, "vm1")
     assert mems == set()
     assert template not in files
     assert files == set([lab.base, lab.overlay("s1"), other])

@@ -4,11 +4,12 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, names
 from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import (
@@ -44,8 +45,31 @@ def manager(check_mode=True):
 
 
 def test_overlays_are_named_after_the_base_disk():
-    assert images.overlay_path("/d/data.raw", "s1") == "/d/data.s1.qcow2"
-    assert images.overlay_path("/d/root", "before-upgrade") == "/d/root.before-upgrade.qcow2"
+    assert images.overlay_path("/d/data.raw", "s1") == "/d/data.raw~s1.qcow2"
+    assert images.overlay_path("/d/root", "before-upgrade") == "/d/root~before-upgrade.qcow2"
+
+
+@pytest.mark.parametrize("a, b", [
+    (("/d/web1.qcow2", "s1"), ("/d/web1.raw", "s1")),  # two disks of one VM
+    (("/d/a.b", "c"), ("/d/a", "b.c")),                # a dot in a disk name or a snapshot name
+])
+def test_overlay_names_of_different_disks_or_snapshots_never_collide(a, b):
+    assert images.overlay_path(*a) != images.overlay_path(*b)
+
+
+def test_memory_files_of_different_vms_never_collide():
+    # VM db, snapshot prod.daily and VM db.prod, snapshot daily used to share .db.prod.daily.mem
+    assert images.memory_path("/d", "db", "prod.daily") != images.memory_path("/d", "db.prod", "daily")
+
+
+@pytest.mark.parametrize("derived", [
+    images.overlay_path("/d/web1.qcow2", "s1"), images.memory_path("/d", "web1", "s1"),
+    images.temp_path("/d/web1.qcow2", "convert"), images.temp_path("/d/web1.qcow2", "new"),
+    images.definition_copy_name("/d", "web1"),
+])
+def test_no_object_name_can_produce_a_derived_file_name(derived):
+    with pytest.raises(ValueError):
+        names.validate_name(os.path.basename(derived), kind="disk")
 
 
 def test_check_mode_plans_persistent_disks_only_and_changes_nothing(host):
@@ -110,7 +134,7 @@ def test_snapshot_xml_excludes_other_disks(host):
     xml = ET.fromstring(dom.snapshotCreateXML.call_args[0][0])
     got = dict((d.get("name"), d.get("snapshot")) for d in xml.findall("disks/disk"))
     assert got == {"vda": "external", "vdb": "external", "vdc": "no", "vdd": "no"}
-    assert xml.find("disks/disk[@name='vdb']/source").get("file") == DS_PATH + "/data.s1.qcow2"
+    assert xml.find("disks/disk[@name='vdb']/source").get("file") == DS_PATH + "/data.raw~s1.qcow2"
     assert xml.find("memory").get("snapshot") == "no"
 
 

@@ -81,11 +81,14 @@ def one_line_failure(result, *fragments):
 # ---------------------------------------------------------------------------- disk
 
 def test_disk_qemu_img_failure_removes_the_partial_file(host, commands, tmp_path, set_module_args, module_result):
-    partial = tmp_path / "data1"
+    written = []
 
     def answer(cmd):
         # qemu-img gets as far as writing part of the image, then the datastore fills up.
-        partial.write_bytes(b"QFI\xfb" + b"\0" * 4096)
+        partial = cmd[-2]
+        written.append(partial)
+        with open(partial, "wb") as f:
+            f.write(b"QFI\xfb" + b"\0" * 4096)
         return 1, "", "qemu-img: %s: Could not preallocate data for the new file: No space left on device" % partial
     commands.answer = staticmethod(answer)
     set_module_args(dict(name="data1", datastore="ds1", size="1GiB", provisioning="thick_lazy_zeroed"))
@@ -94,7 +97,8 @@ def test_disk_qemu_img_failure_removes_the_partial_file(host, commands, tmp_path
     one_line_failure(result, "qemu-img create failed", "No space left on device")
     assert [c[0][:2] for c in commands.ran] == [["qemu-img", "create"]]
     assert commands.ran[0][1].get("check_rc") is not True  # the manager decides, so its cleanup runs
-    assert not partial.exists()
+    # written under a name no disk can have, removed; the disk's own name was never used
+    assert [os.path.basename(w) for w in written] == [".data1~new"]
     assert os.listdir(str(tmp_path)) == []
 
 
