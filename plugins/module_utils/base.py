@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -69,6 +70,9 @@ class KvmfModule(object):
     """
 
     def __init__(self, argument_spec, supports_check_mode=True, readonly=False, two_hosts=False, **kwargs):
+        # Every file this task makes (images, overlays, memory files, copies, temporary files), directly or through
+        # qemu-img, is readable by its owner only from the moment it exists.
+        os.umask(0o077)
         self._client = None
         self._dest_client = None
         self.readonly = readonly

@@ -71,7 +71,7 @@ def uri_for_host(host, like=None):
         raise ValueError("invalid host name %r" % (host,))
     m = re.match(r"^([a-z0-9]+)(\+([a-z0-9]+))?://(([^@/]*)@)?[^/?]*(/[^?]*)", resolve_uri(like))
     driver, transport, user, path = (m.group(1), m.group(3), m.group(5), m.group(6)) if m else ("qemu", None, None,
-                                                                                               "/system")
+                                                                                                "/system")
     if not transport or transport == "unix":
         transport, user = "ssh", user or "root"
     return "%s+%s://%s%s%s" % (driver, transport, "%s@" % user if user else "", host, path or "/system")

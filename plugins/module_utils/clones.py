@@ -206,7 +206,8 @@ class CloneManager(Manager):
         src_dom = self.client.domain(source)
         if src_dom is None:
             raise ValueError("unknown source VM '%s' on %s" % (source, self.uri))
-        src_xml = self.client.domain_xml(source, inactive=True)
+        # With secrets (SECURE): clones of a template with a console password get that password.
+        src_xml = self.client.domain_xml(source, inactive=True, secure=True)
         template = is_template(src_xml)
         src_root = xmlutil.parse(src_xml)
         self._check_source_disks(source, src_root)
@@ -353,7 +354,7 @@ class CloneManager(Manager):
             mgr.absent(source, freeze)
         except Exception as e:  # pylint: disable=broad-except
             self.warn("snapshot %s of %s could not be merged back (%s); the clones are complete, "
-                                 "delete it later with kvmfusion.compute.snapshot" % (freeze, source, e))
+                      "delete it later with kvmfusion.compute.snapshot" % (freeze, source, e))
 
     def _make_disk(self, images, t, dest, ofmt, use_link, provisioning):
         path, ifmt, _frozen = images[t]

@@ -17,6 +17,7 @@ __metaclass__ = type
 AFFECT_LIVE, AFFECT_CONFIG = 1, 2
 # virDomainXMLFlags / virDomainDefineFlags
 XML_SECURE, XML_INACTIVE = 1, 2
+SNAPSHOT_XML_SECURE = 1
 DEFINE_VALIDATE = 1
 # virDomainMetadataType
 METADATA_ELEMENT = 2

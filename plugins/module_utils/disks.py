@@ -242,7 +242,7 @@ class DiskManager(Manager):
                 self._grow_online(d, cur, prov, running[0])
             else:
                 self.act("grow offline from %d to %d bytes" % (cur["size"], d["size"]),
-                          self._grow_offline, d, cur, prov)
+                         self._grow_offline, d, cur, prov)
         if d["provisioning"] and d["provisioning"] != cur["provisioning"] and \
                 not (cur["provisioning"] == "thick" and d["provisioning"] != "thin"):
             self.need_local("converting provisioning")
@@ -259,7 +259,7 @@ class DiskManager(Manager):
                                  % (d["name"], images.describe_dependants(deps)))
             after["provisioning"] = d["provisioning"]
             self.act("convert %s -> %s" % (cur["provisioning"], d["provisioning"]),
-                      self._convert, d, cur, d["provisioning"])
+                     self._convert, d, cur, d["provisioning"])
         return before, after
 
     def _is_running(self, name):
@@ -309,6 +309,7 @@ class DiskManager(Manager):
         obj = "disk '%s' in datastore '%s'" % (d["name"], d["datastore"])
         xml = volume_xml(d["name"], d["size"], fmt, allocation=d["size"] if prov != "thin" else 0)
         self.client.call("create", obj, pool.createXML, xml, 0)
+
     def pool_path(self, pool, d):
         return os.path.join(images.datastore_dir(self.client, pool, d["datastore"], "thick qcow2 disks"), d["name"])
 
@@ -485,7 +486,7 @@ class DiskManager(Manager):
         el = disk_element(d, path, fmt, target)
         live = running and d["mode"] != "independent_nonpersistent"
         self.act("attach as %s%s" % (target, " (live and persistent)" if live else " (persistent config)"),
-                  self._attach, dom, el, live, path, d["mode"])
+                 self._attach, dom, el, live, path, d["mode"])
         if running and not live:
             self.reboot_required = True
         return None, want
@@ -523,7 +524,7 @@ class DiskManager(Manager):
         if device_keys:
             merged = dict(d, cache=want["cache"], io=want["io"], discard=want["discard"], boot_order=want["boot_order"])
             self.act("update %s in the persistent config" % ", ".join(changed_keys), self._redefine_disk,
-                      dom, path, disk_element(merged, path, fmt, target), want["mode"])
+                     dom, path, disk_element(merged, path, fmt, target), want["mode"])
             if running:
                 self.reboot_required = True
                 if "iotune" in changed_keys:
@@ -533,7 +534,7 @@ class DiskManager(Manager):
             return
         if "iotune" in changed_keys:
             self.act("set QoS%s" % (" live and persistent" if running else ""), self._set_iotune, dom, target,
-                      want["iotune"], running, True)
+                     want["iotune"], running, True)
         if meta_mode:
             self.act("set mode %s" % want["mode"], self._set_mode, dom, path, want["mode"], running)
 
@@ -546,7 +547,8 @@ class DiskManager(Manager):
                 self.client.call("set QoS of", obj, dom.setBlockIoTune, target, params, flag)
 
     def _redefine_disk(self, dom, path, new_el, mode):
-        root = xmlutil.parse(self.client.domain_xml(dom.name(), inactive=True))
+        # Read with secrets (SECURE): a redefinition from the plain XML would drop a VNC/SPICE password.
+        root = xmlutil.parse(self.client.domain_xml(dom.name(), inactive=True, secure=True))
         devices = root.find("devices")
         for i, el in enumerate(list(devices)):
             if el.tag == "disk" and disk_source(el) == path:
@@ -597,7 +599,7 @@ class DiskManager(Manager):
         self._pending.add(path)
         self.reboot_required = True
         self.warn("VM %s has not released %s yet (its guest did not acknowledge the unplug); it is gone "
-                             "from the VM's definition and disappears at the VM's next power off" % (vm, path))
+                  "from the VM's definition and disappears at the VM's next power off" % (vm, path))
 
     def _detach(self, dom, el, config, live, path):
         flags = (AFFECT_CONFIG if config else 0) | (AFFECT_LIVE if live else 0)

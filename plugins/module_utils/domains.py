@@ -40,10 +40,12 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import (
 
 def write_definition_copy(client, name, path):
     """The VM's definition beside its system disk, so any CNA that sees the datastore can re-create it."""
-    xml = client.domain_xml(name, inactive=True)
-    tmp = path + ".tmp"
+    # With secrets (SECURE): re-created from this copy, the VM keeps its console password. The copy is 0600.
+    xml = client.domain_xml(name, inactive=True, secure=True)
+    tmp = images.temp_path(path, "new")
     try:
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(xml)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
@@ -132,7 +134,8 @@ class VmManager(Manager):
             self.act("define", self.client.define_domain, xml)
             after = dict(d)
         else:
-            existing = self.client.domain_xml(name, inactive=True)
+            # Read with secrets (SECURE): the redefinition keeps a VNC/SPICE password.
+            existing = self.client.domain_xml(name, inactive=True, secure=True)
             before = managed_view(existing, d)
             want = dict(d)
             if "nics" in want:
@@ -197,10 +200,10 @@ class VmManager(Manager):
         for key in changed:
             if key == "vcpus" and want.get("max_vcpus", before.get("max_vcpus")) == before.get("max_vcpus"):
                 self.act("set %d vCPUs live" % want["vcpus"], self.client.call, "set vCPUs of", obj,
-                          dom.setVcpusFlags, want["vcpus"], AFFECT_LIVE)
+                         dom.setVcpusFlags, want["vcpus"], AFFECT_LIVE)
             elif key == "memory" and want.get("max_memory") == before.get("max_memory"):
                 self.act("balloon memory to %d bytes live" % want["memory"], self.client.call, "set memory of", obj,
-                          dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
+                         dom.setMemoryFlags, want["memory"] // 1024, AFFECT_LIVE)
             elif key == "qos" and want["qos"].get("memory_reservation") == before["qos"].get("memory_reservation"):
                 self.act("set QoS live", self._qos_live, dom, want["qos"])
             elif key == "nics":
@@ -231,13 +234,13 @@ class VmManager(Manager):
         for i, nic in enumerate(want):
             if i >= len(cur):
                 self.act("hot-plug NIC %d" % i, self.client.call, "hot-plug a NIC into", obj, dom.attachDeviceFlags,
-                          xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
+                         xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
             elif dict(cur[i], mac=None) != dict(nic, mac=None) or (nic["mac"] and nic["mac"] != cur[i]["mac"]):
                 self.reboot_required = True
         for i in range(len(want), len(cur)):
             if i < len(live_nics):
                 self.act("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
-                          dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
+                         dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
 
     def _persistent_nic(self, name, index, nic):
         """The NIC as now defined (with the MAC libvirt gave it), so live and persistent agree."""

@@ -26,6 +26,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import SNAPSHOT_XML_SECURE
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, disk_source
 
 SEP = "~"
@@ -50,6 +51,16 @@ def temp_path(path, purpose):
 def definition_copy_name(vm_dir, vm):
     """<dir>/.<vm>~vm.xml: the VM's definition beside its system disk."""
     return os.path.join(vm_dir, ".%s%svm.xml" % (vm, SEP))
+
+
+def definition_copies(directory):
+    """Names of the VMs whose definition copy is in ``directory`` (VMs with their system disk there)."""
+    out = []
+    if directory and os.path.isdir(directory):
+        for entry in sorted(os.listdir(directory)):
+            if entry.startswith(".") and entry.endswith(SEP + "vm.xml"):
+                out.append(entry[1:-len(SEP + "vm.xml")])
+    return out
 
 
 def remove_stale_temp(path, purpose):
@@ -84,7 +95,7 @@ def disk_bases(client, vm):
     if dom is None:
         return bases
     for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
-        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
+        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, SNAPSHOT_XML_SECURE))
         if root.find("parent") is not None:
             continue
         for el in root.findall("domain/devices/disk"):
@@ -123,7 +134,7 @@ def owned_files(client, vm):
             down_to_base(src, t)
     dom = client.domain(vm)
     for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
-        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
+        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, SNAPSHOT_XML_SECURE))
         for d in root.findall("disks/disk"):
             if d.get("snapshot") == "external" and xmlutil.find_attr(d, "source", "file"):
                 down_to_base(xmlutil.find_attr(d, "source", "file"), d.get("name"))
@@ -228,7 +239,7 @@ def dependants_of(client, paths, exclude_vm=None):
     excluded = owned_files(client, exclude_vm)[0] if exclude_vm and client.domain(exclude_vm) is not None else set()
     children = images_standing_on(datastore_dirs(client) + [os.path.dirname(p) for p in wanted])
     # (vm, target, the disk's chain below its top) of this host's VMs
-    vm_chains = [(dname, target, fileops.backing_chain(src)) for dname, src, target in _vm_disks(client, exclude_vm)]
+    vm_chains = [(dname, target, fileops.backing_chain(src)) for dname, src, target in vm_disks(client, exclude_vm)]
     for p in sorted(wanted):
         above = _above(p, children) - excluded
         entries = []
@@ -255,8 +266,8 @@ def _above(path, children):
     return seen
 
 
-def _vm_disks(client, exclude_vm):
-    """[(vm, file source, target)] of this host's VMs (persistent and live definitions)."""
+def vm_disks(client, exclude_vm=None, files_only=True):
+    """[(vm, source, target)] of this host's VMs (persistent and live definitions): file disks, or all."""
     out = []
     for dname in client.domain_names():
         if dname == exclude_vm:
@@ -264,7 +275,7 @@ def _vm_disks(client, exclude_vm):
         for inactive in (True, False):
             for el, src, _mode in attached_disks(client, dname, inactive=inactive):
                 entry = (dname, src, xmlutil.find_attr(el, "target", "dev"))
-                if src and el.get("type", "file") == "file" and entry not in out:
+                if src and (el.get("type", "file") == "file" or not files_only) and entry not in out:
                     out.append(entry)
     return out
 
@@ -272,4 +283,3 @@ def _vm_disks(client, exclude_vm):
 def describe_dependants(found):
     return "; ".join("%s is the base of %s" % (f, ", ".join("%s (%s)" % u for u in users))
                      for f, users in sorted(found.items()))
-

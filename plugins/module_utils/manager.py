@@ -148,6 +148,14 @@ class Manager(object):
             raise CommandError(cmd, rc, err or out)
         return out
 
+    def probe(self, cmd):
+        """(rc, stdout) of a read-only command whose exit code is an answer (blkid: 2 = nothing found)."""
+        try:
+            rc, out, _err = self._run_command(list(cmd))
+        except OSError as e:
+            raise CommandError(cmd, None, e.strerror or str(e))
+        return rc, out
+
     def qemu_img(self, args):
         return self.run(["qemu-img"] + list(args))
 

@@ -55,9 +55,13 @@ class PowerManager(Manager):
         elif want == "restarted":
             if cur == "running":
                 self.act("reboot", self.client.call, "reboot", obj, dom.reboot, 0)
-            elif cur == "paused":
+            elif cur == "paused" and self.force:
                 self.act("reset", self.client.call, "reset", obj, dom.reset, 0)
                 self.act("resume", self.client.call, "resume", obj, dom.resume)
+            elif cur == "paused":
+                # The graceful path, as for a running VM: the guest closes its files (a reset is force=true).
+                self.act("resume", self.client.call, "resume", obj, dom.resume)
+                self.act("reboot", self.client.call, "reboot", obj, dom.reboot, 0)
             else:
                 self.act("start", self.client.call, "start", obj, dom.create)
         elif want == "paused":
@@ -72,9 +76,13 @@ class PowerManager(Manager):
             elif cur != "suspended":
                 raise ValueError("VM '%s' is %s: only a running or paused VM can be suspended to disk" % (name, cur))
         elif want == "stopped":
+            if cur == "suspended" and not self.force:
+                raise ValueError("VM '%s' is suspended to disk: stopping it discards its saved memory (what was "
+                                 "running in it is lost); set force=true to do that, or state=running to resume it "
+                                 "first" % name)
             if cur == "suspended":
                 self.act("discard saved state", self.client.call, "discard saved state of", obj,
-                          dom.managedSaveRemove, 0)
+                         dom.managedSaveRemove, 0)
             elif cur in ("running", "paused"):
                 self.act("shut down", self._shutdown, name, dom, cur)
         return cur

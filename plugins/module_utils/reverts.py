@@ -17,19 +17,24 @@ __metaclass__ = type
 
 import os
 import time
+import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    AFFECT_CONFIG,
+    AFFECT_LIVE,
     CREATE_CURRENT,
     CREATE_REDEFINE,
     DEFINE_VALIDATE,
     DELETE_METADATA_ONLY,
     LIBVIRT_EXTERNAL_REVERT,
     LIST_DESCENDANTS,
+    METADATA_ELEMENT,
     REVERT_PAUSED,
     REVERT_RUNNING,
     SAVE_PAUSED,
     SAVE_RUNNING,
+    SNAPSHOT_XML_SECURE,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, repoint_disk
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
@@ -42,6 +47,22 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import
     record_quiesced,
     snapshot_facts,
 )
+
+
+REVERT_NS = "https://kvmfusion.compute/xmlns/revert/1"
+REVERT_KEY = "kvmfrevert"
+
+
+def _unlink(path):
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def pending_deletes(client, vm):
+    """Files an interrupted revert switched away from and had still to delete (recorded in the VM's metadata)."""
+    root = xmlutil.parse(client.domain_xml(vm, inactive=True) or "<domain/>")
+    return sorted(el.get("path") for el in root.findall("metadata/{%s}pending/{%s}file" % (REVERT_NS, REVERT_NS))
+                  if el.get("path"))
 
 
 class RevertManager(Manager):
@@ -66,8 +87,13 @@ class RevertManager(Manager):
 
     def revert(self, vm, name, discard_newer=True, state=None, save_current_as=None):
         """Return to snapshot ``name``: (changed, facts of the plan)."""
+        if save_current_as is not None and discard_newer:
+            raise ValueError("save_current_as keeps the current state on a branch, which needs discard_newer=false "
+                             "(discard_newer=true discards it)")
         ctx = self._validate(vm, name, state, save_current_as)
         if ctx["at_snapshot"] and not ctx["changed_data"] and ctx["power"] == ctx["want"]:
+            if self._finish_interrupted(ctx):
+                return True, {"snapshot": name, "state": ctx["want"]}
             return False, {"snapshot": name, "state": ctx["want"]}
         plan = self._plan(ctx, discard_newer, save_current_as)
         if not plan["descendants"] and plan["save_name"] is None and self._libvirt_reverts(ctx["mem_file"], ctx["want"]):
@@ -195,38 +221,86 @@ class RevertManager(Manager):
             if save_name is None:
                 garbage.update(fileops.backing_chain(active[t]))
         for s in descendants:
-            _r, slay, _smem = layout(self.client, self.client.snapshot(vm, s))
+            _r, slay, smem = layout(self.client, self.client.snapshot(vm, s))
             for _t, (ov, fz, _f) in slay.items():
                 garbage.add(ov)
                 garbage.update(fileops.backing_chain(fz))
+            if smem:
+                garbage.add(smem)
         for b in ctx["taking"].values():
             needed.update(fileops.backing_chain(b))
         return needed, garbage - needed
 
     # act ----------------------------------------------------------------------------------
     def _execute(self, ctx, plan):
+        """Create first, switch, then delete: the new overlays exist (under names only this collection makes)
+        before anything is powered off or removed, so a failure at any step leaves the VM on files that exist,
+        and a re-run converges."""
         vm, name, dom, snap, lay = ctx["vm"], ctx["name"], ctx["dom"], ctx["snap"], ctx["lay"]
         new_active, save_name, want, mem_file = plan["new_active"], plan["save_name"], ctx["want"], ctx["mem_file"]
-        if save_name:
-            self.act("save the current state as snapshot %s" % save_name, self._save_current, vm, save_name)
-        if ctx["running"]:
-            self.act("power off (the current state is %s)" % ("saved" if save_name else "discarded"),
-                     self.client.call, "power off", "VM '%s'" % vm, dom.destroy)
-        for s in reversed(plan["descendants"]):
-            self.act("discard snapshot %s" % s, self._drop_snapshot, dom, vm, s)
-        for f in sorted(plan["garbage"]):
-            if f not in new_active.values():
-                self.act("delete %s" % f, self._unlink, f)
-        for t in sorted(lay):
-            self.act("new overlay %s on %s for %s" % (new_active[t], lay[t][1], t), self._overlay,
-                     new_active[t], lay[t][1], lay[t][2])
-        self.act("point %s at the new overlay(s)" % ", ".join(sorted(lay)), self._repoint, dom, vm, new_active)
+        temps = dict((t, images.temp_path(new_active[t], "new")) for t in lay)
+        try:
+            for t in sorted(lay):
+                self.act("new overlay %s on %s for %s" % (new_active[t], lay[t][1], t), self._overlay,
+                         temps[t], lay[t][1], lay[t][2])
+            if save_name:
+                self.act("save the current state as snapshot %s" % save_name, self._save_current, vm, save_name)
+            if ctx["running"]:
+                self.act("power off (the current state is %s)" % ("saved" if save_name else "discarded"),
+                         self.client.call, "power off", "VM '%s'" % vm, dom.destroy)
+            for s in reversed(plan["descendants"]):
+                self.act("discard snapshot %s" % s, self._drop_snapshot, dom, vm, s)
+            garbage = sorted(f for f in plan["garbage"] if f not in new_active.values())
+            if garbage:
+                # Written down before the switch: a run killed after it finishes the deletes next time.
+                self.act("note the files to delete after the switch", self._note_pending, dom, vm, garbage)
+            self.act("point %s at the new overlay(s)" % ", ".join(sorted(lay)), self._switch, dom, vm, temps,
+                     new_active)
+        finally:
+            if not self.check_mode:
+                for tmp in temps.values():
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
         self.act("make %s the current snapshot" % name, self._set_current, dom, snap)
+        for f in garbage:
+            self.act("delete %s" % f, _unlink, f)
+        if garbage:
+            self.act("clear the note", self._note_pending, dom, vm, [])
         if mem_file and want != "stopped":
             self.act("restore guest memory from %s (%s)" % (mem_file, want), self._restore, mem_file, new_active, want)
         elif want in ("running", "paused"):
             self.act("start", self._start, dom, want)
         self.act("refresh datastores", images.refresh_pools, self.client)
+
+    def _note_pending(self, dom, vm, files):
+        root = ET.Element("pending")
+        for f in files:
+            ET.SubElement(root, "file", path=f)
+        running = bool(self.client.call("read state of", "VM '%s'" % vm, dom.isActive))
+        self.client.call("record pending deletes of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
+                         xmlutil.tostring(root), REVERT_KEY, REVERT_NS, AFFECT_CONFIG | (AFFECT_LIVE if running else 0))
+
+    def _finish_interrupted(self, ctx):
+        """Delete what an interrupted revert left to delete, if nothing uses it now; True if there was any."""
+        vm, dom = ctx["vm"], ctx["dom"]
+        pending = pending_deletes(self.client, vm)
+        if not pending:
+            return False
+        in_use = set()
+        for _t, src in ctx["active"].items():
+            in_use.update(fileops.backing_chain(src))
+        for s in all_snapshots(self.client, dom, vm):
+            _r, slay, smem = layout(self.client, self.client.snapshot(vm, s))
+            for _t, (ov, fz, _f) in slay.items():
+                in_use.add(ov)
+                in_use.update(fileops.backing_chain(fz))
+            in_use.add(smem)
+        deps = images.dependants_of(self.client, pending, exclude_vm=vm)
+        for f in pending:
+            if f not in in_use and f not in deps:
+                self.act("delete %s (left by an interrupted revert)" % f, _unlink, f)
+        self.act("clear the note", self._note_pending, dom, vm, [])
+        return True
 
     def _libvirt_reverts(self, mem_file, want):
         """Whether this host's libvirt reverts external snapshots itself (9.9.0 and later) the way asked."""
@@ -254,22 +328,24 @@ class RevertManager(Manager):
         sub.present(vm, save_name, description="state before a revert (kept by discard_newer=false)")
 
     def _drop_snapshot(self, dom, vm, s):
+        """The snapshot's metadata only: its files go with the rest of the garbage, after the switch."""
         snap = self.client.snapshot(vm, s)
-        _r, _lay, smem = layout(self.client, snap)
         self.client.call("discard snapshot '%s' of" % s, "VM '%s'" % vm, snap.delete, DELETE_METADATA_ONLY)
-        if smem and os.path.exists(smem):
-            os.unlink(smem)
         record_quiesced(self.client, dom, s, None)
 
-    @staticmethod
-    def _unlink(path):
-        if os.path.exists(path):
-            os.unlink(path)
+    def _overlay(self, tmp, backing, fmt):
+        """A new, empty overlay at ``tmp`` (a name only this collection makes: a leftover is an earlier run's)."""
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        self.qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", fmt, "-b", backing, tmp])
+        os.chmod(tmp, 0o600)
 
-    def _overlay(self, path, backing, fmt):
-        if os.path.exists(path):
-            os.unlink(path)
-        self.qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", fmt, "-b", backing, path])
+    def _switch(self, dom, vm, temps, new_active):
+        """Each new overlay takes its name (replacing, in one step, an old file of that name that nothing needs),
+        then the definition points at them."""
+        for t in sorted(temps):
+            os.replace(temps[t], new_active[t])
+        self._repoint(dom, vm, new_active)
 
     def _repoint(self, dom, vm, new_active):
         root = xmlutil.parse(self.client.domain_xml(vm, inactive=True, secure=True))
@@ -281,7 +357,7 @@ class RevertManager(Manager):
         self.client.define_domain(xmlutil.tostring(root), DEFINE_VALIDATE)
 
     def _set_current(self, dom, snap):
-        xml = self.client.call("read", "snapshot", snap.getXMLDesc, 0)
+        xml = self.client.call("read", "snapshot", snap.getXMLDesc, SNAPSHOT_XML_SECURE)
         self.client.call("make current", "snapshot '%s'" % snap.getName(), dom.snapshotCreateXML, xml,
                          CREATE_REDEFINE | CREATE_CURRENT)
 

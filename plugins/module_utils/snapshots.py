@@ -27,6 +27,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     CREATE_LIVE,
     CREATE_QUIESCE,
     METADATA_ELEMENT,
+    SNAPSHOT_XML_SECURE,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, disk_source
 from ansible_collections.kvmfusion.compute.plugins.module_utils.images import disk_bases, own_base
@@ -95,7 +96,7 @@ def snapshot_facts(client, dom, vm, local):
     current = current_snapshot(client, dom, vm)
     out = []
     for snap in client.call("list snapshots of", "VM '%s'" % vm, dom.listAllSnapshots, 0):
-        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
+        root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, SNAPSHOT_XML_SECURE))
         name = xmlutil.find_text(root, "name")
         mem = root.find("memory")
         mem_file = mem.get("file") if mem is not None and mem.get("snapshot") == "external" else None
@@ -128,7 +129,7 @@ def snapshot_facts(client, dom, vm, local):
 def layout(client, snap):
     """(snapshot XML root, {target: (overlay made when the snapshot was taken, frozen image holding the snapshot's
     data, its format)}, memory file or None)."""
-    root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, 0))
+    root = xmlutil.parse(client.call("read", "snapshot", snap.getXMLDesc, SNAPSHOT_XML_SECURE))
     frozen = {}
     for el in root.findall("domain/devices/disk"):
         frozen[xmlutil.find_attr(el, "target", "dev")] = (disk_source(el), xmlutil.find_attr(el, "driver", "type"))

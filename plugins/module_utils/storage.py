@@ -13,13 +13,16 @@ back from a pool, so comparing the two dicts is the idempotence check and the di
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import binascii
+import hashlib
+import hmac
 import os
 import posixpath
 import re
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     POOL_BUILD_NO_OVERWRITE,
     POOL_STATE,
@@ -398,6 +401,7 @@ class DatastoreManager(Manager):
             added = sorted(set(desired["source"]["devices"]) - set(current["source"]["devices"]))
             if added:
                 self.need_local("extending a volume group with %s" % ", ".join(added))
+                self._refuse_signatures(name, added, spec.get("force"))
                 self.act("extend volume group with %s" % ", ".join(added), self._extend_vg, name, desired, added)
                 changed = True
         if not active:
@@ -423,9 +427,10 @@ class DatastoreManager(Manager):
             # libvirt lists what it saw when the pool started or was last refreshed; purge must
             # see what is there now (refresh changes no data, so check mode does it too).
             self.client.call("refresh", obj, pool.refresh, 0)
-            users = self._volume_users(pool, name)
-            if users:
-                raise ValueError("datastore '%s': purge refused, volumes in use by %s" % (name, ", ".join(users)))
+            self.need_local("purging a datastore (what uses its files is read from the files)")
+            blockers = self._purge_blockers(pool, name)
+            if blockers:
+                raise ValueError("datastore '%s': purge refused, %s" % (name, "; ".join(blockers)))
             for v in user_volumes(self.client, pool, obj):
                 self.act("delete volume %s" % v, self._delete_volume, name, v)
             hidden = [v for v in self.client.call("list volumes of", obj, pool.listVolumes) if v.startswith(".")]
@@ -499,23 +504,50 @@ class DatastoreManager(Manager):
         if v is not None:
             self.client.call("delete", "volume '%s' in datastore '%s'" % (vol, name), v.delete, 0)
 
-    def _volume_users(self, pool, name):
-        """Domains on this host whose disks live in the datastore."""
+    def _purge_blockers(self, pool, name):
+        """Why the datastore's files cannot all be deleted, found from the files themselves and every VM
+        definition of this host: a shared datastore's files are used from other CNAs too."""
         obj = self._obj(name)
-        paths = set()
-        for v in self.client.call("list volumes of", obj, pool.listAllVolumes, 0):
-            paths.add(v.path())
-        users = []
-        for dname in self.client.domain_names():
-            xml = xmlutil.parse(self.client.domain_xml(dname) or "<domain/>")
-            for src in xml.findall("devices/disk/source"):
-                if (src.get("file") or src.get("dev")) in paths:
-                    users.append(dname)
-                    break
-        return users
+        paths = set(v.path() for v in self.client.call("list volumes of", obj, pool.listAllVolumes, 0))
+        blockers = []
+        users = sorted(set(vm for vm, src, _t in images.vm_disks(self.client, files_only=False) if src in paths))
+        if users:
+            blockers.append("volumes in use by %s" % ", ".join(users))
+        deps = images.dependants_of(self.client, sorted(paths))
+        outside = sorted(set("%s (%s)" % u for found in deps.values() for u in found
+                             if u[1] != "image" and u[0] not in users or u[1] == "image" and u[0] not in paths))
+        if outside:
+            blockers.append("images elsewhere stand on its volumes: %s" % ", ".join(outside))
+        locked = sorted(p for p in paths if fileops.lease_held(p))
+        if locked:
+            blockers.append("open by a running VM on some CNA (lease held): %s" % ", ".join(locked))
+        here = set(self.client.domain_names())
+        elsewhere = sorted(vm for vm in images.definition_copies(self.dir_of(pool)) if vm not in here)
+        if elsewhere:
+            blockers.append("VMs defined on another CNA keep their definition here: %s" % ", ".join(elsewhere))
+        return blockers
+
+    def dir_of(self, pool):
+        root = xmlutil.parse(self.client.call("read", "datastore", pool.XMLDesc, 0))
+        return xmlutil.find_text(root, "target/path") if root.get("type") in ("dir", "netfs") else None
+
+    def _refuse_signatures(self, name, devices, force):
+        """A device that holds a file system, a partition table or another volume group keeps someone's data."""
+        found = []
+        for dev in devices:
+            rc, out = self.probe(["blkid", "-p", "-o", "export", dev])
+            if rc == 0:
+                kind = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+                found.append("%s (%s)" % (dev, kind.get("TYPE") or kind.get("PTTYPE") or "a signature"))
+            elif rc != 2:
+                raise ValueError("datastore '%s': cannot read %s (blkid exit code %s)" % (name, dev, rc))
+        if found and not force:
+            raise ValueError("datastore '%s': %s hold data; set force=true to wipe them into the volume group"
+                             % (name, ", ".join(found)))
 
     def _extend_vg(self, name, desired, added):
         for dev in added:
+            # the devices were checked for signatures (or force was given) before any change
             self.run(["pvcreate", "-y", dev])
         self.run(["vgextend", desired["source"]["vg_name"]] + added)
         pool = self.client.pool(name)
@@ -525,35 +557,63 @@ class DatastoreManager(Manager):
         self.client.call("refresh", obj, pool.refresh, 0)
 
     def _ensure_secret(self, desired, password):
-        """Create or update the CHAP secret; returns True if it changed."""
+        """Create or update the CHAP secret; returns True if it changed.
+
+        The secret is private (libvirt never hands its value back to a client); whether it holds the
+        wanted password is told by a salted PBKDF2 hash recorded in its description.
+        """
         user = desired["source"].get("chap_username")
         if not user:
             return False
+        obj = "CHAP secret of datastore '%s'" % desired["name"]
         usage = secret_usage(desired["name"])
         secret = self.client.secret_by_usage(SECRET_USAGE_ISCSI, usage)
         if secret is not None:
-            try:
-                current = self.client.call("read", "CHAP secret of datastore '%s'" % desired["name"], secret.value, 0)
-            except Exception:
-                current = None
-            if current == password.encode():
+            root = xmlutil.parse(self.client.call("read", obj, secret.XMLDesc, 0))
+            private = root.get("private") == "yes"
+            if private and chap_hash_matches(xmlutil.find_text(root, "description"), password):
                 return False
-        self.record("set CHAP secret")
-        if self.check_mode:
-            return True
-        if secret is None:
-            sec = ET.Element("secret", ephemeral="no", private="no")
-            ET.SubElement(sec, "description").text = "CHAP password of datastore %s" % desired["name"]
-            ET.SubElement(ET.SubElement(sec, "usage", type="iscsi"), "target").text = usage
-            secret = self.client.call("define", "CHAP secret of datastore '%s'" % desired["name"],
-                                      self.client.conn.secretDefineXML, xmlutil.tostring(sec), 0)
-        self.client.call("set", "CHAP secret of datastore '%s'" % desired["name"], secret.setValue, password.encode(), 0)
+            what = "set CHAP secret" if private else "replace the CHAP secret by a private one"
+        else:
+            what = "set CHAP secret"
+        self.act(what, self._define_secret, desired["name"], usage, secret, password)
         return True
+
+    def _define_secret(self, name, usage, old, password):
+        obj = "CHAP secret of datastore '%s'" % name
+        if old is not None:
+            # private cannot be switched on in place: the secret is defined again (the pool names it by usage)
+            self.client.call("remove", obj, old.undefine)
+        sec = ET.Element("secret", ephemeral="no", private="yes")
+        ET.SubElement(sec, "description").text = "CHAP password of datastore %s (%s)" % (name, chap_hash(password))
+        ET.SubElement(ET.SubElement(sec, "usage", type="iscsi"), "target").text = usage
+        secret = self.client.call("define", obj, self.client.conn.secretDefineXML, xmlutil.tostring(sec), 0)
+        self.client.call("set", obj, secret.setValue, password.encode(), 0)
 
     def _remove_secret(self, name):
         secret = self.client.secret_by_usage(SECRET_USAGE_ISCSI, secret_usage(name))
         if secret is not None:
             self.client.call("remove", "CHAP secret of datastore '%s'" % name, secret.undefine)
+
+
+_CHAP_HASH = re.compile(r"kvmfusion-chap:pbkdf2-sha256:(\d+):([0-9a-f]{32}):([0-9a-f]{64})")
+_CHAP_ROUNDS = 200000
+
+
+def chap_hash(password, salt=None, rounds=_CHAP_ROUNDS):
+    """A salted PBKDF2-SHA256 record of a CHAP password, to tell later whether a private secret holds it."""
+    salt = salt or os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+    return "kvmfusion-chap:pbkdf2-sha256:%d:%s:%s" % (rounds, binascii.hexlify(salt).decode(),
+                                                     binascii.hexlify(digest).decode())
+
+
+def chap_hash_matches(text, password):
+    m = _CHAP_HASH.search(text or "")
+    if not m:
+        return False
+    want = chap_hash(password, binascii.unhexlify(m.group(2)), int(m.group(1)))
+    return hmac.compare_digest(want, m.group(0))
 
 
 def client_info(client, pool, obj):

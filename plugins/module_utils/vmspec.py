@@ -348,7 +348,10 @@ def _apply_devices(root, d, existing):
         ET.SubElement(devices, "memballoon", model="virtio")
         rng = ET.SubElement(devices, "rng", model="virtio")
         ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
-    if "graphics" in d or not existing:
+    have = devices.find("graphics")
+    same = have is not None and have.get("type") == d.get("graphics") or have is None and d.get("graphics") == "none"
+    # An unchanged display stays as it is (its password, listen address and port with it).
+    if ("graphics" in d and not same) or not existing:
         _remove(devices, "graphics")
         _remove(devices, "video")
         kind = d.get("graphics", "vnc")

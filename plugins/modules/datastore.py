@@ -122,8 +122,16 @@ options:
     default: true
   purge:
     description:
-      - With O(state=absent), delete every volume and the datastore's directory too. Refused while a
-        VM on this CNA uses one of its volumes. On a shared datastore this deletes data every CNA sees.
+      - With O(state=absent), delete every volume and the datastore's directory too. On a shared datastore
+        this deletes data every CNA sees, so it is refused while a VM of this CNA uses a volume, an image
+        elsewhere stands on one, a running VM anywhere holds a volume's lease, or the definition copy of a
+        VM defined on another CNA lies in it. It runs on the CNA that has the files (a local O(uri)).
+    type: bool
+    default: false
+  force:
+    description:
+      - For a V(logical) datastore whose O(devices) grow, allow wiping the new devices when they hold a file
+        system, partition table or other signature. Without it such devices are refused before any change.
     type: bool
     default: false
 notes:
@@ -250,6 +258,7 @@ ARGSPEC = dict(
     parent=dict(type="str"),
     autostart=dict(type="bool", default=True),
     purge=dict(type="bool", default=False),
+    force=dict(type="bool", default=False),
 )
 
 

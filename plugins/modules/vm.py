@@ -43,7 +43,9 @@ options:
     description:
       - V(present) defined, power state untouched; V(running) started (or resumed, or restored from disk);
         V(stopped) shut down gracefully (guest agent, then ACPI) within O(shutdown_timeout), then powered off if
-        O(force=true); V(restarted) rebooted (started if off); V(suspended) memory and device state saved to disk
+        O(force=true); a VM suspended to disk is stopped (its saved memory discarded) only with O(force=true);
+        V(restarted) rebooted through the guest (a paused VM is resumed first; reset instead with O(force=true)),
+        started if off; V(suspended) memory and device state saved to disk
         and the VM stopped (hibernate; V(running) restores it); V(paused) vCPUs paused in memory;
         V(absent) removed (powered off first), with its disks when O(delete_disks=true).
     type: str
@@ -146,7 +148,10 @@ options:
     type: int
     default: 120
   force:
-    description: Power the VM off when a graceful shutdown did not finish within O(shutdown_timeout).
+    description:
+      - Power the VM off when a graceful shutdown did not finish within O(shutdown_timeout).
+      - Allow V(stopped) to discard the saved memory of a VM suspended to disk, and V(restarted) to reset a
+        paused VM instead of resuming and rebooting it.
     type: bool
     default: false
 seealso:

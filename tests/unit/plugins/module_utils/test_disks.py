@@ -240,7 +240,7 @@ class TestDesiredStateAccepted:
 
     def test_attachment_options(self):
         d = diskspec.desired_state(opts(vm="vm1", bus="sata", target="sdb", cache="none", io="native", discard="unmap",
-                                     readonly=True, shareable=True, boot_order=2, mode="independent_persistent"))
+                                        readonly=True, shareable=True, boot_order=2, mode="independent_persistent"))
         assert (d["bus"], d["target"], d["cache"], d["io"], d["discard"]) == ("sata", "sdb", "none", "native", "unmap")
         assert (d["readonly"], d["shareable"], d["boot_order"], d["mode"]) == (True, True, 2, "independent_persistent")
 
@@ -387,7 +387,7 @@ def test_disk_element_reads_back_as_the_wanted_view(host, params, fmt, target):
 
 def test_disk_element_of_a_file_disk():
     d = diskspec.desired_state(opts(vm="vm1", cache="none", io="native", boot_order=3, readonly=True,
-                                 iotune={"write_iops_sec": 100}))
+                                    iotune={"write_iops_sec": 100}))
     el = ET.fromstring(xmlutil.tostring(diskspec.disk_element(d, DATA1, "qcow2", "vdc")))
     assert (el.tag, el.get("type"), el.get("device")) == ("disk", "file", "disk")
     assert el.find("driver").attrib == {"name": "qemu", "type": "qcow2", "cache": "none", "io": "native"}

@@ -764,7 +764,7 @@ def test_kernel_without_cmdline_removes_the_old_cmdline():
 
 def test_qos_is_replaced_and_removed():
     existing = vmspec.build_xml(spec(qos=dict(cpu_shares=4096, cpu_limit=50, memory_limit="4GiB",
-                                               memory_reservation="locked")), "kvm")
+                                              memory_reservation="locked")), "kvm")
     root = parsed(spec(qos=dict(cpu_shares=100)), "kvm", existing)
     assert [(el.tag, el.text) for el in root.find("cputune")] == [("shares", "100")]
     assert root.find("memtune") is None and root.find("memoryBacking") is None
@@ -857,10 +857,9 @@ def _stop(client, dom):
     ("suspended", "suspended", []),
     ("running", "stopped", ["shut down"]),
     ("paused", "stopped", ["shut down"]),
-    ("suspended", "stopped", ["discard saved state"]),
     ("shutoff", "stopped", []),
     ("running", "restarted", ["reboot"]),
-    ("paused", "restarted", ["reset", "resume"]),
+    ("paused", "restarted", ["resume", "reboot"]),
     ("shutoff", "restarted", ["start"]),
     ("running", "present", []),
     ("shutoff", "present", []),
@@ -910,7 +909,6 @@ def test_templates_may_be_stopped(client, want):
     ("paused", "running", "resume", ()),
     ("running", "paused", "suspend", ()),
     ("running", "suspended", "managedSave", (0,)),
-    ("suspended", "stopped", "managedSaveRemove", (0,)),
     ("running", "restarted", "reboot", (0,)),
 ])
 def test_power_actions_call_libvirt(client, current, want, method, args):
@@ -918,9 +916,24 @@ def test_power_actions_call_libvirt(client, current, want, method, args):
     getattr(dom, method).assert_called_once_with(*args)
 
 
-def test_paused_restart_is_a_reset_then_resume(client):
+def test_a_suspended_vm_is_stopped_only_with_force(fake_libvirt, client):
+    """Stopping a VM suspended to disk throws its saved memory away: not without force."""
+    with pytest.raises(ValueError) as err:
+        converge(client, "suspended", "stopped", check_mode=False)
+    assert "suspended to disk" in str(err.value) and "force=true" in str(err.value)
+    dom = converge(client, "suspended", "stopped", check_mode=False, force=True)[1]
+    dom.managedSaveRemove.assert_called_once_with(0)
+    assert converge(client, "suspended", "stopped", force=True)[0] == ["discard saved state"]
+
+
+def test_paused_restart_resumes_and_reboots_through_the_guest(client):
     dom = converge(client, "paused", "restarted", check_mode=False)[1]
-    assert [c[0] for c in dom.mock_calls if c[0] in ("reset", "resume")] == ["reset", "resume"]
+    assert [c[0] for c in dom.mock_calls if c[0] in ("reset", "resume", "reboot")] == ["resume", "reboot"]
+
+
+def test_paused_restart_with_force_is_a_reset_then_resume(client):
+    dom = converge(client, "paused", "restarted", check_mode=False, force=True)[1]
+    assert [c[0] for c in dom.mock_calls if c[0] in ("reset", "resume", "reboot")] == ["reset", "resume"]
 
 
 def test_shutdown_asks_agent_and_acpi_and_waits(client):
@@ -1023,7 +1036,8 @@ def test_present_on_an_identical_vm_does_nothing(fake_libvirt, client, options, 
     assert mgr.actions == []
     assert before == after == d
     assert mgr.reboot_required is False
-    dom.XMLDesc.assert_called_with(constants.XML_INACTIVE)
+    # read with its secrets: a redefinition from it would keep a console password
+    dom.XMLDesc.assert_called_with(constants.XML_INACTIVE | constants.XML_SECURE)
     assert_untouched(fake_libvirt, dom)
 
 
@@ -1120,3 +1134,19 @@ def test_definition_copy_needs_a_file_disk():
     disk.set("type", "block")
     disk.find("source").attrib = {"dev": "/dev/sdb"}
     assert images.definition_copy_path(xmlutil.tostring(root)) is None
+
+
+def test_a_change_keeps_the_console_password(fake_libvirt, client):
+    """libvirt leaves a VNC/SPICE password out of the XML unless asked for it (SECURE): a redefinition made from
+    the plain XML would remove it on the next vCPU change."""
+    d = spec(vcpus=2, max_vcpus=4, graphics="vnc")
+    xml = as_libvirt_would(vmspec.build_xml(d, "kvm"))
+    secure = xml.replace("<graphics type=\"vnc\"", "<graphics type=\"vnc\" passwd=\"s3cret\"")
+    assert secure != xml
+    dom = fake_dom(5, xml=xml)
+    dom.XMLDesc.side_effect = lambda flags=0: secure if flags & constants.XML_SECURE else xml
+    fake_libvirt.conn.lookupByName.return_value = dom
+    mgr = vm_manager(client, check_mode=False)
+    mgr.present(spec(vcpus=3, max_vcpus=4, graphics="vnc"), "kvm", [], "present")
+    defined = fake_libvirt.conn.defineXMLFlags.call_args[0][0]
+    assert 'passwd="s3cret"' in defined

@@ -77,7 +77,7 @@ def test_result_reports_reboot_only_for_managers_that_can_need_one():
     assert m.result().as_dict()["reboot_required"] is False
     m.reboot_required = True
     assert m.result(changed=False, vm=None).as_dict() == {"changed": False, "actions": [], "reboot_required": True,
-                                                         "vm": None}
+                                                          "vm": None}
 
 
 def test_run_returns_stdout():

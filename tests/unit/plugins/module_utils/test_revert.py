@@ -162,6 +162,18 @@ class FakeDomain(object):
 
     def setMetadata(self, mtype, xml, key, uri, flags):
         self.host.log.append(("setMetadata", self._name, key, uri, xml, flags))
+        # as libvirt does: the element replaces the one of its namespace in <metadata>
+        root = ET.fromstring(self.xml)
+        meta = root.find("metadata")
+        if meta is None:
+            meta = ET.SubElement(root, "metadata")
+        for old in [el for el in meta if el.tag.startswith("{%s}" % uri)]:
+            meta.remove(old)
+        el = ET.fromstring(xml)
+        for node in el.iter():
+            node.tag = "{%s}%s" % (uri, node.tag)
+        meta.append(el)
+        self.xml = ET.tostring(root, encoding="unicode")
         return 0
 
     def snapshotCreateXML(self, xml, flags):
@@ -400,7 +412,7 @@ def test_check_mode_names_the_default_saved_snapshot(tmp_path):
     changed, plan = mgr.revert("vm1", "s1", discard_newer=False)
     assert changed
     assert plan["saved_as"].startswith("s1-before-revert-") and plan["saved_as"][len("s1-before-revert-"):].isdigit()
-    assert mgr.actions[0] == "save the current state as snapshot %s" % plan["saved_as"]
+    assert mgr.actions[1] == "save the current state as snapshot %s" % plan["saved_as"]
     assert lab.client.log == []
 
 
@@ -414,20 +426,27 @@ def test_discard_newer_drops_s2_and_recreates_s1_overlay_empty(tmp_path):
     assert changed
     assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": None, "discarded": ["s2"], "disks": {"vda": s1},
                     "engine": "kvmfusion"}
+    # created first, switched, then the old files deleted
     assert mgr.actions == [
-        "discard snapshot s2",
-        "delete %s" % s2,
         "new overlay %s on %s for vda" % (s1, base),
+        "discard snapshot s2",
+        "note the files to delete after the switch",
         "point vda at the new overlay(s)",
         "make s1 the current snapshot",
+        "delete %s" % s2,
+        "clear the note",
         "refresh datastores",
     ]
     # s2: metadata only (flag 2), its overlay gone
     assert lab.calls("snapshot.delete") == [("snapshot.delete", "s2", constants.DELETE_METADATA_ONLY)]
     assert sorted(lab.vm.snaps) == ["s1"]
     assert not os.path.exists(s2)
-    records = lab.calls("setMetadata")
-    assert len(records) == 1 and records[0][2:4] == (snapshots.SNAP_KEY, snapshots.SNAP_NS) and "s2" not in records[0][4]
+    records = [r for r in lab.calls("setMetadata") if r[2] == snapshots.SNAP_KEY]
+    assert len(records) == 1 and records[0][3] == snapshots.SNAP_NS and "s2" not in records[0][4]
+    # the delete was noted before the switch and the note cleared after it
+    notes = [r[4] for r in lab.calls("setMetadata") if r[2] == reverts.REVERT_KEY]
+    assert notes == ['<pending><file path="%s" /></pending>' % s2, "<pending />"]
+    assert reverts.pending_deletes(lab.client, "vm1") == []
     # the s1 overlay is back at its own path, empty, on the base
     assert os.path.exists(s1) and not fileops.qcow2_has_data(s1)
     assert fileops.qcow2_backing(s1) == base
@@ -458,7 +477,7 @@ def test_discard_newer_removes_the_memory_files_of_discarded_snapshots(tmp_path)
     assert changed and plan["state"] == "stopped"
     assert not os.path.exists(mem)
     assert lab.calls("destroy") == [("destroy", "vm1")] and not lab.vm.running
-    assert mgr.actions[0] == "power off (the current state is discarded)"
+    assert mgr.actions[1] == "power off (the current state is discarded)"
     assert lab.calls("restoreFlags") == [] and lab.calls("createWithFlags") == []
 
 
@@ -504,8 +523,8 @@ def test_keep_newer_saves_the_current_state_first_and_branches(tmp_path):
     assert plan == {"snapshot": "s1", "state": "stopped", "saved_as": "keep", "discarded": [], "disks": {"vda": new},
                     "engine": "kvmfusion"}
     assert mgr.actions == [
-        "save the current state as snapshot keep",
         "new overlay %s on %s for vda" % (new, base),
+        "save the current state as snapshot keep",
         "point vda at the new overlay(s)",
         "make s1 the current snapshot",
         "refresh datastores",
@@ -589,8 +608,8 @@ def test_memory_snapshot_resumes_on_the_new_overlay(tmp_path, state, flag):
     assert changed and plan["state"] == (state or "running")
     assert lab.calls("destroy") == [("destroy", "vm1")]
     assert mgr.actions == [
-        "power off (the current state is discarded)",
         "new overlay %s on %s for vda" % (s1, lab.base),
+        "power off (the current state is discarded)",
         "point vda at the new overlay(s)",
         "make s1 the current snapshot",
         "restore guest memory from %s (%s)" % (mem, state or "running"),
@@ -839,3 +858,63 @@ def test_a_memory_snapshot_reverted_to_stopped_is_ours_on_libvirt_9_9(tmp_path):
     changed, plan = mgr.revert("vm1", "s2", state="stopped")
     assert changed and plan["engine"] == "kvmfusion"
     assert lab.calls("revertToSnapshot") == [] and lab.calls("restoreFlags") == []
+
+
+# ---------------------------------------------------------------------------- 9. failures at each step
+class Fail(Exception):
+    pass
+
+
+def failing_runner(lab):
+    """qemu-img that writes a partial overlay and then fails (disk full)."""
+    def runner(args):
+        lab.runner.commands.append(list(args))
+        with open(args[-1], "wb") as f:
+            f.write(b"QFI\xfb partial")
+        return 1, "", "qemu-img: %s: No space left on device" % args[-1]
+    return runner
+
+
+def test_a_failing_overlay_creation_changes_nothing(tmp_path):
+    """Disk full while the new overlay is made: nothing was powered off, discarded, repointed or deleted."""
+    lab = two_snapshots(tmp_path, running=True)
+    before, xml_before, snaps_before = tree(lab.dir), lab.vm.xml, sorted(lab.vm.snaps)
+    mgr = reverts.RevertManager(lab.client, run_command=failing_runner(lab))
+    with pytest.raises(ValueError) as err:
+        mgr.revert("vm1", "s1")
+    assert "qemu-img create failed" in str(err.value) and "No space left" in str(err.value)
+    assert tree(lab.dir) == before  # the partial overlay (under its temp name) is gone too
+    assert lab.vm.xml == xml_before and sorted(lab.vm.snaps) == snaps_before and lab.vm.running
+    assert lab.client.log == [] and lab.client.defined == []
+    # the cause fixed, a re-run converges
+    changed, plan = lab.manager().revert("vm1", "s1")
+    assert changed and plan["disks"] == {"vda": lab.overlay("s1")}
+    assert lab.manager().revert("vm1", "s1")[0] is False
+
+
+@pytest.mark.parametrize("step", ["destroy", "snapshot.delete", "define", "snapshotCreateXML"])
+def test_a_failure_at_any_later_step_leaves_the_vm_on_files_that_exist(tmp_path, step, monkeypatch):
+    lab = two_snapshots(tmp_path)
+    lab.vm.running = True
+    s2 = lab.overlay("s2")
+    orig_log = lab.client.log
+
+    class FailingLog(list):
+        def append(self, entry):
+            list.append(self, entry)
+            if entry[0] == step:
+                raise Fail("libvirt failed at %s" % step)
+    lab.client.log = FailingLog(orig_log)
+    with pytest.raises(Fail):
+        lab.manager().revert("vm1", "s1")
+    lab.client.log = orig_log
+    # every file the definition names exists, nothing under a temporary name is left
+    for src in ET.fromstring(lab.vm.xml).iter("source"):
+        if src.get("file"):
+            assert os.path.exists(src.get("file")), (step, src.get("file"))
+    assert not [n for n in os.listdir(lab.dir) if n.endswith("~new")]
+    assert os.path.exists(s2)  # deleted only after the switch succeeded
+    # and a re-run converges
+    assert lab.manager().revert("vm1", "s1")[0] is True
+    assert lab.manager().revert("vm1", "s1")[0] is False
+    assert not os.path.exists(s2)

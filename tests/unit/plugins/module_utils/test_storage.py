@@ -105,3 +105,124 @@ def test_immutable_diff_allows_growing_a_volume_group_only():
     assert storage._immutable_diff(cur, shrunk)
     moved = storage.desired_state(spec(path="/b"))
     assert storage._immutable_diff(storage.desired_state(spec(path="/a")), moved) == ["path /a -> /b"]
+
+
+def test_chap_hash_tells_the_password_without_holding_it():
+    record = storage.chap_hash("itest-secret-123")
+    assert "itest-secret-123" not in record and record.startswith("kvmfusion-chap:pbkdf2-sha256:")
+    assert storage.chap_hash_matches("CHAP password of datastore x (%s)" % record, "itest-secret-123")
+    assert not storage.chap_hash_matches(record, "itest-secret-124")
+    assert not storage.chap_hash_matches("CHAP password of datastore x", "itest-secret-123")
+    assert storage.chap_hash("same") != storage.chap_hash("same")  # salted
+
+
+CHAP = dict(name="ds1", type="iscsi_direct", portal="192.0.2.10", iqn="iqn.2024-01.com.example:t",
+            initiator_iqn="iqn.2024-01.com.example:i", chap_username="cna", chap_password="pw-1")
+
+
+def _secret_manager(fake_libvirt, secret_xml=None, check_mode=False):
+    from unittest import mock
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    conn = fake_libvirt.conn
+    if secret_xml is None:
+        conn.secretLookupByUsage.side_effect = fake_libvirt.libvirtError("no secret", 66)
+        old = None
+    else:
+        old = mock.MagicMock(name="virSecret")
+        old.XMLDesc.return_value = secret_xml
+        conn.secretLookupByUsage.return_value = old
+    return storage.DatastoreManager(Client("qemu:///system"), check_mode=check_mode), old, conn
+
+
+def test_a_new_chap_secret_is_private_with_a_salted_hash(fake_libvirt):
+    mgr, _old, conn = _secret_manager(fake_libvirt)
+    assert mgr._ensure_secret(storage.desired_state(CHAP), "pw-1") is True
+    xml = xmlutil.parse(conn.secretDefineXML.call_args[0][0])
+    assert xml.get("private") == "yes" and xml.get("ephemeral") == "no"
+    assert storage.chap_hash_matches(xmlutil.find_text(xml, "description"), "pw-1")
+    assert "pw-1" not in conn.secretDefineXML.call_args[0][0]
+    conn.secretDefineXML.return_value.setValue.assert_called_once_with(b"pw-1", 0)
+
+
+def test_a_private_secret_with_the_same_password_is_left_alone(fake_libvirt):
+    desc = "CHAP password of datastore ds1 (%s)" % storage.chap_hash("pw-1")
+    mgr, old, conn = _secret_manager(fake_libvirt, "<secret private='yes'><description>%s</description></secret>" % desc)
+    assert mgr._ensure_secret(storage.desired_state(CHAP), "pw-1") is False
+    assert mgr.actions == [] and not old.value.called and not conn.secretDefineXML.called
+
+
+def test_an_old_readable_secret_is_replaced_by_a_private_one(fake_libvirt):
+    mgr, old, conn = _secret_manager(fake_libvirt, "<secret private='no'><description>CHAP of ds1</description></secret>")
+    assert mgr._ensure_secret(storage.desired_state(CHAP), "pw-1") is True
+    assert mgr.actions == ["replace the CHAP secret by a private one"]
+    old.undefine.assert_called_once_with()
+    assert xmlutil.parse(conn.secretDefineXML.call_args[0][0]).get("private") == "yes"
+    assert not old.value.called  # never read back
+
+
+def test_a_changed_password_in_check_mode_changes_nothing(fake_libvirt):
+    desc = "(%s)" % storage.chap_hash("pw-0")
+    mgr, old, conn = _secret_manager(fake_libvirt, "<secret private='yes'><description>%s</description></secret>" % desc,
+                                     check_mode=True)
+    assert mgr._ensure_secret(storage.desired_state(CHAP), "pw-1") is True
+    assert mgr.actions == ["set CHAP secret"]
+    assert not old.undefine.called and not conn.secretDefineXML.called
+
+
+def _logical_pool(fake_libvirt, devices):
+    from unittest import mock
+    pool = mock.MagicMock(name="virStoragePool")
+    pool.XMLDesc.return_value = storage.pool_xml(storage.desired_state(spec(type="logical", devices=devices,
+                                                                             vg_name="vg1")))
+    pool.isActive.return_value = 1
+    pool.autostart.return_value = 1
+    pool.info.return_value = [2, 10, 0, 10]
+    fake_libvirt.conn.storagePoolLookupByName.return_value = pool
+    return pool
+
+
+def _blkid(signatures):
+    calls = []
+
+    def run(cmd):
+        calls.append(cmd)
+        if cmd[0] == "blkid":
+            found = signatures.get(cmd[-1])
+            return (0, "DEVNAME=%s\nTYPE=%s\n" % (cmd[-1], found), "") if found else (2, "", "")
+        return 0, "", ""
+    return run, calls
+
+
+@pytest.mark.parametrize("uri", ["qemu:///system"])
+def test_extending_a_volume_group_refuses_a_device_with_data(fake_libvirt, uri):
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    pool = _logical_pool(fake_libvirt, ["/dev/sdb"])
+    run, calls = _blkid({"/dev/sdc": "ext4"})
+    mgr = storage.DatastoreManager(Client(uri), run_command=run)
+    with pytest.raises(ValueError) as err:
+        mgr.present(spec(type="logical", devices=["/dev/sdb", "/dev/sdc"], vg_name="vg1"))
+    assert "/dev/sdc (ext4) hold data" in str(err.value) and "force=true" in str(err.value)
+    assert [c[0] for c in calls] == ["blkid"] and mgr.actions == []
+    assert not pool.refresh.called and not fake_libvirt.conn.storagePoolDefineXML.called
+
+
+def test_extending_a_volume_group_wipes_only_with_force(fake_libvirt):
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    _logical_pool(fake_libvirt, ["/dev/sdb"])
+    run, calls = _blkid({"/dev/sdc": "ext4"})
+    mgr = storage.DatastoreManager(Client("qemu:///system"), run_command=run)
+    params = spec(type="logical", devices=["/dev/sdb", "/dev/sdc"], vg_name="vg1", force=True)
+    changed = mgr.present(params)[0]
+    assert changed and mgr.actions == ["extend volume group with /dev/sdc"]
+    assert [c[:2] for c in calls] == [["blkid", "-p"], ["pvcreate", "-y"], ["vgextend", "vg1"]]
+
+
+def test_extending_a_volume_group_through_a_remote_uri_is_refused(fake_libvirt):
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    _logical_pool(fake_libvirt, ["/dev/sdb"])
+    run, calls = _blkid({})
+    mgr = storage.DatastoreManager(Client("qemu+ssh://root@cna2/system"), run_command=run)
+    with pytest.raises(ValueError) as err:
+        mgr.present(spec(type="logical", devices=["/dev/sdb", "/dev/sdc"], vg_name="vg1", force=True))
+    assert "uri qemu+ssh://root@cna2/system is remote" in str(err.value)
+    assert calls == [] and mgr.actions == []

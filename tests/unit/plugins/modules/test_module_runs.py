@@ -194,8 +194,9 @@ def test_datastore_new_in_check_mode(host, set_module_args, module_result, tmp_p
     (snapshot, dict(vm="nope", name="s1"), "unknown VM 'nope' on qemu:///system"),
     (snapshot_revert, dict(vm="nope", name="s1"), "unknown VM 'nope' on qemu:///system"),
     (clone, dict(source="tpl", name="c1", uri=REMOTE), "clone works on the disk files"),
-    (snapshot_revert, dict(vm="vm1", name="s1", save_current_as="x/y"), "snapshot name 'x/y'"),
-], ids=["snapshot", "revert", "clone-remote", "revert-bad-name"])
+    (snapshot_revert, dict(vm="vm1", name="s1", save_current_as="x/y", discard_newer=False), "snapshot name 'x/y'"),
+    (snapshot_revert, dict(vm="vm1", name="s1", save_current_as="keep"), "save_current_as keeps the current state"),
+], ids=["snapshot", "revert", "clone-remote", "revert-bad-name", "save-current-with-discard"])
 def test_failures_are_one_line_and_change_nothing(host, commands, set_module_args, module_result, module, args, fragment):
     host.add_domain("vm1", running=False)
     set_module_args(args)
