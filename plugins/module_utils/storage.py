@@ -537,7 +537,7 @@ class DatastoreManager(Manager):
         for dev in devices:
             rc, out = self.probe(["blkid", "-p", "-o", "export", dev])
             if rc == 0:
-                kind = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+                kind = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
                 found.append("%s (%s)" % (dev, kind.get("TYPE") or kind.get("PTTYPE") or "a signature"))
             elif rc != 2:
                 raise ValueError("datastore '%s': cannot read %s (blkid exit code %s)" % (name, dev, rc))
@@ -605,7 +605,7 @@ def chap_hash(password, salt=None, rounds=_CHAP_ROUNDS):
     salt = salt or os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
     return "kvmfusion-chap:pbkdf2-sha256:%d:%s:%s" % (rounds, binascii.hexlify(salt).decode(),
-                                                     binascii.hexlify(digest).decode())
+                                                      binascii.hexlify(digest).decode())
 
 
 def chap_hash_matches(text, password):

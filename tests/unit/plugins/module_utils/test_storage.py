@@ -173,7 +173,7 @@ def _logical_pool(fake_libvirt, devices):
     from unittest import mock
     pool = mock.MagicMock(name="virStoragePool")
     pool.XMLDesc.return_value = storage.pool_xml(storage.desired_state(spec(type="logical", devices=devices,
-                                                                             vg_name="vg1")))
+                                                                            vg_name="vg1")))
     pool.isActive.return_value = 1
     pool.autostart.return_value = 1
     pool.info.return_value = [2, 10, 0, 10]
