@@ -28,7 +28,12 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, snapshots, xmlutil
-from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import DEFINE_VALIDATE, UNDEFINE_NVRAM
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    AFFECT_CONFIG,
+    DEFINE_VALIDATE,
+    METADATA_ELEMENT,
+    UNDEFINE_NVRAM,
+)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import META_NS, attached_disks, disk_source, repoint_disk
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
@@ -75,7 +80,18 @@ def clone_record(xml):
     el = xmlutil.parse(xml).find("metadata/{%s}clone" % CLONE_NS)
     if el is None:
         return None
-    return {"source": el.get("source"), "snapshot": el.get("snapshot") or None, "linked": el.get("linked") == "true"}
+    return {"source": el.get("source"), "snapshot": el.get("snapshot") or None, "linked": el.get("linked") == "true",
+            "complete": el.get("complete") != "false"}
+
+
+def _record_element(record, linked_targets, namespaced=True):
+    tag = "{%s}clone" % CLONE_NS if namespaced else "clone"
+    el = ET.Element(tag, source=record["source"], snapshot=record["snapshot"] or "",
+                    linked="true" if record["linked"] else "false", disks=",".join(sorted(linked_targets)))
+    if not record.get("complete", True):
+        # defined before its disks took their names: a run killed in between is recognised and redone
+        el.set("complete", "false")
+    return el
 
 
 def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, metadata, record):
@@ -116,8 +132,7 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
         dm = ET.SubElement(meta, "{%s}disks" % META_NS)
         for path in sorted(new_modes):
             ET.SubElement(dm, "{%s}disk" % META_NS, source=path, mode=new_modes[path])
-    ET.SubElement(meta, "{%s}clone" % CLONE_NS, source=record["source"], snapshot=record["snapshot"] or "",
-                  linked="true" if record["linked"] else "false", disks=",".join(sorted(linked_targets)))
+    meta.append(_record_element(record, linked_targets))
     os_el = root.find("os")
     for sm in os_el.findall("smbios"):
         os_el.remove(sm)
@@ -171,7 +186,8 @@ class CloneManager(Manager):
         src = self._validate(source, clones, snapshot, linked, hostname, metadata)
         todo = src["todo"]
         freeze = self._plan_freeze(source, src, linked, todo)
-        targets = self._plan_targets(todo, src["images"], linked, fmt, self._datastore_dir(datastore) if datastore else None)
+        targets = self._plan_targets(todo, src["images"], linked, fmt, self._datastore_dir(datastore) if datastore else None,
+                                     src["redo_files"])
         changed = bool(todo)
         self._make_all(source, src, freeze, targets, linked, provisioning, hostname, metadata, state, snapshot)
         for n in clones:
@@ -216,7 +232,7 @@ class CloneManager(Manager):
             snap = self.client.snapshot(source, snapshot)
             if snap is None:
                 raise ValueError("unknown snapshot '%s' of VM '%s'" % (snapshot, source))
-        todo = self._clones_to_make(source, clones, snapshot, linked)
+        todo, incomplete = self._clones_to_make(source, clones, snapshot, linked)
         # The images to clone, per target: (path, format, frozen?).
         if snap is not None:
             sroot, lay, _mem = snapshots.layout(self.client, snap)
@@ -227,7 +243,8 @@ class CloneManager(Manager):
             imgs = self._images(src_root, frozen_targets=None if template else set())
         running = bool(self.client.call("read state of", "VM '%s'" % source, src_dom.isActive))
         return {"todo": todo, "base_root": base_root, "images": imgs, "template": template, "snap": snap,
-                "running": running}
+                "running": running, "incomplete": incomplete,
+                "redo_files": set(f for n in incomplete for f in self._incomplete_files(n))}
 
     @staticmethod
     def _check_source_disks(source, src_root):
@@ -244,7 +261,7 @@ class CloneManager(Manager):
 
     def _clones_to_make(self, source, clones, snapshot, linked):
         """The clones that do not exist yet; an existing VM of a clone's name must be that same clone."""
-        todo = []
+        todo, incomplete = [], []
         for n in clones:
             xml = self.client.domain_xml(n, inactive=True)
             if xml is None:
@@ -255,7 +272,11 @@ class CloneManager(Manager):
                 raise ValueError("VM '%s' already exists and is not a %s clone of %s%s: choose another name"
                                  % (n, "linked" if linked else "full", source,
                                     " snapshot %s" % snapshot if snapshot else ""))
-        return todo
+            if not rec["complete"]:
+                # An earlier run was killed while making it: it is made again.
+                todo.append(n)
+                incomplete.append(n)
+        return todo, incomplete
 
     # plan ---------------------------------------------------------------------------------
     def _plan_freeze(self, source, src, linked, todo):
@@ -274,8 +295,9 @@ class CloneManager(Manager):
         return freeze
 
     @staticmethod
-    def _plan_targets(todo, imgs, linked, fmt, ddir):
-        """{clone: {target: (file, format, linked?)}}; an existing file is refused."""
+    def _plan_targets(todo, imgs, linked, fmt, ddir, redo_files=()):
+        """{clone: {target: (file, format, linked?)}}; an existing file is refused (but those of an incomplete
+        clone that is made again)."""
         targets = {}
         for n in todo:
             dmap = {}
@@ -283,7 +305,7 @@ class CloneManager(Manager):
                 use_link = linked and frozen
                 ofmt = "qcow2" if use_link else (fmt or ifmt)
                 dest = os.path.join(ddir or os.path.dirname(path), "%s-%s.%s" % (n, t, EXT[ofmt]))
-                if os.path.exists(dest):
+                if os.path.lexists(dest) and dest not in redo_files:
                     raise ValueError("clone '%s': %s already exists" % (n, dest))
                 dmap[t] = (dest, ofmt, use_link)
             targets[n] = dmap
@@ -299,6 +321,8 @@ class CloneManager(Manager):
                      self._freeze, source, freeze, imgs)
         try:
             for n in src["todo"]:
+                if n in src["incomplete"]:
+                    self.act("%s: remove what a killed earlier run left of it" % n, self._discard_incomplete, n)
                 for t, (dest, ofmt, use_link) in sorted(targets[n].items()):
                     # Recorded here, done by _make_clone (which removes all of a clone's files if any step fails).
                     self.record("%s: overlay %s on %s" % (n, dest, imgs[t][0]) if use_link else
@@ -356,8 +380,9 @@ class CloneManager(Manager):
             self.warn("snapshot %s of %s could not be merged back (%s); the clones are complete, "
                       "delete it later with kvmfusion.compute.snapshot" % (freeze, source, e))
 
-    def _make_disk(self, images, t, dest, ofmt, use_link, provisioning):
-        path, ifmt, _frozen = images[t]
+    def _make_disk(self, imgs, t, dest, ofmt, use_link, provisioning):
+        """Write one clone disk to ``dest`` (a temporary name; removed again if a step fails)."""
+        path, ifmt, _frozen = imgs[t]
         try:
             if use_link:
                 self.qemu_img(["create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-F", ifmt, "-b", path, dest])
@@ -379,21 +404,56 @@ class CloneManager(Manager):
                 os.unlink(dest)
             raise
 
-    def _make_clone(self, base_root, name, images, dmap, provisioning, hostname, metadata, rec):
-        made = []
+    def _make_clone(self, base_root, name, imgs, dmap, provisioning, hostname, metadata, rec):
+        """Disks written under temporary names, the VM defined as incomplete, the disks given their names, the VM
+        marked complete: a failure removes what was made; a run killed at any point leaves either temporary files
+        (removed by the next run) or an incomplete clone (redone by the next run), never a half-made disk under a
+        clone's name."""
+        temps = dict((t, images.temp_path(dest, "new")) for t, (dest, _f, _l) in dmap.items())
+        linked = []
         try:
             for t, (dest, ofmt, use_link) in sorted(dmap.items()):
-                made.append(dest)
-                self._make_disk(images, t, dest, ofmt, use_link, provisioning)
-            self._define(base_root, name, str(uuid.uuid4()), dmap, hostname, metadata, rec)
+                if os.path.lexists(temps[t]):
+                    os.unlink(temps[t])  # an earlier, killed run's: the name is ours alone
+                self._make_disk(imgs, t, temps[t], ofmt, use_link, provisioning)
+            self._define(base_root, name, str(uuid.uuid4()), dmap, hostname, metadata, dict(rec, complete=False))
+            for t, (dest, _f, _l) in sorted(dmap.items()):
+                os.link(temps[t], dest)  # never over an existing file
+                linked.append(dest)
+                os.unlink(temps[t])
+            self._mark_complete(name, rec, dmap)
         except Exception:
             # Partial targets are removed: the source stays as it was, nothing half made is left.
             if self.client.domain(name) is not None:
                 self.client.undefine_domain(name, UNDEFINE_NVRAM)
-            for dest in made:
-                if os.path.exists(dest):
-                    os.unlink(dest)
+            for f in list(temps.values()) + linked:
+                if os.path.lexists(f):
+                    os.unlink(f)
             raise
+
+    def _mark_complete(self, name, rec, dmap):
+        dom = self.client.domain(name)
+        linked_targets = [t for t, (_d, _f, use_link) in dmap.items() if use_link]
+        self.client.call("record the clone", "VM '%s'" % name, dom.setMetadata, METADATA_ELEMENT,
+                         xmlutil.tostring(_record_element(rec, linked_targets, namespaced=False)), CLONE_KEY, CLONE_NS,
+                         AFFECT_CONFIG)
+        first = sorted(dmap.items())[0][1][0] if dmap else None
+        if first:
+            write_definition_copy(self.client, name, images.definition_copy_name(os.path.dirname(first), name))
+
+    def _discard_incomplete(self, name):
+        """Remove a clone an earlier run was killed while making: its definition and the files it names that
+        nothing else uses (they are this collection's: the clone never became complete)."""
+        files = self._incomplete_files(name)
+        self.client.undefine_domain(name, UNDEFINE_NVRAM)
+        for f in files:
+            for leftover in (f, images.temp_path(f, "new")):
+                if os.path.lexists(leftover) and not images.users_of(self.client, leftover):
+                    os.unlink(leftover)
+
+    def _incomplete_files(self, name):
+        return [src for el, src, _m in attached_disks(self.client, name, inactive=True)
+                if el.get("device", "disk") == "disk" and el.get("type", "file") == "file" and src]
 
     def _define(self, base_root, name, new_uuid, dmap, hostname, metadata, rec):
         hn = (hostname or "{name}").format(name=name)
@@ -402,9 +462,6 @@ class CloneManager(Manager):
         linked_targets = [t for t, (_d, _f, use_link) in dmap.items() if use_link]
         root = clone_xml(base_root, name, new_uuid, disk_map, linked_targets, hn, meta, rec)
         self.client.define_domain(xmlutil.tostring(root), DEFINE_VALIDATE)
-        first = sorted(dmap.items())[0][1][0] if dmap else None
-        if first:
-            write_definition_copy(self.client, name, images.definition_copy_name(os.path.dirname(first), name))
 
     def _start(self, name):
         dom = self.client.domain(name)

@@ -197,9 +197,11 @@ class Lab(object):
         return [c for c in self.client.log if c[0] == kind]
 
     def defined(self, name):
+        """The clone's definition as it is now: defined once (incomplete), then marked complete."""
         found = [x for x in self.client.defined if ET.fromstring(x).findtext("name") == name]
         assert len(found) == 1, found
-        return found[0]
+        assert clones.clone_record(found[0])["complete"] is False
+        return self.client.domains[name].xml
 
 
 def overlay_actions(lab, names, extra=()):
@@ -270,7 +272,7 @@ def test_linked_clones_of_a_template(tmp_path):
         assert ifaces[0].find("source").get("network") == "default"
         assert disks_of(xml) == {"vda": (lab.path("%s-vda.qcow2" % n), "qcow2"), "vdb": (lab.path("%s-vdb.qcow2" % n), "qcow2")}
         assert root.find("devices/disk/backingStore") is None
-        assert clones.clone_record(xml) == {"source": "tpl", "snapshot": None, "linked": True}
+        assert clones.clone_record(xml) == {"source": "tpl", "snapshot": None, "linked": True, "complete": True}
         assert root.find("metadata/{%s}clone" % CLONE_NS).get("disks") == "vda,vdb"
         assert root.find("os/smbios").get("mode") == "sysinfo"
         entries = root.findall("sysinfo/system/entry")
@@ -300,7 +302,7 @@ def test_linked_clones_default_hostname_and_running(tmp_path):
     assert root.find("sysinfo/oemStrings") is None
     assert lab.client.domains["web-01"].running
     kinds = [c[0] for c in lab.client.log]
-    assert kinds == ["define", "create", "refresh"]
+    assert kinds == ["define", "setMetadata", "create", "refresh"]
 
 
 def test_linked_clones_on_another_datastore(tmp_path):
@@ -533,7 +535,7 @@ def test_full_thick_raw_clone_of_a_template(tmp_path, provisioning):
     assert reads(vdb, "raw", "0xbb", offset=MIB) and reads(vdb, "raw", "0x00")
     xml = lab.defined("a")
     assert disks_of(xml) == {"vda": (vda, "raw"), "vdb": (vdb, "raw")}
-    assert clones.clone_record(xml) == {"source": "tpl", "snapshot": None, "linked": False}
+    assert clones.clone_record(xml) == {"source": "tpl", "snapshot": None, "linked": False, "complete": True}
     assert ET.fromstring(xml).find("metadata/{%s}clone" % CLONE_NS).get("disks") == ""
     assert subset(before, tree(lab.dir)) == before
 
@@ -610,7 +612,7 @@ def test_a_failed_disk_removes_that_clone_only(tmp_path, fail_on, failed, made):
         mgr.clone("tpl", ["a", "b", "c"])
     assert str(err.value) == "qemu-img create failed: injected failure second line"
     assert len(runner.commands) == fail_on
-    assert os.path.basename(runner.commands[-1][-1]) == "%s-vdb.qcow2" % failed
+    assert os.path.basename(runner.commands[-1][-1]) == ".%s-vdb.qcow2~new" % failed  # made under a temporary name
     for n in made:
         assert_complete(lab, n)
     for n in sorted(set("abc") - set(made)):
@@ -710,7 +712,7 @@ def test_linked_clone_of_a_snapshot_stands_on_the_frozen_image(tmp_path):
     xml = lab.defined("a")
     assert disks_of(xml) == {"vda": (vda, "qcow2"), "vdb": (vdb, "raw")}
     assert ET.fromstring(xml).findtext("memory") == "1048576"
-    assert clones.clone_record(xml) == {"source": "vm1", "snapshot": "s1", "linked": True}
+    assert clones.clone_record(xml) == {"source": "vm1", "snapshot": "s1", "linked": True, "complete": True}
     assert ET.fromstring(xml).find("metadata/{%s}clone" % CLONE_NS).get("disks") == "vda"
     # the VM and its snapshot stay as they were
     assert lab.src.xml == src_xml and sorted(lab.src.snaps) == ["s1"]
@@ -749,9 +751,55 @@ def test_linked_clone_of_a_stopped_vm_freezes_its_disks_first(tmp_path):
     assert fileops.qcow2_backing(vda) == lab.vda and fileops.qcow2_backing(vdb) == lab.vdb
     assert info(vdb)["backing-filename-format"] == "raw"
     assert reads(vda, "qcow2", "0xaa")
-    assert clones.clone_record(lab.defined("a")) == {"source": "vm1", "snapshot": None, "linked": True}
+    assert clones.clone_record(lab.defined("a")) == {"source": "vm1", "snapshot": None, "linked": True, "complete": True}
     assert mgr.actions == check.actions
     # a second run freezes nothing again
     again = lab.manager()
     assert again.clone("vm1", ["a"])[0] is False and again.actions == []
     assert sorted(lab.src.snaps) == ["clone-base-a"]
+
+
+# ---------------------------------------------------------------------------- runs killed half way
+def test_a_run_killed_while_writing_a_disk_leaves_a_temporary_file_the_next_run_replaces(tmp_path):
+    lab = Lab(tmp_path)
+    partial = lab.path(".a-vda.qcow2~new")
+    with open(partial, "wb") as f:
+        f.write(b"QFI\xfb half written")
+    changed, facts = lab.manager().clone("tpl", ["a"])
+    assert changed and facts[0]["created"]
+    assert sorted(n for n in os.listdir(lab.dir) if "a-" in n) == ["a-vda.qcow2", "a-vdb.qcow2"]
+    assert fileops.qcow2_backing(lab.path("a-vda.qcow2")) == lab.vda
+    assert lab.manager().clone("tpl", ["a"])[0] is False
+
+
+def test_a_clone_left_incomplete_by_a_killed_run_is_made_again(tmp_path):
+    lab = Lab(tmp_path)
+    lab.manager().clone("tpl", ["a", "b"])
+    # as if killed after the definition and one disk took its name, before the clone was marked complete
+    root = ET.fromstring(lab.client.domains["a"].xml)
+    root.find("metadata/{%s}clone" % CLONE_NS).set("complete", "false")
+    lab.client.domains["a"].xml = ET.tostring(root, encoding="unicode")
+    os.rename(lab.path("a-vdb.qcow2"), lab.path(".a-vdb.qcow2~new"))
+    old_uuid = root.findtext("uuid")
+    mgr = lab.manager()
+    changed, facts = mgr.clone("tpl", ["a", "b"])
+    assert changed and [f["created"] for f in facts] == [True, False]
+    assert mgr.actions[0] == "a: remove what a killed earlier run left of it"
+    xml = lab.client.domains["a"].xml
+    assert clones.clone_record(xml)["complete"] is True and ET.fromstring(xml).findtext("uuid") != old_uuid
+    assert not [n for n in os.listdir(lab.dir) if n.endswith("~new")]
+    assert os.path.exists(lab.path("a-vda.qcow2")) and os.path.exists(lab.path("a-vdb.qcow2"))
+    assert lab.manager().clone("tpl", ["a", "b"])[0] is False
+
+
+def test_check_mode_predicts_redoing_an_incomplete_clone_and_touches_nothing(tmp_path):
+    lab = Lab(tmp_path)
+    lab.manager().clone("tpl", ["a"])
+    root = ET.fromstring(lab.client.domains["a"].xml)
+    root.find("metadata/{%s}clone" % CLONE_NS).set("complete", "false")
+    lab.client.domains["a"].xml = ET.tostring(root, encoding="unicode")
+    before, log = tree(lab.dir), list(lab.client.log)
+    mgr = lab.manager(check_mode=True)
+    assert mgr.clone("tpl", ["a"])[0] is True
+    assert mgr.actions[0] == "a: remove what a killed earlier run left of it"
+    assert tree(lab.dir) == before and lab.client.log == log

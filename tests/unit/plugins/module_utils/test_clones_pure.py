@@ -261,9 +261,9 @@ def test_clone_record_is_none_for_a_vm_without_one():
 def test_clone_record_reads_the_record():
     xml = ("<domain><name>c</name><metadata><kc:clone xmlns:kc='%s' source='tpl' snapshot='s1' linked='true' disks='vda'/>"
            "</metadata></domain>" % CLONE_NS)
-    assert clones.clone_record(xml) == {"source": "tpl", "snapshot": "s1", "linked": True}
+    assert clones.clone_record(xml) == {"source": "tpl", "snapshot": "s1", "linked": True, "complete": True}
     full = xml.replace("snapshot='s1'", "snapshot=''").replace("linked='true'", "linked='false'")
-    assert clones.clone_record(full) == {"source": "tpl", "snapshot": None, "linked": False}
+    assert clones.clone_record(full) == {"source": "tpl", "snapshot": None, "linked": False, "complete": True}
 
 
 def test_clone_record_ignores_a_clone_element_in_another_namespace():
@@ -363,13 +363,13 @@ def test_clone_xml_writes_a_clone_record_readable_by_clone_record():
     records = root.findall("metadata/{%s}clone" % CLONE_NS)
     assert len(records) == 1
     assert records[0].get("disks") == "vda,vdb"
-    assert clones.clone_record(text) == {"source": "tpl", "snapshot": None, "linked": True}
+    assert clones.clone_record(text) == {"source": "tpl", "snapshot": None, "linked": True, "complete": True}
 
 
 def test_clone_xml_records_a_full_clone_of_a_snapshot():
     record = {"source": "tpl", "snapshot": "before-upgrade", "linked": False}
     root, text = make_clone(linked_targets=[], record=record)
-    assert clones.clone_record(text) == record
+    assert clones.clone_record(text) == dict(record, complete=True)
     assert xmlutil.find_attr(root, "metadata/{%s}clone" % CLONE_NS, "disks") == ""
 
 
@@ -379,7 +379,7 @@ def test_clone_xml_of_a_clone_keeps_one_clone_record():
     root, text = make_clone(src_xml=first_text, name="web-02", disk_map={"vda": ("/ds2/web-02-vda.qcow2", "qcow2")},
                             linked_targets=["vda"], hostname="web-02", record=record)
     assert len(root.findall("metadata/{%s}clone" % CLONE_NS)) == 1
-    assert clones.clone_record(text) == record
+    assert clones.clone_record(text) == dict(record, complete=True)
 
 
 def test_clone_xml_adds_metadata_to_a_source_without_it():
@@ -387,7 +387,7 @@ def test_clone_xml_adds_metadata_to_a_source_without_it():
     root, text = make_clone(src_xml=MINIMAL_XML, disk_map={"vda": ("/ds/c-vda.qcow2", "qcow2")}, linked_targets=["vda"],
                             record=record)
     assert len(root.findall("metadata")) == 1
-    assert clones.clone_record(text) == record
+    assert clones.clone_record(text) == dict(record, complete=True)
 
 
 def test_clone_xml_makes_the_os_read_smbios_from_sysinfo_and_drops_nvram():
