@@ -158,8 +158,9 @@ class CloneManager(Manager):
         super(CloneManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.made = []
 
-    def converge(self, p):
+    def converge(self, params):
         """The clone module."""
+        p = params
         if p.get("name"):
             wanted = clone_names([p["name"]])
         else:

@@ -63,8 +63,9 @@ class VmManager(Manager):
         super(VmManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.power = self.helper(PowerManager, shutdown_timeout=shutdown_timeout, force=force)
 
-    def converge(self, p):
+    def converge(self, params):
         """The vm module: the VM as declared (definition, disks, power state), or absent."""
+        p = params
         name = names.validate_name(p["name"], kind="VM")
         if p["state"] == "absent":
             before = self.absent(name, delete_disks=p.get("delete_disks"))

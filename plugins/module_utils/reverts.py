@@ -68,8 +68,9 @@ def pending_deletes(client, vm):
 class RevertManager(Manager):
     """Returns one VM to one of its snapshots."""
 
-    def converge(self, p):
+    def converge(self, params):
         """The snapshot_revert module."""
+        p = params
         dom = self.client.domain(p["vm"])
         before_current = current_snapshot(self.client, dom, p["vm"]) if dom is not None else None
         changed, plan = self.revert(p["vm"], p["name"], p.get("discard_newer", True), p.get("state"),

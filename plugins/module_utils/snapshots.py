@@ -177,8 +177,9 @@ class SnapshotManager(Manager):
         super(SnapshotManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.quiesced = None
 
-    def converge(self, p):
+    def converge(self, params):
         """The snapshot module: snapshot ``name`` of ``vm`` present (taken) or absent (merged away)."""
+        p = params
         if p["state"] == "absent":
             changed, before = self.absent(p["vm"], p["name"])
             after = None

@@ -352,8 +352,9 @@ def facts(client, pool):
 class DatastoreManager(Manager):
     """present / absent / refreshed for one datastore on the host ``client`` points to."""
 
-    def converge(self, p):
+    def converge(self, params):
         """The datastore module."""
+        p = params
         extra = {}
         if p["state"] == "absent":
             changed, before, after = self.absent(p["name"], purge=p.get("purge"))
