@@ -99,7 +99,7 @@ def main():
         t0 = time.time()
         template = make_datastore(ds, args.images)
         print("datastore: %d images (1 template, %d linked clones) made in %.1f s" % (args.images, args.images - 1,
-                                                                                  time.time() - t0))
+                                                                                      time.time() - t0))
         client = Client(ds)
         ours, floor = [], []
         found = None
