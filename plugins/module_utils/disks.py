@@ -238,11 +238,20 @@ class DiskManager(Manager):
                 raise ValueError("disk '%s' is %d bytes; shrinking it to %d bytes is refused (it would destroy "
                                  "data at the end of the disk)" % (d["name"], cur["size"], d["size"]))
             after["size"] = d["size"]
+            # refused before any change, check mode included
+            if prov not in ("thin", "thick"):
+                self.need_local("growing a %s disk" % prov)
+            if prov == "thick" and cur["format"] != "raw":
+                raise ValueError("disk '%s' is a thick qcow2 disk read from a remote URI: grow it with the task "
+                                 "running on its CNA" % d["name"])
             if running:
                 self._grow_online(d, cur, prov, running[0])
             else:
                 self.act("grow offline from %d to %d bytes" % (cur["size"], d["size"]),
                          self._grow_offline, d, cur, prov)
+        if cur["provisioning"] == "thick" and d["provisioning"] in ("thick_lazy_zeroed", "thick_eager_zeroed"):
+            # read through a remote URI from libvirt's allocation only: lazy or eager cannot be told from there
+            self.need_local("checking whether a thick disk is %s" % d["provisioning"])
         if d["provisioning"] and d["provisioning"] != cur["provisioning"] and \
                 not (cur["provisioning"] == "thick" and d["provisioning"] != "thin"):
             self.need_local("converting provisioning")
@@ -335,12 +344,8 @@ class DiskManager(Manager):
             self.client.call("grow", "disk '%s'" % d["name"], vol.resize, d["size"], 0)
         elif prov == "thick":
             # Read remotely as thick (lazy or eager unknown): let libvirt reserve the new space (raw only).
-            if cur["format"] != "raw":
-                raise ValueError("disk '%s' is a thick qcow2 disk read from a remote URI: grow it with the task "
-                                 "running on its CNA" % d["name"])
             self.client.call("grow", "disk '%s'" % d["name"], vol.resize, d["size"], VOL_RESIZE_ALLOCATE)
         else:
-            self.need_local("growing a %s disk" % prov)
             if cur["format"] == "raw":
                 fileops.reserve(path, d["size"])
             else:
@@ -361,7 +366,6 @@ class DiskManager(Manager):
             return
         if cur["format"] == "raw" and prov != "thin":
             # Prepare the new region before QEMU exposes it: the guest cannot write there yet.
-            self.need_local("growing a %s disk" % prov)
             fileops.reserve(cur["path"], d["size"])
             if prov == "thick_eager_zeroed":
                 self._zero(cur["path"], d["size"])
@@ -642,7 +646,8 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
             if vol is None:
                 continue
             f = volume_facts(client, vol, local)
-            attached = users.get(f["path"], [])
+            # a datastore volume attached by name (iscsi_direct) is found by <datastore>/<volume>
+            attached = users.get(f["path"], []) or users.get(volume_source(pname, vname), [])
             if vm and not attached:
                 continue
             seen.add(f["path"])

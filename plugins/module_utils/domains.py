@@ -71,6 +71,9 @@ class VmManager(Manager):
             before = self.absent(name, delete_disks=p.get("delete_disks"))
             return self.result(before, None, vm=None, previous_state="absent" if before is None else "defined")
         d = desired_state(p)
+        if "template" in d:
+            # a template's disks are made read-only (writable again): files, so refused remotely up front
+            self.need_local("VM '%s': keeping a template's disks %s" % (name, "read-only" if d["template"] else "writable"))
         specs = self.disk_specs(name, p.get("disks"))
         hyper = self.hypervisor(p.get("hypervisor") or "auto")
         if (p.get("hypervisor") or "auto") != "auto":

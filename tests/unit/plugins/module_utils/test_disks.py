@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, images, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
 URI = "qemu:///system"
@@ -751,3 +751,74 @@ def test_rdm_io_default_follows_the_cache_mode():
     assert diskspec.desired_state(rdm_opts())["io"] == "native"
     relaxed = diskspec.desired_state(rdm_opts(cache="writeback"))
     assert relaxed["cache"] == "writeback" and relaxed["io"] == "threads"
+
+
+# ---------------------------------------------------------------- data safety
+
+def test_a_disk_the_guest_has_not_released_is_not_deleted(host, monkeypatch):
+    """force=true detaches; if the running guest does not acknowledge the unplug, deleting the file under it would
+    lose its last writes: the delete waits for a later run."""
+    monkeypatch.setattr(disks, "UNPLUG_WAIT", 0)
+    host.add_pool()
+    vol = host.add_volume()
+    dom = host.add_domain("vm1", running=True, extra_disks=disk_xml(DATA1, "vdb"))
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    before, deleted = mgr.delete_volume(diskspec.desired_state(opts()), force=True)
+    assert before["name"] == "data1" and deleted is False
+    assert dom.detachDeviceFlags.called and not vol.delete.called
+    assert mgr.reboot_required is True
+    assert any("still in use by the running guest" in w for w in mgr.warnings)
+
+
+def test_converting_a_disk_images_stand_on_is_refused(host, monkeypatch):
+    host.add_pool()
+    host.add_volume(capacity=GIB, allocation=GIB // 4)
+    monkeypatch.setattr(images, "dependants_of", lambda client, paths, exclude_vm=None: {DATA1: [("web-01", "vda")]})
+    mgr = disks.DiskManager(Client(URI), check_mode=True)
+    with pytest.raises(ValueError) as err:
+        mgr.ensure_volume(diskspec.desired_state(opts(provisioning="thick_eager_zeroed")))
+    assert "cannot be converted while images stand on it" in str(err.value) and "web-01 (vda)" in str(err.value)
+    assert mgr.actions == [] and host.mutating_calls() == []
+
+
+def test_a_new_disk_on_a_block_datastore_is_made_by_libvirt_and_attached_as_a_block_device(host):
+    pool = host.add_pool()
+    pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
+
+    def create(xml, flags):
+        vol = host.add_volume(capacity=GIB, allocation=0, fmt="raw")
+        vol.path.return_value = "/dev/vg1/data1"
+        return vol
+    pool.createXML.side_effect = create
+    dom = host.add_domain("vm1", running=False)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    out = mgr.ensure(diskspec.desired_state(opts(size=GIB, format="raw", vm="vm1")))
+    assert out[4] == "/dev/vg1/data1"
+    created = xmlutil.parse(pool.createXML.call_args[0][0])
+    assert xmlutil.find_text(created, "allocation") == "0" and xmlutil.find_text(created, "capacity") == str(GIB)
+    attached = xmlutil.parse(dom.attachDeviceFlags.call_args[0][0])
+    assert attached.get("type") == "block" and xmlutil.find_attr(attached, "source", "dev") == "/dev/vg1/data1"
+
+
+def test_eager_zeroing_on_a_block_datastore_is_refused_before_any_change(host):
+    pool = host.add_pool()
+    pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    with pytest.raises(ValueError) as err:
+        mgr.ensure_volume(diskspec.desired_state(opts(size=GIB, format="raw", provisioning="thick_eager_zeroed")))
+    assert "thick_eager_zeroed disks are made on file datastores" in str(err.value)
+    assert not pool.createXML.called and mgr.actions == []
+
+
+def test_an_iscsi_direct_volume_is_attached_by_datastore_and_volume_name(host):
+    pool = host.add_pool()
+    pool.XMLDesc.return_value = "<pool type='iscsi-direct'><name>ds1</name></pool>"
+    vol = host.add_volume(capacity=GIB, allocation=GIB, fmt="raw")
+    vol.path.return_value = "ip-10.77.0.4:3260-iscsi-iqn.2026-11.lab:t1-lun-1"
+    dom = host.add_domain("vm1", running=False)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    assert mgr.ensure(diskspec.desired_state(opts(vm="vm1")))[4] == "ds1/data1"
+    el = xmlutil.parse(dom.attachDeviceFlags.call_args[0][0])
+    assert el.get("type") == "volume"
+    assert (xmlutil.find_attr(el, "source", "pool"), xmlutil.find_attr(el, "source", "volume")) == ("ds1", "data1")
+    assert diskspec.disk_source(el) == "ds1/data1"

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+from unittest import mock
 
 import pytest
 
@@ -205,3 +206,40 @@ def test_failures_are_one_line_and_change_nothing(host, commands, set_module_arg
     one_line_failure(result, fragment)
     assert "exception" in result
     assert host.mutating_calls() == [] and commands.ran == []
+
+
+# ---------------------------------------------------------------------------- where a module runs
+@pytest.mark.parametrize("module, args, fragment", [
+    (disk, dict(name="data1", datastore="ds1", state="absent"), "deleting a disk"),
+    (disk, dict(name="data1", datastore="ds1", provisioning="thick_eager_zeroed"), "checking whether a thick disk"),
+    (snapshot, dict(vm="vm1", name="s1", state="absent"), "deleting a snapshot"),
+    (snapshot, dict(vm="vm1", name="new"), "taking a snapshot"),
+    (vm, dict(name="vm1", state="absent", delete_disks=True), "deleting its disks"),
+    (vm, dict(name="vm1", template=True), "keeping a template's disks read-only"),
+    (snapshot_revert, dict(vm="vm1", name="s1"), "snapshot_revert works on the disk files"),
+], ids=["disk-absent", "disk-convert", "snapshot-absent", "snapshot-present", "vm-absent-disks", "vm-template",
+        "revert"])
+def test_file_work_through_a_remote_uri_is_refused_before_any_change(host, commands, set_module_args, module_result,
+                                                                     module, args, fragment):
+    """With the README's 'delegate to localhost' mode, libvirt is on the CNA but the files are not where the
+    module runs: reading qcow2 headers, merging or deleting there would act on the wrong machine."""
+    host.add_volume("data1", capacity=GIB, allocation=GIB)
+    dom = host.add_domain("vm1", running=False)
+    dom.snapshotLookupByName.side_effect = lambda name, flags=0: (_ for _ in ()).throw(
+        host.fake.libvirtError("no snapshot", 72)) if name == "new" else mock.MagicMock(name="snapshot %s" % name)
+    dom.listAllSnapshots.return_value = []
+    dom.state.return_value = [5, 0]
+    dom.hasManagedSaveImage.return_value = 0
+    set_module_args(dict(args, uri=REMOTE))
+    code, result = module_result(module.main)
+    assert code == 1, result
+    one_line_failure(result, fragment, REMOTE)
+    assert host.mutating_calls() == [] and commands.ran == []
+
+
+def test_vm_absent_through_a_remote_uri_leaves_the_definition_copy_and_says_so(host, set_module_args, module_result):
+    host.add_domain("vm1", running=False)
+    set_module_args(dict(name="vm1", state="absent", uri=REMOTE))
+    code, result = module_result(vm.main)
+    assert code == 0 and result["changed"] is True
+    assert any("definition copy" in w and "remote" in w for w in result["warnings"])
