@@ -13,7 +13,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, images, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, fileops, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     INTERFACE_ADDRESSES_SRC_AGENT,
@@ -273,6 +273,12 @@ class VmManager(Manager):
                 if others:
                     raise ValueError("VM '%s': disk %s is also used by %s; detach it there or keep the disks"
                                      % (name, f, ", ".join(sorted(set(others)))))
+            if not self.client.call("read state of", "VM '%s'" % name, dom.isActive):
+                # stopped here, yet a file is open read-write: a VM on another CNA of the shared datastore uses it
+                locked = sorted(f for f in files if fileops.lease_held(f))
+                if locked:
+                    raise ValueError("VM '%s': disk(s) %s are open by a running VM on another CNA (lease held); "
+                                     "nothing was deleted" % (name, ", ".join(locked)))
             deps = images.dependants_of(self.client, sorted(files), exclude_vm=name)
             if deps:
                 raise ValueError("VM '%s' cannot be deleted with its disks: linked clones stand on them (%s); "

@@ -510,3 +510,28 @@ class TestQcow2:
         compare = _qemu_img("compare", "-f", "qcow2", "-F", "qcow2", path, thin)
         assert compare.returncode == 0, compare.stdout
         assert "Images are identical" in compare.stdout
+
+
+def test_lease_held_sees_another_process_write_lock(tmp_path):
+    """virtlockd's direct lease of a running VM's disk is a write lock on byte 0, held by another process."""
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"\0" * 4096)
+    assert fileops.lease_held(str(path)) is False
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        "f = open(sys.argv[1], 'r+')\n"
+        "fcntl.lockf(f, fcntl.LOCK_EX, 1, 0)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(30)\n"), str(path)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        assert fileops.lease_held(str(path)) is True
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)
+    assert fileops.lease_held(str(path)) is False
+    assert fileops.lease_held(str(tmp_path / "missing")) is None
