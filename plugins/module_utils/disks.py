@@ -231,12 +231,21 @@ class DiskManager(Manager):
         if d["format"] and d["format"] != cur["format"]:
             raise ValueError("disk '%s' is %s; changing the format to %s is not supported (clone or migrate it "
                              "to a new disk)" % (d["name"], cur["format"], d["format"]))
-        users = images.users_of(self.client, cur["path"])
+        users = images.users_of(self.client, cur["path"], self.local)
         running = [u for u, _t in users if self._is_running(u)]
+        # The disk is its chain: with snapshot or revert layers on it, its size is what the layer the VM writes
+        # shows, and that layer is what grows.
+        top = self._top(users, cur["path"])
+        if top != cur["path"]:
+            cur = dict(cur, size=self._capacity(top), top=top)
+            before["size"] = after["size"] = cur["size"]
         if d["size"] is not None and d["size"] != cur["size"]:
             if d["size"] < cur["size"]:
                 raise ValueError("disk '%s' is %d bytes; shrinking it to %d bytes is refused (it would destroy "
                                  "data at the end of the disk)" % (d["name"], cur["size"], d["size"]))
+            if cur.get("top") and prov != "thin":
+                raise ValueError("disk '%s' has snapshot layers (%s): it grows in its top layer, which is thin, so a %s "
+                                 "disk cannot grow before its snapshots are deleted" % (d["name"], cur["top"], prov))
             after["size"] = d["size"]
             # refused before any change, check mode included
             if prov not in ("thin", "thick"):
@@ -270,6 +279,23 @@ class DiskManager(Manager):
             self.act("convert %s -> %s" % (cur["provisioning"], d["provisioning"]),
                      self._convert, d, cur, d["provisioning"])
         return before, after
+
+    def _top(self, users, path):
+        """The file the first VM that has disk ``path`` writes (``path`` itself without snapshot layers)."""
+        for vm, _target in users:
+            mine = self._mine(vm, path)
+            if mine:
+                return mine[0][1]
+        return path
+
+    def _capacity(self, path):
+        vol = self.client.volume_by_path(path)
+        if vol is not None:
+            return self.client.call("read size of", "volume %s" % path, vol.info)[1]
+        size = fileops.qcow2_virtual_size(path) if self.local else None
+        if size is None:
+            raise ValueError("cannot read the size of %s on %s" % (path, self.uri))
+        return size
 
     def _is_running(self, name):
         dom = self.client.domain(name)
@@ -340,7 +366,11 @@ class DiskManager(Manager):
         pool = self._pool(d["datastore"])
         vol = self.client.volume(d["datastore"], d["name"])
         path = cur["path"]
-        if prov == "thin":
+        if cur.get("top"):
+            # a snapshot layer on the disk: it is what the VM sees, so it is what grows (thin, as layers are)
+            top = self.client.volume_by_path(cur["top"])
+            self.client.call("grow", "disk '%s' (its layer %s)" % (d["name"], cur["top"]), top.resize, d["size"], 0)
+        elif prov == "thin":
             self.client.call("grow", "disk '%s'" % d["name"], vol.resize, d["size"], 0)
         elif prov == "thick":
             # Read remotely as thick (lazy or eager unknown): let libvirt reserve the new space (raw only).
@@ -360,7 +390,7 @@ class DiskManager(Manager):
             raise ValueError("disk '%s' is a %s qcow2 disk of running VM %s: QEMU grows qcow2 images thin, so growing "
                              "it online would not keep the new space %s; stop the VM (or use raw)" %
                              (d["name"], prov, vm, "reserved" if prov == "thick_lazy_zeroed" else "zeroed"))
-        target = [t for u, t in images.users_of(self.client, cur["path"]) if u == vm][0]
+        target = [t for u, t in images.users_of(self.client, cur["path"], self.local) if u == vm][0]
         self.record("grow online (VM %s, %s) from %d to %d bytes" % (vm, target, cur["size"], d["size"]))
         if self.check_mode:
             return
@@ -453,23 +483,29 @@ class DiskManager(Manager):
         self._domain(d["vm"])
         if not d["attached"] or not d["target"]:
             return
-        for el, src, _mode in attached_disks(self.client, d["vm"], inactive=True):
+        for el, src, _mode, chain in images.own_chains(self.client, d["vm"], local=self.local):
             tgt = xmlutil.find_attr(el, "target", "dev")
-            if path is not None and src == path and tgt != d["target"]:
+            if path is not None and path in chain and tgt != d["target"]:
                 raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
                                  % (d["name"], d["vm"], tgt, d["target"]))
-            if tgt == d["target"] and (path is None or src != path):
+            if tgt == d["target"] and (path is None or path not in chain):
                 raise ValueError("VM %s already has a disk at %s (%s)" % (d["vm"], d["target"], src))
+
+    def _mine(self, vm, path, inactive=True):
+        """[(element, active file, mode)] of the VM's disk that is ``path``: the declared image itself, or the
+        snapshot and revert layers on it (the chain reaches it), so a declared disk stays that disk."""
+        return [(el, src, mode) for el, src, mode, chain in images.own_chains(self.client, vm, inactive, self.local)
+                if path is not None and path in chain]
 
     def ensure_attached(self, d, path, fmt):
         """Attach or update the disk on d['vm']. Returns (before, after) attachment views."""
         dom = self._domain(d["vm"])
         running = bool(self.client.call("read state of", "VM '%s'" % d["vm"], dom.isActive))
         disks = attached_disks(self.client, d["vm"], inactive=True)
-        mine = [(el, mode) for el, src, mode in disks if src == path]
+        mine = self._mine(d["vm"], path)
         desired_target = d["target"]
         if mine:
-            el, mode = mine[0]
+            el, active, mode = mine[0]
             before = attachment_view(el, mode)
             if desired_target and desired_target != before["target"]:
                 raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
@@ -480,7 +516,9 @@ class DiskManager(Manager):
             want = self._wanted_view(d, before["target"], before)
             if want == before:
                 return before, before
-            self._update_attachment(d, dom, running, path, fmt, before, want)
+            # the element is rebuilt on the file the VM writes now (a snapshot layer stays in place)
+            active_fmt = xmlutil.find_attr(el, "driver", "type") or fmt
+            self._update_attachment(d, dom, running, active, active_fmt, before, want)
             return before, want
         target = desired_target or choose_target([xmlutil.find_attr(e, "target", "dev") for e, _s, _m in disks],
                                                  d["bus"])
@@ -575,16 +613,16 @@ class DiskManager(Manager):
     def detach(self, vm, path, target=None):
         dom = self._domain(vm)
         running = bool(self.client.call("read state of", "VM '%s'" % vm, dom.isActive))
-        found = [(el, mode) for el, src, mode in attached_disks(self.client, vm, inactive=True) if src == path]
-        live_found = [el for el, src, _m in attached_disks(self.client, vm, inactive=False) if src == path] if running else []
+        found = self._mine(vm, path)
+        live_found = self._mine(vm, path, inactive=False) if running else []
         if not found:
             if live_found:
                 # Detached from the definition already; the running guest has not let go of it yet.
                 self._pending_unplug(vm, path)
             return None
-        el, mode = found[0]
+        el, active, mode = found[0]
         before = attachment_view(el, mode)
-        self.act("detach %s from VM %s" % (before["target"], vm), self._detach, dom, el, True, bool(live_found), path)
+        self.act("detach %s from VM %s" % (before["target"], vm), self._detach, dom, el, True, bool(live_found), active)
         if live_found and not self.check_mode and not self._wait_unplugged(vm, path, UNPLUG_WAIT):
             self._pending_unplug(vm, path)
         return before
@@ -593,7 +631,7 @@ class DiskManager(Manager):
         """Live unplug needs the guest's consent (ACPI); give it a moment."""
         deadline = time.time() + seconds
         while True:
-            if not [1 for _el, src, _m in attached_disks(self.client, vm, inactive=False) if src == path]:
+            if not self._mine(vm, path, inactive=False):
                 return True
             if time.time() >= deadline:
                 return False
@@ -623,9 +661,12 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
     for dname in dom_names:
         if vm and dname != vm:
             continue
-        for el, src, mode in attached_disks(client, dname, inactive=True):
-            view = attachment_view(el, mode)
-            users.setdefault(src, []).append(dict(view, vm=dname, device=el.get("device")))
+        for el, src, mode, chain in images.own_chains(client, dname, local=local):
+            # The declared disk is the bottom of the VM's own chain; ``active`` is the layer the VM writes now.
+            entry = dict(attachment_view(el, mode), vm=dname, device=el.get("device"), active=src,
+                         declared=chain[-1] if chain else src)
+            for f in chain or [src]:
+                users.setdefault(f, []).append(entry)
     if vm and vm not in dom_names:
         raise ValueError("unknown VM '%s' on %s" % (vm, client.uri))
     out = []
@@ -648,19 +689,24 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
             f = volume_facts(client, vol, local)
             # a datastore volume attached by name (iscsi_direct) is found by <datastore>/<volume>
             attached = users.get(f["path"], []) or users.get(volume_source(pname, vname), [])
-            if vm and not attached:
-                continue
+            layer_of = sorted(set(a["declared"] for a in attached if a["declared"] != f["path"])) or [None]
             seen.add(f["path"])
+            if vm and (not attached or layer_of[0]):
+                continue  # a VM's disks are its declared disks, each with the file it writes now
             out.append({"datastore": pname, "name": vname, "path": f["path"], "format": f["format"],
                         "provisioning": f["provisioning"], "size": f["size"], "allocation": f["allocation"],
                         "backing_chain": images.volume_chain(client, f["path"]), "attached": attached,
+                        "active": attached[0]["active"] if attached else None, "layer_of": layer_of[0],
                         "rdm": False})
     if vm and not name and not datastore:
         # Disks of the VM outside any datastore (raw device mappings, foreign files).
         for src, views in sorted(users.items(), key=lambda kv: str(kv[0])):
             if src in seen:
                 continue
+            if any(v["declared"] != src for v in views):
+                continue  # a layer of a declared disk, reported with it
             lun = any(v["device"] == "lun" for v in views)
             out.append({"datastore": None, "name": None, "path": src, "format": None, "provisioning": None,
-                        "size": None, "allocation": None, "backing_chain": [], "attached": views, "rdm": lun})
+                        "size": None, "allocation": None, "backing_chain": [], "attached": views,
+                        "active": views[0]["active"], "layer_of": None, "rdm": lun})
     return out

@@ -512,6 +512,18 @@ def qcow2_backing(path):
     return name
 
 
+def qcow2_virtual_size(path):
+    """The virtual size in a qcow2 header (what the guest sees), or None for a file that is not qcow2."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_QCOW2_HEAD.size)
+    except OSError as exc:
+        raise _error(path, "reading the qcow2 header of", exc)
+    if len(head) < _QCOW2_HEAD.size or head[:4] != _QCOW2_MAGIC:
+        return None
+    return _QCOW2_HEAD.unpack(head)[5]
+
+
 def backing_chain(path, limit=256):
     """[path, its backing file, ...] down to the bottom image, read from qcow2 headers."""
     chain = []

@@ -211,13 +211,48 @@ def volume_chain(client, path):
     return chain[1:]
 
 
-def users_of(client, path):
-    """[(domain, target dev)] on this host whose persistent or live definition uses ``path``."""
+def disk_chain(el, local=True):
+    """A domain disk's images from its active file down: read from the qcow2 headers when the files are here,
+    else from the <backingStore> elements libvirt put in the XML."""
+    src = disk_source(el)
+    if not src:
+        return []
+    if local and el.get("type", "file") == "file" and os.path.exists(src):
+        return fileops.backing_chain(src)
+    chain, bs = [src], el.find("backingStore")
+    while bs is not None and bs.find("source") is not None:
+        nxt = bs.find("source").get("file") or bs.find("source").get("dev")
+        if not nxt or nxt in chain:
+            break
+        chain.append(nxt)
+        bs = bs.find("backingStore")
+    return chain
+
+
+def own_chains(client, vm, inactive=True, local=True):
+    """[(element, active file, mode, chain)] of a VM's disks, each chain from the active file down to the disk's
+    own base: the layers snapshots and reverts put on a declared disk, and that disk. Below the base (a template
+    under a linked clone) nothing is the VM's."""
+    bases = disk_bases(client, vm) if client.domain(vm) is not None else {}
+    out = []
+    for el, src, mode in attached_disks(client, vm, inactive=inactive):
+        chain = disk_chain(el, local)
+        if chain:
+            base = own_base(bases, xmlutil.find_attr(el, "target", "dev"), src) if local else bases.get(
+                xmlutil.find_attr(el, "target", "dev"), src)
+            chain = chain[:chain.index(base) + 1] if base in chain else chain[:1]
+        out.append((el, src, mode, chain))
+    return out
+
+
+def users_of(client, path, local=True):
+    """[(domain, target dev)] on this host whose persistent or live definition has the disk ``path``: as its
+    active file, or under the snapshot and revert layers on it (not as the base of a linked clone)."""
     found = []
     for dname in client.domain_names():
         for inactive in (True, False):
-            for el, src, _mode in attached_disks(client, dname, inactive=inactive):
-                if src == path and (dname, xmlutil.find_attr(el, "target", "dev")) not in found:
+            for el, _src, _mode, chain in own_chains(client, dname, inactive=inactive, local=local):
+                if path in chain and (dname, xmlutil.find_attr(el, "target", "dev")) not in found:
                     found.append((dname, xmlutil.find_attr(el, "target", "dev")))
     return found
 

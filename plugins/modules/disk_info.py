@@ -96,10 +96,22 @@ disks:
       elements: dict
       sample: [{path: /var/lib/kvmfusion/shared/base.qcow2, format: qcow2}]
     attached:
-      description: Attachments on this CNA.
+      description:
+        - Attachments on this CNA. A disk with snapshot or revert layers on it is attached through them; each
+          attachment names the declared disk (C(declared)) and the file the VM writes now (C(active)).
       type: list
       elements: dict
-      sample: [{vm: web1, target: vdb, bus: virtio, mode: persistent, readonly: false, iotune: {}}]
+      sample: [{vm: web1, target: vdb, bus: virtio, mode: persistent, readonly: false, iotune: {},
+                declared: /var/lib/kvmfusion/shared/web1-data.qcow2,
+                active: /var/lib/kvmfusion/shared/web1-data.qcow2~before-upgrade.qcow2}]
+    active:
+      description: The file the VM writes now for this disk (itself, or the top snapshot layer on it); null if unattached.
+      type: str
+      sample: /var/lib/kvmfusion/shared/web1-data.qcow2~before-upgrade.qcow2
+    layer_of:
+      description: For a snapshot or revert layer, the declared disk it belongs to; null for a declared disk.
+      type: str
+      sample: null
     rdm:
       description: Whether this is a raw device mapping.
       type: bool

@@ -92,10 +92,13 @@ vms:
       type: bool
       sample: false
     disks:
-      description: Disks as M(kvmfusion.compute.disk_info) reports them.
+      description:
+        - The VM's declared disks as M(kvmfusion.compute.disk_info) reports them, each with C(active), the file
+          the VM writes now (a snapshot or revert layer on the disk, or the disk itself).
       type: list
       elements: dict
-      sample: []
+      sample: [{datastore: shared, name: web1-system.qcow2, path: /var/lib/kvmfusion/shared/web1-system.qcow2,
+                active: /var/lib/kvmfusion/shared/web1-system.qcow2~s1.qcow2, layer_of: null}]
     nics:
       description: NICs with MAC, network or bridge, port group, model and guest-reported IPs.
       type: list

@@ -822,3 +822,74 @@ def test_an_iscsi_direct_volume_is_attached_by_datastore_and_volume_name(host):
     assert el.get("type") == "volume"
     assert (xmlutil.find_attr(el, "source", "pool"), xmlutil.find_attr(el, "source", "volume")) == ("ds1", "data1")
     assert diskspec.disk_source(el) == "ds1/data1"
+
+
+# ---------------------------------------------------------------- a disk is its chain
+OVERLAY = DATA1 + "~s1.qcow2"
+ON_OVERLAY = """    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='%s'/>
+      <backingStore type='file'><format type='qcow2'/><source file='%s'/></backingStore>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+""" % (OVERLAY, DATA1)
+
+
+def on_a_snapshot(host, running=False):
+    """vm1 has disk data1 with snapshot s1 taken: it writes into data1~s1.qcow2, whose backing file is data1."""
+    host.add_pool()
+    base = host.add_volume(capacity=GIB, allocation=GIB // 4)
+    top = host.add_volume("data1~s1.qcow2", capacity=GIB, allocation=196608)
+    dom = host.add_domain("vm1", running=running, extra_disks=ON_OVERLAY)
+    snap = mock.MagicMock(name="snapshot s1")
+    snap.getXMLDesc.return_value = ("<domainsnapshot><name>s1</name><domain><devices>"
+                                    "<disk type='file' device='disk'><source file='%s'/><target dev='vdb'/></disk>"
+                                    "</devices></domain></domainsnapshot>" % DATA1)
+    dom.listAllSnapshots.return_value = [snap]
+    return base, top, dom
+
+
+def test_a_declared_disk_with_a_snapshot_on_it_is_the_same_disk(host):
+    """Re-applying the disk (or the VM that declares it) after a snapshot: the VM sits on the snapshot's overlay,
+    whose chain reaches the declared image: nothing to attach, nothing changed."""
+    _base, _top, dom = on_a_snapshot(host)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    out = mgr.ensure(diskspec.desired_state(opts(vm="vm1", size=GIB)))
+    assert out[2] == out[3] and out[3]["target"] == "vdb"
+    assert mgr.actions == [] and host.mutating_calls() == []
+    assert images.users_of(Client(URI), DATA1) == [("vm1", "vdb")]
+
+
+def test_a_declared_disk_with_a_snapshot_grows_in_its_top_layer(host):
+    base, top, dom = on_a_snapshot(host)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    before, after = mgr.ensure_volume(diskspec.desired_state(opts(size=2 * GIB)))
+    assert before["size"] == GIB and after["size"] == 2 * GIB
+    top.resize.assert_called_once_with(2 * GIB, 0)
+    assert not base.resize.called  # the base under the overlay keeps its size; the chain grows
+
+
+def test_a_changed_attachment_of_a_disk_on_a_snapshot_keeps_the_layer(host):
+    _base, _top, dom = on_a_snapshot(host)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    mgr.ensure(diskspec.desired_state(opts(vm="vm1", size=GIB, cache="none")))
+    assert mgr.actions == ["update cache in the persistent config"]
+    defined = xmlutil.parse(host.fake.conn.defineXMLFlags.call_args[0][0] if host.fake.conn.defineXMLFlags.called
+                            else host.fake.conn.defineXML.call_args[0][0])
+    vdb = [el for el in defined.findall("devices/disk") if xmlutil.find_attr(el, "target", "dev") == "vdb"][0]
+    # still on the overlay (repointing it at the base would drop what was written since the snapshot)
+    assert xmlutil.find_attr(vdb, "source", "file") == OVERLAY
+    assert xmlutil.find_attr(vdb, "driver", "type") == "qcow2" and xmlutil.find_attr(vdb, "driver", "cache") == "none"
+
+
+def test_disk_info_names_the_declared_disk_beside_its_active_layer(host):
+    on_a_snapshot(host)
+    found = disks.inventory(Client(URI), True, datastore="ds1")
+    by_name = dict((d["name"], d) for d in found)
+    assert by_name["data1"]["active"] == OVERLAY and by_name["data1"]["layer_of"] is None
+    assert by_name["data1"]["attached"][0]["declared"] == DATA1
+    assert by_name["data1~s1.qcow2"]["layer_of"] == DATA1
+    # a VM's disks are its declared disks, with the file each writes now
+    mine = disks.inventory(Client(URI), True, vm="vm1")
+    assert [(d["path"], d["active"]) for d in mine if d["name"] == "data1"] == [(DATA1, OVERLAY)]
+    assert not [d for d in mine if d["layer_of"]]
