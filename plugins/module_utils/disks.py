@@ -86,6 +86,7 @@ class DiskManager(Manager):
         self.progress = progress
         self.stats = {"zeroed_bytes": 0, "zero_seconds": 0.0}
         self._pending = set()  # paths whose live unplug the guest has not acknowledged
+        self._planned_boot_order = False
 
     # the disk module ----------------------------------------------------------------------
     def converge(self, params):
@@ -159,6 +160,10 @@ class DiskManager(Manager):
         if d["vm"] and planned_targets is not None:
             target = d["target"] or choose_target(planned_targets, d["bus"])
             planned_targets.append(target)
+            if d["boot_order"] and not self._planned_boot_order:
+                # libvirt gives the new definition its default boot list, which the first boot_order replaces
+                self._planned_boot_order = True
+                self.record("use per-device boot order (drop the default boot device list)")
             self.record("attach as %s (persistent config)" % target)
             att_after = self._wanted_view(d, target)
         elif d["vm"]:
@@ -516,6 +521,8 @@ class DiskManager(Manager):
             want = self._wanted_view(d, before["target"], before)
             if want == before:
                 return before, before
+            if want["boot_order"] != before["boot_order"]:
+                self._make_room_for_boot_order(dom, d)
             # the element is rebuilt on the file the VM writes now (a snapshot layer stays in place)
             active_fmt = xmlutil.find_attr(el, "driver", "type") or fmt
             self._update_attachment(d, dom, running, active, active_fmt, before, want)
@@ -526,12 +533,34 @@ class DiskManager(Manager):
             raise ValueError("VM %s already has a disk at %s" % (d["vm"], target))
         want = self._wanted_view(d, target)
         el = disk_element(d, path, fmt, target)
+        self._make_room_for_boot_order(dom, d)
         live = running and d["mode"] != "independent_nonpersistent"
         self.act("attach as %s%s" % (target, " (live and persistent)" if live else " (persistent config)"),
                  self._attach, dom, el, live, path, d["mode"])
         if running and not live:
             self.reboot_required = True
         return None, want
+
+    def _make_room_for_boot_order(self, dom, d):
+        """libvirt refuses a device boot order beside the domain-wide <os><boot dev=...> list, which it writes
+        itself (dev='hd') into every definition without one: that default gives way; a list the user chose does not."""
+        if not d["boot_order"]:
+            return
+        root = xmlutil.parse(self.client.domain_xml(d["vm"], inactive=True))
+        boots = [b.get("dev") for b in root.findall("os/boot")]
+        if not boots:
+            return
+        if boots != ["hd"]:
+            raise ValueError("disk '%s': VM %s boots by the device list %s; a disk boot_order needs that list removed "
+                             "(boot_devices) first" % (d["name"], d["vm"], ", ".join(boots)))
+        self.act("use per-device boot order (drop the default boot device list)", self._drop_os_boot, dom)
+
+    def _drop_os_boot(self, dom):
+        root = xmlutil.parse(self.client.domain_xml(dom.name(), inactive=True, secure=True))
+        os_el = root.find("os")
+        for b in os_el.findall("boot"):
+            os_el.remove(b)
+        self.client.define_domain(xmlutil.tostring(root))
 
     def _wanted_view(self, d, target, before=None):
         """Options the user left out (None) keep what the attached disk has."""

@@ -893,3 +893,30 @@ def test_disk_info_names_the_declared_disk_beside_its_active_layer(host):
     mine = disks.inventory(Client(URI), True, vm="vm1")
     assert [(d["path"], d["active"]) for d in mine if d["name"] == "data1"] == [(DATA1, OVERLAY)]
     assert not [d for d in mine if d["layer_of"]]
+
+
+@pytest.mark.parametrize("boots, refused", [(["hd"], False), (["cdrom", "hd"], True)])
+def test_a_disk_boot_order_replaces_libvirts_default_boot_list(host, boots, refused):
+    """libvirt writes <boot dev='hd'/> into a definition without one and then refuses any device boot order
+    beside it (the vm module's own EXAMPLES hit this): the default gives way, a list the user chose does not."""
+    host.add_pool()
+    host.add_volume()
+    dom = host.add_domain("vm1", running=False)
+    xml = dom.XMLDesc.return_value.replace(
+        "</type>\n  </os>", "</type>\n%s  </os>" % "".join("    <boot dev='%s'/>\n" % b for b in boots))
+    xml = xml.replace("      <boot order='1'/>\n", "")
+    assert "<boot dev=" in xml
+    dom.XMLDesc.return_value = xml
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    if refused:
+        with pytest.raises(ValueError) as err:
+            mgr.ensure(diskspec.desired_state(opts(vm="vm1", boot_order=1)))
+        assert "boots by the device list cdrom, hd" in str(err.value)
+        assert not dom.attachDeviceFlags.called
+        return
+    mgr.ensure(diskspec.desired_state(opts(vm="vm1", boot_order=1)))
+    assert mgr.actions == ["use per-device boot order (drop the default boot device list)",
+                           "attach as vdb (persistent config)"]
+    defined = host.fake.conn.defineXMLFlags.call_args[0][0]
+    assert "<boot dev=" not in defined
+    assert "<boot order=\"1\"" in dom.attachDeviceFlags.call_args[0][0]
