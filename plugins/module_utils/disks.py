@@ -86,6 +86,7 @@ class DiskManager(Manager):
         self.progress = progress
         self.stats = {"zeroed_bytes": 0, "zero_seconds": 0.0}
         self._pending = set()  # paths whose live unplug the guest has not acknowledged
+        self.created = []  # volumes this task made (a failing vm task removes them with the new VM)
         self._planned_boot_order = False
 
     # the disk module ----------------------------------------------------------------------
@@ -312,8 +313,10 @@ class DiskManager(Manager):
     def _create(self, pool, d, fmt, prov):
         if self.local and self._pool_type(pool, d["datastore"]) in ("dir", "netfs"):
             self._create_file(pool, d, fmt, prov)
+            self.created.append(self.pool_path(pool, d))
         else:
-            self._create_volume(pool, d, fmt, prov)
+            vol = self._create_volume(pool, d, fmt, prov)
+            self.created.append(self.client.call("read path of", "disk '%s'" % d["name"], vol.path))
         self._refresh(pool, d["datastore"])
 
     def _create_file(self, pool, d, fmt, prov):
@@ -348,7 +351,7 @@ class DiskManager(Manager):
         """Made by libvirt in one call: a block datastore's volume (LVM), or a thin disk through a remote URI."""
         obj = "disk '%s' in datastore '%s'" % (d["name"], d["datastore"])
         xml = volume_xml(d["name"], d["size"], fmt, allocation=d["size"] if prov != "thin" else 0)
-        self.client.call("create", obj, pool.createXML, xml, 0)
+        return self.client.call("create", obj, pool.createXML, xml, 0)
 
     def pool_path(self, pool, d):
         return os.path.join(images.datastore_dir(self.client, pool, d["datastore"], "thick qcow2 disks"), d["name"])

@@ -62,6 +62,7 @@ class VmManager(Manager):
     def __init__(self, client, check_mode=False, run_command=None, journal=None, shutdown_timeout=120, force=False):
         super(VmManager, self).__init__(client, check_mode=check_mode, run_command=run_command, journal=journal)
         self.power = self.helper(PowerManager, shutdown_timeout=shutdown_timeout, force=force)
+        self._disk_helper = None
 
     def converge(self, params):
         """The vm module: the VM as declared (definition, disks, power state), or absent."""
@@ -85,17 +86,37 @@ class VmManager(Manager):
         if template and p["state"] in ("running", "restarted", "paused", "suspended"):
             raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
         previous = state_of(self.client, dom, name) if dom is not None else "undefined"
-        before, after = self.present(d, hyper, specs, p["state"])[:2]
-        dom = self.client.domain(name)
-        if dom is not None and p["state"] != "present":
-            self.power.ensure(name, dom, p["state"], template=bool(template))
-        elif dom is None and p["state"] in ("running", "restarted", "paused"):
-            self.record("start")
+        try:
+            before, after = self.present(d, hyper, specs, p["state"])[:2]
+            dom = self.client.domain(name)
+            if dom is not None and p["state"] != "present":
+                self.power.ensure(name, dom, p["state"], template=bool(template))
+            elif dom is None and p["state"] in ("running", "restarted", "paused"):
+                self.record("start")
+        except Exception:
+            if previous == "undefined" and not self.check_mode:
+                # A new VM is made completely or not at all: what this task made goes, the cause is reported.
+                self._undo_new_vm(name)
+            raise
         info = None
         if dom is not None and not self.check_mode:
             self._refresh_definition_copy(name)
             info = vm_facts(self.client, dom, self.local)
         return self.result(before, after, vm=info, previous_state=previous)
+
+    def _undo_new_vm(self, name):
+        dom = self.client.domain(name)
+        if dom is not None:
+            if self.client.call("read state of", "VM '%s'" % name, dom.isActive):
+                self.client.call("power off", "VM '%s'" % name, dom.destroy)
+            self.client.call("undefine", "VM '%s'" % name, dom.undefineFlags,
+                             UNDEFINE_MANAGED_SAVE | UNDEFINE_SNAPSHOTS_METADATA | UNDEFINE_NVRAM)
+        for path in reversed(self._disk_helper.created if self._disk_helper else []):
+            vol = self.client.volume_by_path(path)
+            if vol is not None:
+                self.client.call("delete", "disk %s" % path, vol.delete, 0)
+            elif os.path.lexists(path):
+                os.unlink(path)
 
     def _refresh_definition_copy(self, name):
         """After a change, the copy beside the system disk says what libvirt now holds (on the local CNA only)."""
@@ -158,7 +179,7 @@ class VmManager(Manager):
                 if running:
                     self._live_changes(name, dom, before, want, changed)
         # Disks through the disk module's code: one implementation.
-        mgr = self.helper(disks.DiskManager)
+        mgr = self._disk_helper = self.helper(disks.DiskManager)
         system_disk = None
         # A VM this check-mode run would define does not exist yet: its disks' targets are predicted.
         planned = [] if dom is None and self.check_mode else None

@@ -243,3 +243,42 @@ def test_vm_absent_through_a_remote_uri_leaves_the_definition_copy_and_says_so(h
     code, result = module_result(vm.main)
     assert code == 0 and result["changed"] is True
     assert any("definition copy" in w and "remote" in w for w in result["warnings"])
+
+
+# ---------------------------------------------------------------------------- a failed task leaves nothing behind
+@pytest.mark.parametrize("step", ["qemu-img", "attach", "start"])
+def test_a_new_vm_whose_task_fails_at_any_step_is_removed_with_the_disks_it_made(host, commands, tmp_path,
+                                                                                 set_module_args, module_result, step):
+    """A new VM is made completely or not at all: a failure after the definition (disk creation, attach, start)
+    removes the definition and the disks this task created, so a re-run after the cause is fixed converges."""
+    conn = host.fake.conn
+    state = {}
+
+    def define(xml, flags=0):
+        dom = host.add_domain("web1", running=False)
+        dom.XMLDesc.return_value = xml
+        dom.state.return_value = [5, 0]
+        dom.hasManagedSaveImage.return_value = 0
+        dom.listAllSnapshots.return_value = []
+        dom.undefineFlags.side_effect = lambda flags: host.domains.pop("web1")
+        if step == "attach":
+            dom.attachDeviceFlags.side_effect = host.fake.libvirtError("attach failed: no space for PCI slot", 1)
+        if step == "start":
+            dom.create.side_effect = host.fake.libvirtError("start failed: no memory", 1)
+        state["dom"] = dom
+        return dom
+    conn.defineXMLFlags.side_effect = define
+
+    def answer(cmd):
+        if step == "qemu-img":
+            return 1, "", "qemu-img: No space left on device"
+        with open(cmd[-2], "wb") as f:
+            f.write(b"QFI\xfb")
+        return 0, "", ""
+    commands.answer = staticmethod(answer)
+    set_module_args(dict(name="web1", memory="64MiB", state="running",
+                         disks=[dict(datastore="ds1", name="web1-system.qcow2", size="64MiB")]))
+    code, result = module_result(vm.main)
+    assert code == 1 and "\n" not in result["msg"]
+    assert state["dom"].undefineFlags.called and "web1" not in host.domains
+    assert os.listdir(str(tmp_path)) == []  # the disk it made (or its temporary file) is gone
