@@ -151,17 +151,18 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: A thin data disk attached to web1
+- name: A thin raw data disk attached to web1
   kvmfusion.compute.disk:
     datastore: shared
-    name: web1-data.qcow2
+    name: web1-data.raw
+    format: raw
     size: 20GiB
     vm: web1
 
 - name: Convert it to eager-zeroed thick (web1 stopped)
   kvmfusion.compute.disk:
     datastore: shared
-    name: web1-data.qcow2
+    name: web1-data.raw
     provisioning: thick_eager_zeroed
 
 - name: Grow it while web1 runs, with an I/O limit
@@ -191,7 +192,7 @@ EXAMPLES = r'''
 - name: Detach a disk but keep it
   kvmfusion.compute.disk:
     datastore: shared
-    name: web1-data.qcow2
+    name: web1-data.raw
     vm: web1
     attached: false
 

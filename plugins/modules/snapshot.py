@@ -80,10 +80,10 @@ EXAMPLES = r'''
     name: warm
     memory: true
 
-- name: Delete a snapshot in the middle of the chain (its data is merged)
+- name: Delete a snapshot (its data is merged into the image below it)
   kvmfusion.compute.snapshot:
-    vm: db1
-    name: before-upgrade
+    vm: web1
+    name: warm
     state: absent
 '''
 
