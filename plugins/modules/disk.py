@@ -145,8 +145,8 @@ notes:
     disk that snapshot layers or linked clones stand on; with them the conversion is refused in one line, so in a
     play convert before snapshotting or cloning (or after deleting the snapshots).
   - A disk is its chain. After a snapshot or a revert the VM writes to a layer on the declared disk; the disk is
-    still recognised by its declared name, disk_info reports the layer as RV(disks[].active), and growing it grows
-    that layer.
+    still recognised by its declared name, M(kvmfusion.compute.disk_info) reports the layer as its C(active) file,
+    and growing the disk grows that layer.
   - Growing a thick qcow2 disk while its VM runs is refused (QEMU grows qcow2 images thin); grow it offline or use raw.
   - Changes to an attached disk that QEMU cannot apply live (bus, cache, mode to or from non-persistent ...)
     go to the persistent configuration and the result says RV(reboot_required=true).

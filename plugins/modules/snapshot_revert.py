@@ -68,7 +68,7 @@ options:
     choices: [running, paused, stopped]
 notes:
   - Must run on the CNA that holds the VM's disks (a local O(uri)); it works on the image files.
-  - A revert is an action: run again, it changes nothing while the VM still sits on the snapshot with nothing
+  - A revert is an action. Run again, it changes nothing while the VM still sits on the snapshot with nothing
     written since and in the asked state. In a play, other tasks that set the VM's power state must ask for the
     same state, or the two take turns changing it.
   - The new overlays are made first, the VM switched to them, and only then are old files deleted (the deletes are

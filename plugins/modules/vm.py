@@ -156,8 +156,8 @@ options:
     default: false
 notes:
   - Re-applying the task after M(kvmfusion.compute.snapshot), M(kvmfusion.compute.snapshot_revert), a linked
-    M(kvmfusion.compute.clone) of the VM or a disk conversion changes nothing: each declared disk is recognised
-    under the snapshot and revert layers on it.
+    M(kvmfusion.compute.clone) of the VM or a disk conversion changes nothing, because each declared disk is
+    recognised under the snapshot and revert layers on it.
   - Changes QEMU cannot apply to a running VM go to its persistent configuration and the result says
     RV(reboot_required=true); they take effect at the next power cycle, which the module does not do for you.
   - A new VM is made completely or not at all; if a later step fails, the definition and the disks the task made

@@ -225,8 +225,12 @@ def test_file_work_through_a_remote_uri_is_refused_before_any_change(host, comma
     module runs: reading qcow2 headers, merging or deleting there would act on the wrong machine."""
     host.add_volume("data1", capacity=GIB, allocation=GIB)
     dom = host.add_domain("vm1", running=False)
-    dom.snapshotLookupByName.side_effect = lambda name, flags=0: (_ for _ in ()).throw(
-        host.fake.libvirtError("no snapshot", 72)) if name == "new" else mock.MagicMock(name="snapshot %s" % name)
+
+    def lookup(name, flags=0):
+        if name == "new":
+            raise host.fake.libvirtError("no snapshot", 72)
+        return mock.MagicMock(name="snapshot %s" % name)
+    dom.snapshotLookupByName.side_effect = lookup
     dom.listAllSnapshots.return_value = []
     dom.state.return_value = [5, 0]
     dom.hasManagedSaveImage.return_value = 0
