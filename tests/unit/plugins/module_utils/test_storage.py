@@ -226,3 +226,43 @@ def test_extending_a_volume_group_through_a_remote_uri_is_refused(fake_libvirt):
         mgr.present(spec(type="logical", devices=["/dev/sdb", "/dev/sdc"], vg_name="vg1", force=True))
     assert "uri qemu+ssh://root@cna2/system is remote" in str(err.value)
     assert calls == [] and mgr.actions == []
+
+
+def test_purge_is_refused_by_what_uses_the_files_datastore_wide(fake_libvirt, tmp_path):
+    """Purging deletes files every CNA of a shared datastore sees: refused while an image in another datastore
+    stands on a volume (a clone made elsewhere), while a volume's lease is held, or while a VM defined on another
+    CNA keeps its definition copy there."""
+    import subprocess
+    from unittest import mock
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    ds, other = tmp_path / "ds", tmp_path / "other"
+    ds.mkdir()
+    other.mkdir()
+    base = ds / "tpl.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+                    str(other / "c9-vda.qcow2")], check=True)
+    (ds / ".db9~vm.xml").write_text("<domain/>")
+
+    def pool(name, path):
+        p = mock.MagicMock(name=name)
+        p.name.return_value = name
+        p.isActive.return_value = 1
+        p.XMLDesc.return_value = "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (name, path)
+        vol = mock.MagicMock()
+        vol.path.return_value = str(base)
+        p.listAllVolumes.return_value = [vol] if name == "ds" else []
+        return p
+    pools = {"ds": pool("ds", ds), "other": pool("other", other)}
+    conn = fake_libvirt.conn
+    conn.listAllStoragePools.return_value = list(pools.values())
+    conn.storagePoolLookupByName.side_effect = lambda n: pools[n]
+    conn.listAllDomains.return_value = []
+    mgr = storage.DatastoreManager(Client("qemu:///system"), check_mode=True)
+    blockers = mgr._purge_blockers(pools["ds"], "ds")
+    text = "; ".join(blockers)
+    assert "images elsewhere stand on its volumes: %s (image)" % (other / "c9-vda.qcow2") in text
+    assert "VMs defined on another CNA keep their definition here: db9" in text
+    with pytest.raises(ValueError) as err:
+        mgr.absent("ds", purge=True)
+    assert "purge refused" in str(err.value) and mgr.actions == []
