@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, images, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import attachments, disks, images, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
 URI = "qemu:///system"
@@ -758,7 +758,7 @@ def test_rdm_io_default_follows_the_cache_mode():
 def test_a_disk_the_guest_has_not_released_is_not_deleted(host, monkeypatch):
     """force=true detaches; if the running guest does not acknowledge the unplug, deleting the file under it would
     lose its last writes: the delete waits for a later run."""
-    monkeypatch.setattr(disks, "UNPLUG_WAIT", 0)
+    monkeypatch.setattr(attachments, "UNPLUG_WAIT", 0)
     host.add_pool()
     vol = host.add_volume()
     dom = host.add_domain("vm1", running=True, extra_disks=disk_xml(DATA1, "vdb"))
@@ -915,8 +915,9 @@ def test_a_disk_boot_order_replaces_libvirts_default_boot_list(host, boots, refu
         assert not dom.attachDeviceFlags.called
         return
     mgr.ensure(diskspec.desired_state(opts(vm="vm1", boot_order=1)))
-    assert mgr.actions == ["use per-device boot order (drop the default boot device list)",
-                           "attach as vdb (persistent config)"]
+    assert mgr.actions == ["attach as vdb (persistent config)"]
+    # one definition: the disk with its boot order in, the default list out (libvirt would write it again if
+    # the default were dropped in a definition of its own)
     defined = host.fake.conn.defineXMLFlags.call_args[0][0]
-    assert "<boot dev=" not in defined
-    assert "<boot order=\"1\"" in dom.attachDeviceFlags.call_args[0][0]
+    assert "<boot dev=" not in defined and "<boot order=\"1\"" in defined and DATA1 in defined
+    assert not dom.attachDeviceFlags.called

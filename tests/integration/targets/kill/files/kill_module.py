@@ -3,9 +3,9 @@
 """SIGKILL a running module in the middle of its work.
 
     kill_module.py FILE DELAY TIMEOUT
-        Waits until FILE exists (a file the module is writing), waits DELAY seconds more, then kills
-        every process that has FILE open and the Ansible module process (AnsiballZ_*) above each.
-        Exit 2 if FILE never appeared.
+        Waits until FILE (a glob pattern) exists (a file the module is writing), waits DELAY seconds more,
+        then kills every process that has it open and the Python processes above each (the Ansible module,
+        whatever runs it). Exit 2 if FILE never appeared.
     kill_module.py --module NAME DELAY TIMEOUT
         Waits until the module NAME runs (a process running AnsiballZ_NAME.py), waits DELAY seconds
         more, then kills it and every process below it (qemu-img...). Nothing is killed if it ended.
@@ -14,6 +14,7 @@ SIGKILL gives the module no chance to clean up, exactly as when a host loses pow
 kills it. Prints one JSON line: what was killed (and how big FILE was then).
 """
 
+import glob
 import json
 import os
 import signal
@@ -37,6 +38,8 @@ def holders(path):
 
 
 def module_ancestors(pid):
+    """The Python processes above ``pid``: the Ansible module (with pipelining its command line is just the
+    interpreter, the module comes on stdin) and, with async, its wrapper."""
     out = []
     while pid > 1:
         try:
@@ -46,7 +49,9 @@ def module_ancestors(pid):
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             break
-        if "AnsiballZ_" in cmd:
+        if "python" not in cmd:
+            break  # the shell or sshd above the module
+        if "kill_module.py" not in cmd:
             out.append(pid)
         pid = ppid
     return out
@@ -104,13 +109,17 @@ def main():
     if sys.argv[1] == "--module":
         kill_module(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
         return
-    path, delay, timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    pattern, delay, timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
     deadline = time.time() + timeout
-    while not os.path.exists(path):
+    while True:
+        found = glob.glob(pattern)
+        if found:
+            path = found[0]
+            break
         if time.time() > deadline:
-            print(json.dumps({"killed": [], "error": "%s never appeared" % path}))
+            print(json.dumps({"killed": [], "error": "%s never appeared" % pattern}))
             sys.exit(2)
-        time.sleep(0.01)
+        time.sleep(0.002)
     time.sleep(delay)
     pids = holders(path)
     victims = []
