@@ -49,12 +49,19 @@ def module_ancestors(pid):
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             break
-        if "python" not in cmd:
+        if not is_python(cmd):
             break  # the shell or sshd above the module
         if "kill_module.py" not in cmd:
             out.append(pid)
         pid = ppid
     return out
+
+
+def is_python(cmd):
+    """Whether a command line runs a Python interpreter (argv[0]); shells are never killed: a shell killed
+    while its startup files run (root's pyenv rehash in the lab) leaves a lock that hangs every later login."""
+    argv0 = os.path.basename(cmd.split(" ", 1)[0])
+    return argv0.startswith("python")
 
 
 def processes():
@@ -80,7 +87,7 @@ def kill_module(name, delay, timeout):
     while True:
         procs = processes()
         # the module itself, not the async wrapper that launched it
-        mods = [p for p, (_pp, cmd) in procs.items() if marker in cmd and "async_wrapper" not in cmd]
+        mods = [p for p, (_pp, cmd) in procs.items() if marker in cmd and "async_wrapper" not in cmd and is_python(cmd)]
         if mods:
             break
         if time.time() > deadline:
@@ -93,8 +100,8 @@ def kill_module(name, delay, timeout):
     todo = list(victims)
     while todo:
         parent = todo.pop()
-        for p, (pp, _cmd) in procs.items():
-            if pp == parent and p not in victims:
+        for p, (pp, cmd) in procs.items():
+            if pp == parent and p not in victims and os.path.basename(cmd.split(" ", 1)[0]) not in ("sh", "bash", "dash"):
                 victims.append(p)
                 todo.append(p)
     for pid in victims:
