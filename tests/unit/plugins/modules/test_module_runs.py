@@ -22,7 +22,7 @@ from ansible_collections.kvmfusion.compute.plugins.modules import (
     snapshot_revert,
     vm,
 )
-from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_client import CAPABILITIES_KVM
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.modules.test_host_info import _conn as host_info_conn
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import GIB, Host
 
 REMOTE = "qemu+ssh://root@cna2/system"
@@ -38,14 +38,11 @@ def host(fake_libvirt, tmp_path):
     h = Host(fake_libvirt)
     pool = h.add_pool("ds1")
     pool.XMLDesc.return_value = "<pool type='dir'><name>ds1</name><target><path>%s</path></target></pool>" % tmp_path
-    conn = fake_libvirt.conn
-    conn.getCapabilities.return_value = CAPABILITIES_KVM
-    conn.getInfo.return_value = ["x86_64", 24576, 2, 2000, 1, 1, 2, 1]
-    conn.getHostname.return_value = "cna1"
-    conn.getURI.return_value = "qemu:///system"
-    conn.getLibVersion.return_value = 9000000
-    conn.getType.return_value = "QEMU"
-    conn.getVersion.return_value = 7002000
+    # the host as host_info's tests describe it, with the pools, volumes and domains of test_disks' Host
+    listings = dict((k, getattr(fake_libvirt.conn, k).side_effect) for k in ("listAllDomains", "listAllStoragePools"))
+    host_info_conn(fake_libvirt)
+    for k, side_effect in listings.items():
+        getattr(fake_libvirt.conn, k).side_effect = side_effect
     return h
 
 

@@ -41,14 +41,9 @@ def module_ancestors(pid):
     """The Python processes above ``pid``: the Ansible module (with pipelining its command line is just the
     interpreter, the module comes on stdin) and, with async, its wrapper."""
     out = []
-    while pid > 1:
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            with open("/proc/%d/stat" % pid) as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            break
+    procs = processes()
+    while pid > 1 and pid in procs:
+        ppid, cmd = procs[pid]
         if not is_python(cmd):
             break  # the shell or sshd above the module
         if "kill_module.py" not in cmd:
