@@ -85,9 +85,12 @@ class Attachments(object):
             active_fmt = xmlutil.find_attr(el, "driver", "type") or fmt
             self._update_attachment(d, dom, running, active, active_fmt, before, want)
             return before, want
-        target = desired_target or choose_target([xmlutil.find_attr(e, "target", "dev") for e, _s, _m in disks],
-                                                 d["bus"])
-        if any(xmlutil.find_attr(e, "target", "dev") == target for e, _s, _m in disks):
+        used = [xmlutil.find_attr(e, "target", "dev") for e, _s, _m in disks]
+        if running:
+            # a disk detached from the definition whose unplug the guest has not acknowledged still holds its target
+            used += [xmlutil.find_attr(e, "target", "dev") for e, _s, _m in attached_disks(self.client, d["vm"], False)]
+        target = desired_target or choose_target(used, d["bus"])
+        if target in used:
             raise ValueError("VM %s already has a disk at %s" % (d["vm"], target))
         want = self._wanted_view(d, target)
         el = disk_element(d, path, fmt, target)

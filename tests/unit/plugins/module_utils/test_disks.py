@@ -921,3 +921,18 @@ def test_a_disk_boot_order_replaces_libvirts_default_boot_list(host, boots, refu
     defined = host.fake.conn.defineXMLFlags.call_args[0][0]
     assert "<boot dev=" not in defined and "<boot order=\"1\"" in defined and DATA1 in defined
     assert not dom.attachDeviceFlags.called
+
+
+def test_a_target_still_held_by_an_unacknowledged_unplug_is_not_reused(host):
+    """The guest has not let go of vdb (detached from the definition only): a new disk gets vdc, not vdb, or the
+    live attach would be refused ('target vdb duplicated')."""
+    host.add_pool()
+    host.add_volume()
+    host.add_volume("data2", capacity=GIB)
+    dom = host.add_domain("vm1", running=True)
+    inactive = dom.XMLDesc.return_value
+    live = domain_desc("vm1", disk_xml(DATA1, "vdb"))
+    dom.XMLDesc.side_effect = lambda flags=0: inactive if flags & constants.XML_INACTIVE else live
+    mgr = disks.DiskManager(Client(URI), check_mode=True)
+    mgr.ensure(diskspec.desired_state(opts(name="data2", vm="vm1")))
+    assert mgr.actions == ["attach as vdc (live and persistent)"]
