@@ -23,6 +23,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.client import LibvirtClientError
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     POOL_BUILD_NO_OVERWRITE,
     POOL_STATE,
@@ -474,7 +475,14 @@ class DatastoreManager(Manager):
         pool = self.client.pool(name)
         flags = POOL_BUILD_NO_OVERWRITE if dtype == "logical" else 0
         try:
-            self.client.call("build", self._obj(name), pool.build, flags)
+            try:
+                self.client.call("build", self._obj(name), pool.build, flags)
+            except LibvirtClientError as e:
+                # A shared datastore is defined on every CNA at once: another CNA may create the directory between
+                # libvirt's look and its mkdir. The directory is there then, and a second build finds it.
+                if dtype not in ("dir", "nfs") or "File exists" not in str(e):
+                    raise
+                self.client.call("build", self._obj(name), pool.build, flags)
         except Exception:
             self.client.call("undefine after failed build", self._obj(name), pool.undefine)
             raise

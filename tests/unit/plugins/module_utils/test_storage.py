@@ -266,3 +266,20 @@ def test_purge_is_refused_by_what_uses_the_files_datastore_wide(fake_libvirt, tm
     with pytest.raises(ValueError) as err:
         mgr.absent("ds", purge=True)
     assert "purge refused" in str(err.value) and mgr.actions == []
+
+
+def test_a_shared_directory_another_cna_creates_at_the_same_moment_is_no_failure(fake_libvirt):
+    """Every CNA defines a shared datastore at once: one of them can lose the race to mkdir."""
+    from unittest import mock
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+    pool = mock.MagicMock(name="virStoragePool")
+    pool.build.side_effect = [fake_libvirt.libvirtError(
+        "failed to create directory '/var/lib/kvmfusion/shared/x': File exists", 38), 0]
+    fake_libvirt.conn.storagePoolLookupByName.return_value = pool
+    mgr = storage.DatastoreManager(Client("qemu:///system"))
+    mgr._build("x", "dir")
+    assert pool.build.call_count == 2 and not pool.undefine.called
+    pool.build.side_effect = fake_libvirt.libvirtError("permission denied", 38)
+    with pytest.raises(Exception):
+        mgr._build("x", "dir")
+    assert pool.undefine.called
