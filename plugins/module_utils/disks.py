@@ -48,16 +48,19 @@ def volume_facts(client, vol, local=True):
     path = client.call("read path of", obj, vol.path)
     fmt = xmlutil.find_attr(root, "target/format", "type") or "raw"
     backing = xmlutil.find_text(root, "backingStore/path")
-    provisioning = None
+    measured = None
     if local and os.path.isfile(path):
         try:
-            provisioning = fileops.provisioning_of(path, capacity, fmt=fmt)
+            measured = fileops.measure_provisioning(path, capacity, fmt=fmt)
         except fileops.FileOpsError:
-            provisioning = None
-    if provisioning is None:
-        provisioning = "thin" if allocation < capacity else "thick"
+            measured = None
+    if measured is None or measured["provisioning"] == "thick":
+        # read remotely (or a block volume): libvirt's allocation tells thin from thick, no more
+        measured = {"provisioning": "thin" if allocation < capacity else "thick", "measured": None,
+                    "source": "allocation"}
     return {"path": path, "format": fmt, "size": capacity, "allocation": allocation,
-            "provisioning": provisioning, "backing": backing}
+            "provisioning": measured["provisioning"], "provisioning_measured": measured["measured"],
+            "provisioning_source": measured["source"], "backing": backing}
 
 
 class DiskManager(Attachments, Manager):
@@ -509,7 +512,8 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
             if vm and (not attached or layer_of[0]):
                 continue  # a VM's disks are its declared disks, each with the file it writes now
             out.append({"datastore": pname, "name": vname, "path": f["path"], "format": f["format"],
-                        "provisioning": f["provisioning"], "size": f["size"], "allocation": f["allocation"],
+                        "provisioning": f["provisioning"], "provisioning_measured": f["provisioning_measured"],
+                        "provisioning_source": f["provisioning_source"], "size": f["size"], "allocation": f["allocation"],
                         "backing_chain": images.volume_chain(client, f["path"]), "attached": attached,
                         "active": attached[0]["active"] if attached else None, "layer_of": layer_of[0],
                         "rdm": False})
@@ -522,6 +526,7 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
                 continue  # a layer of a declared disk, reported with it
             lun = any(v["device"] == "lun" for v in views)
             out.append({"datastore": None, "name": None, "path": src, "format": None, "provisioning": None,
+                        "provisioning_measured": None, "provisioning_source": None,
                         "size": None, "allocation": None, "backing_chain": [], "attached": views,
                         "active": views[0]["active"], "layer_of": None, "rdm": lun})
     return out

@@ -12,15 +12,18 @@ The three provisioning types carry their VMware/FusionCompute meaning:
   ext4/xfs "unwritten" extents, which read as zeroes);
 - ``thick_eager_zeroed``: all space reserved and zeroes physically written.
 
-The type of a file is read from its extent map (FIEMAP). That is exact for
-lazy zeroed files but cannot tell a thin file whose guest has written every
-block from an eager zeroed one, so the intended type is also stored in the
-``user.kvmfusion.provisioning`` extended attribute and ``provisioning_of()``
-prefers it.
+The type of a file is measured from its extent map (FIEMAP). The extents bound
+what a file can be: a hole means thin, an unwritten extent means at most lazy
+zeroed, whatever anybody says. They cannot tell a thin or lazy file whose guest
+has written every block from an eager zeroed one, so the intended type is also
+stored in the ``user.kvmfusion.provisioning`` extended attribute, and
+``measure_provisioning()`` lets that label lower the measured type, never raise
+it: a disk labelled eager that someone punched holes into is thin again.
 
 Zeroing is done by this module rather than by ``qemu-img -o preallocation=full``
 because O_DIRECT writes of 4 MiB from a page-aligned buffer run at the speed of
-the disk, several times faster than qemu-img. Only holes and unwritten ranges
+the disk: 3.2 times faster than qemu-img for a 2 GiB disk in
+bench/disk_provisioning.py, about as fast at 128 MiB. Only holes and unwritten ranges
 are written, so the same routine converts raw and qcow2 files from lazy to eager
 zeroed without touching data or qcow2 metadata (which is always written data).
 
@@ -473,12 +476,50 @@ def set_intent(path, value, strict=False):
     return True
 
 
+_GUARANTEE = {"thin": 0, "thick_lazy_zeroed": 1, "thick_eager_zeroed": 2}
+
+
+def measure_provisioning(path, size=None, fmt=None):
+    """The provisioning of ``path``: what its extents show, lowered (never raised) by its label.
+
+    Returns a dict: ``provisioning`` (the answer), ``measured`` (read from the extents, or
+    None where the filesystem has no FIEMAP), ``label`` (the stored intent, or None) and
+    ``source``: ``extents`` when the extents decide, ``label`` when a label weaker than the
+    extents' reading explains them (a thin disk whose guest wrote every block), ``allocation``
+    without FIEMAP or label (then only thin or ``thick`` can be told).
+    """
+    label = get_intent(path)
+    if label not in PROVISIONING:
+        label = None
+    try:
+        measured = detect_provisioning(path, size, fmt)
+    except FileOpsError:
+        measured = None
+    if measured is None:
+        holes = _holes_by_seek(path, size)
+        if holes:
+            return {"provisioning": "thin", "measured": "thin", "label": label, "source": "extents"}
+        if label is not None and label != "thin":
+            return {"provisioning": label, "measured": None, "label": label, "source": "label"}
+        return {"provisioning": label or "thick", "measured": None, "label": label,
+                "source": "label" if label else "allocation"}
+    if label is not None and _GUARANTEE[label] < _GUARANTEE[measured]:
+        return {"provisioning": label, "measured": measured, "label": label, "source": "label"}
+    return {"provisioning": measured, "measured": measured, "label": label, "source": "extents"}
+
+
+def _holes_by_seek(path, size):
+    fd = _open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size if size is None else size
+        return [h for h in _seek_holes(path, fd, size) if _round_down(h[1], _ALIGN) > _round_up(h[0], _ALIGN)]
+    finally:
+        os.close(fd)
+
+
 def provisioning_of(path, size=None, fmt=None):
-    """The stored intent when present and valid, else what detect_provisioning() reads from the extents."""
-    intent = get_intent(path)
-    if intent in PROVISIONING:
-        return intent
-    return detect_provisioning(path, size, fmt)
+    """The provisioning of ``path`` (see measure_provisioning())."""
+    return measure_provisioning(path, size, fmt)["provisioning"]
 
 
 def is_qcow2(path):

@@ -79,9 +79,26 @@ disks:
       type: str
       sample: qcow2
     provisioning:
-      description: V(thin), V(thick_lazy_zeroed) or V(thick_eager_zeroed) (V(thin) or V(thick) when read remotely).
+      description:
+        - V(thin), V(thick_lazy_zeroed) or V(thick_eager_zeroed) (V(thin) or V(thick) when read remotely).
+        - Measured from the file's extents. A hole makes a disk thin and an unwritten extent makes it lazy zeroed,
+          whatever type it was created with. The label the module stores on the file only tells what extents cannot
+          (a thin disk whose guest wrote every block); it can lower the measured type, never raise it.
       type: str
       sample: thin
+    provisioning_measured:
+      description:
+        - What the extents alone show, or null when they cannot be read (a remote URI, a filesystem without FIEMAP).
+      type: str
+      sample: thick_eager_zeroed
+    provisioning_source:
+      description:
+        - What decided O(disks[].provisioning). V(extents) is the file's extent map. V(label) is the stored intent,
+          when it is a weaker type than the extents show, or when the extents cannot be read. V(allocation) is
+          libvirt's allocation against capacity, read remotely.
+      type: str
+      choices: [extents, label, allocation]
+      sample: extents
     size:
       description: Virtual size in bytes.
       type: int

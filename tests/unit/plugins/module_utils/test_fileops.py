@@ -62,36 +62,6 @@ def _all_zero(path, start, end):
     return _read(path, start, end - start) == bytes(end - start)
 
 
-@pytest.fixture
-def fsdir(tmp_path):
-    """tmp_path, skipping when its filesystem lacks FIEMAP or keeps no unwritten extents for fallocate."""
-    probe = str(tmp_path / "probe")
-    try:
-        fileops.reserve(probe, 64 * KiB)
-        extents = fileops.extent_map(probe)
-    except FileOpsError as exc:
-        pytest.skip("filesystem of %s: %s" % (tmp_path, exc))
-    finally:
-        if os.path.exists(probe):
-            os.unlink(probe)
-    if not any(ext.unwritten for ext in extents):
-        pytest.skip("filesystem of %s does not keep fallocated ranges as unwritten extents" % tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def xattr_dir(fsdir):
-    probe = str(fsdir / "xattr-probe")
-    open(probe, "w").close()
-    try:
-        os.setxattr(probe, "user.kvmfusion.probe", b"1")
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            pytest.skip("filesystem of %s does not support user extended attributes" % fsdir)
-        raise
-    return fsdir
-
-
 class TestExtentMap:
     def test_sparse_file_has_no_extents(self, fsdir):
         path = _sparse(fsdir / "sparse", 8 * MiB)
@@ -442,14 +412,59 @@ class TestIntent:
         assert fileops.set_intent(path, "thin") is True
         assert fileops.get_intent(path) == "thin"
 
-    def test_provisioning_of_prefers_a_valid_intent(self, xattr_dir):
+    def test_a_label_never_hides_holes(self, xattr_dir):
         path = _sparse(xattr_dir / "disk", MiB)
         assert fileops.provisioning_of(path) == "thin"
-        fileops.set_intent(path, "thick_lazy_zeroed")
-        assert fileops.provisioning_of(path) == "thick_lazy_zeroed"
-        os.setxattr(path, fileops.INTENT_XATTR, b"bogus")
-        assert fileops.get_intent(path) == "bogus"
-        assert fileops.provisioning_of(path) == "thin"
+        for label in ("thick_lazy_zeroed", "thick_eager_zeroed", "bogus"):
+            os.setxattr(path, fileops.INTENT_XATTR, label.encode())
+            assert fileops.measure_provisioning(path) == {
+                "provisioning": "thin", "measured": "thin", "label": None if label == "bogus" else label,
+                "source": "extents"}
+
+    def test_an_eager_label_on_holes_punched_later_reads_thin(self, xattr_dir):
+        path = str(xattr_dir / "disk")
+        with open(path, "wb") as f:
+            f.write(b"\x01" * MiB)
+        fileops.set_intent(path, "thick_eager_zeroed")
+        assert fileops.measure_provisioning(path)["provisioning"] == "thick_eager_zeroed"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fileops._punch(path, fd, 64 * 1024, 64 * 1024)
+        finally:
+            os.close(fd)
+        assert fileops.measure_provisioning(path) == {
+            "provisioning": "thin", "measured": "thin", "label": "thick_eager_zeroed", "source": "extents"}
+
+    def test_an_eager_label_on_unwritten_extents_reads_lazy(self, xattr_dir):
+        path = str(xattr_dir / "disk")
+        fileops.reserve(path, MiB)
+        fileops.set_intent(path, "thick_eager_zeroed")
+        assert fileops.measure_provisioning(path) == {
+            "provisioning": "thick_lazy_zeroed", "measured": "thick_lazy_zeroed", "label": "thick_eager_zeroed",
+            "source": "extents"}
+
+    @pytest.mark.parametrize("label", ["thin", "thick_lazy_zeroed"])
+    def test_a_weaker_label_explains_a_fully_written_file(self, xattr_dir, label):
+        path = str(xattr_dir / "disk")
+        with open(path, "wb") as f:
+            f.write(b"\x01" * MiB)
+        assert fileops.measure_provisioning(path)["source"] == "extents"
+        fileops.set_intent(path, label)
+        assert fileops.measure_provisioning(path) == {
+            "provisioning": label, "measured": "thick_eager_zeroed", "label": label, "source": "label"}
+
+    def test_without_fiemap_holes_still_decide(self, xattr_dir, monkeypatch):
+        path = _sparse(xattr_dir / "disk", MiB)
+        fileops.set_intent(path, "thick_eager_zeroed")
+
+        def no_fiemap(path, size=None, fmt=None):
+            raise FileOpsError(path, "FIEMAP is not supported")
+        monkeypatch.setattr(fileops, "detect_provisioning", no_fiemap)
+        assert fileops.measure_provisioning(path)["provisioning"] == "thin"
+        with open(path, "wb") as f:
+            f.write(b"\x01" * MiB)
+        assert fileops.measure_provisioning(path) == {
+            "provisioning": "thick_eager_zeroed", "measured": None, "label": "thick_eager_zeroed", "source": "label"}
 
     def test_invalid_value(self, tmp_path):
         with pytest.raises(ValueError):
