@@ -12,7 +12,9 @@ libvirt-python does not even have to be installed.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import json
+import os
 import types
 from unittest import mock
 
@@ -22,6 +24,8 @@ from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops
+from ansible_collections.kvmfusion.compute.plugins.module_utils.fileops import FileOpsError
 
 # Values of libvirt's stable ABI (include/libvirt/virterror.h, libvirt-domain.h).
 LIBVIRT_CONSTANTS = dict(
@@ -106,3 +110,34 @@ def module_result(capsys):
         out = capsys.readouterr().out
         return exc.value.code, json.loads(out)
     return _run
+
+
+# ---------------------------------------------------------------- real files
+@pytest.fixture
+def fsdir(tmp_path):
+    """tmp_path, skipping when its filesystem lacks FIEMAP or keeps no unwritten extents for fallocate."""
+    probe = str(tmp_path / "probe")
+    try:
+        fileops.reserve(probe, 64 * 1024)
+        extents = fileops.extent_map(probe)
+    except FileOpsError as exc:
+        pytest.skip("filesystem of %s: %s" % (tmp_path, exc))
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
+    if not any(ext.unwritten for ext in extents):
+        pytest.skip("filesystem of %s does not keep fallocated ranges as unwritten extents" % tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def xattr_dir(fsdir):
+    probe = str(fsdir / "xattr-probe")
+    open(probe, "w").close()
+    try:
+        os.setxattr(probe, "user.kvmfusion.probe", b"1")
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            pytest.skip("filesystem of %s does not support user extended attributes" % fsdir)
+        raise
+    return fsdir

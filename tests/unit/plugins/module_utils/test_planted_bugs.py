@@ -1,0 +1,211 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""One test for each bug an audit planted in the code that the unit suite did not catch (issue 17).
+
+Each test is named after its bug. ``tests/mutation/planted.yml`` plants the bugs again, one at a time, and
+``./dev test mutation`` shows that these tests (and not only the lab's) kill every one of them.
+Provisioning is checked on real files, from their extent maps, never from the manager's report.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains, fileops, images, vmspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import SnapshotManager
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils import test_revert as rv
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import DATA1, URI, Host, opts, volume_desc
+from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import as_libvirt_would, fake_dom, spec
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def host(fake_libvirt):
+    return Host(fake_libvirt)
+
+
+def _clone_file_on(base, path):
+    """A linked clone's image standing on ``base``, defined by no VM of this host (as one on another CNA)."""
+    rv.qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path)
+    return path
+
+
+# ---------------------------------------------------------------------------- linked-clone dependants
+
+def test_planted_delete_volume_without_dependants_check(host, monkeypatch):
+    host.add_pool()
+    host.add_volume("data1")
+    asked = []
+
+    def dependants_of(client, paths, exclude_vm=None):
+        asked.append(list(paths))
+        return {DATA1: [("/var/lib/kvmfusion/datastores/ds1/c9-vda.qcow2", "image")]} if DATA1 in paths else {}
+    monkeypatch.setattr(images, "dependants_of", dependants_of)
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    for force in (False, True):  # force detaches from VMs; it never breaks a clone
+        with pytest.raises(ValueError) as err:
+            mgr.delete_volume(disks.desired_state(opts(state="absent")), force=force)
+        assert str(err.value).startswith("disk 'data1' cannot be deleted: ") and "c9-vda.qcow2" in str(err.value)
+    assert asked == [[DATA1], [DATA1]]
+    assert host.mutating_calls() == [] and mgr.actions == []
+
+
+def test_planted_vm_delete_with_disks_without_dependants_check(tmp_path):
+    lab = rv.Lab(tmp_path)
+    clone = _clone_file_on(lab.base, lab.path("c9-vda.qcow2"))
+    mgr = domains.VmManager(lab.client, check_mode=False)
+    with pytest.raises(ValueError) as err:
+        mgr.absent("vm1", delete_disks=True)
+    assert str(err.value) == ("VM 'vm1' cannot be deleted with its disks: linked clones stand on them (%s is the base of "
+                              "%s (image)); delete the clones first" % (lab.base, clone))
+    assert "vm1" in lab.client.domains and os.path.exists(lab.base) and lab.client.log == []
+
+
+@pytest.fixture
+def template_vm(fake_libvirt, tmp_path):
+    """A stopped template VM whose one disk is a real image file."""
+    disk = str(tmp_path / "golden-vda.qcow2")
+    rv.qemu_img("create", "-q", "-f", "qcow2", disk, "1M")
+    os.chmod(disk, 0o444)
+    root = xmlutil.parse(as_libvirt_would(vmspec.build_xml(spec(template=True), "kvm")))
+    devices = root.find("devices")
+    devices.append(xmlutil.parse(rv.disk_xml(disk, "vda")))
+    dom = fake_dom(5, xml=xmlutil.tostring(root))
+    fake_libvirt.conn.lookupByName.return_value = dom
+    return disk
+
+
+def test_planted_template_to_vm_without_dependants_check(fake_libvirt, template_vm, monkeypatch):
+    asked = []
+
+    def dependants_of(client, paths, exclude_vm=None):
+        asked.append(list(paths))
+        return {template_vm: [("web-01", "vda")]} if template_vm in paths else {}
+    monkeypatch.setattr(images, "dependants_of", dependants_of)
+    mgr = domains.VmManager(Client(URI), check_mode=False)
+    with pytest.raises(ValueError) as err:
+        mgr.present(spec(template=False), "kvm", [], "present")
+    assert str(err.value) == ("VM 'vm1' cannot stop being a template: linked clones stand on its disks "
+                              "(%s is the base of web-01 (vda))" % template_vm)
+    assert asked == [[template_vm]]
+    assert fake_libvirt.conn.defineXMLFlags.call_count == 0 and fake_libvirt.conn.defineXML.call_count == 0
+    assert os.stat(template_vm).st_mode & 0o777 == 0o444
+
+
+def test_planted_snapshot_delete_without_dependants_check(tmp_path):
+    lab = rv.Lab(tmp_path)
+    lab.take("s1")  # freezes sys.qcow2; the VM writes sys.qcow2~s1.qcow2
+    rv.write_data(lab.overlay("s1"), "0xcc")
+    clone = _clone_file_on(lab.base, lab.path("c9-vda.qcow2"))
+    mgr = SnapshotManager(lab.client, check_mode=False, run_command=lab.runner)
+    with pytest.raises(ValueError) as err:
+        mgr.absent("vm1", "s1")
+    assert str(err.value).startswith("snapshot 's1' of VM 'vm1' cannot be deleted: ") and clone in str(err.value)
+    assert "s1" in lab.vm.snaps and lab.calls("snapshot.delete") == [] and lab.runner.commands == []
+    assert os.path.exists(lab.overlay("s1"))
+
+
+# ---------------------------------------------------------------------------- eager zeroing, measured on the file
+
+class Datastore(object):
+    """A dir datastore on a real directory, its volumes real files, libvirt faked at the client boundary."""
+
+    def __init__(self, host, path):
+        self.host, self.path = host, str(path)
+        self.pool = host.add_pool("ds1")
+        self.pool.XMLDesc.return_value = ("<pool type='dir'><name>ds1</name><target><path>%s</path></target></pool>"
+                                          % self.path)
+
+    def manager(self):
+        return disks.DiskManager(Client(URI), check_mode=False)
+
+    def register(self, name, size, fmt):
+        """Show the file the manager made as libvirt would after a refresh."""
+        vol = self.host.add_volume(name, capacity=size, fmt=fmt)
+        path = os.path.join(self.path, name)
+        vol.path.return_value = path
+        vol.XMLDesc.return_value = volume_desc(name, path, size, os.stat(path).st_blocks * 512, fmt)
+        return path
+
+    def make(self, name, size, fmt, provisioning):
+        self.manager().converge(opts(name=name, size=size, format=fmt, provisioning=provisioning))
+        return self.register(name, size, fmt)
+
+
+@pytest.fixture
+def ds(host, fsdir):  # pylint: disable=redefined-outer-name
+    return Datastore(host, fsdir)
+
+
+def measured(path, fmt, size=None):
+    """What the extents say (labels ignored), and whether any range is unwritten."""
+    unwritten = any(ext.unwritten for ext in fileops.extent_map(path))
+    return fileops.detect_provisioning(path, size, fmt=fmt), unwritten
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_planted_create_eager_without_zeroing(ds, fmt):
+    path = ds.make("d1", 4 * MiB, fmt, "thick_eager_zeroed")
+    assert measured(path, fmt) == ("thick_eager_zeroed", False)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_planted_grow_offline_eager_without_zeroing(ds, fmt):
+    path = ds.make("d1", 4 * MiB, fmt, "thick_eager_zeroed")
+    ds.manager().converge(opts(name="d1", size=8 * MiB))
+    assert os.path.getsize(path) >= 8 * MiB
+    assert measured(path, fmt) == ("thick_eager_zeroed", False)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_planted_convert_to_eager_without_zeroing(ds, fmt):
+    path = ds.make("d1", 4 * MiB, fmt, "thick_lazy_zeroed")
+    assert measured(path, fmt)[1] is True  # lazy: unwritten extents to zero
+    ds.register("d1", 4 * MiB, fmt)
+    ds.manager().converge(opts(name="d1", provisioning="thick_eager_zeroed"))
+    assert measured(path, fmt) == ("thick_eager_zeroed", False)
+
+
+def test_a_disk_labelled_eager_with_punched_holes_reads_thin_and_converges(ds):
+    """disk_info tells the truth about a file someone punched holes into, and the disk module converges it."""
+    path = ds.make("d1", 4 * MiB, "raw", "thick_eager_zeroed")
+    fileops.punch_zeroes(path)  # someone else's doing: the label still says eager
+    assert fileops.get_intent(path) == "thick_eager_zeroed"
+    ds.register("d1", 4 * MiB, "raw")
+    facts = disks.inventory(Client(URI), True, datastore="ds1", name="d1")[0]
+    assert (facts["provisioning"], facts["provisioning_measured"], facts["provisioning_source"]) == (
+        "thin", "thin", "extents")
+    mgr = ds.manager()
+    result = mgr.converge(opts(name="d1", provisioning="thick_eager_zeroed")).as_dict()
+    assert result["changed"] is True and mgr.actions == ["convert thin -> thick_eager_zeroed"]
+    assert measured(path, "raw") == ("thick_eager_zeroed", False)
+    ds.register("d1", 4 * MiB, "raw")
+    again = ds.manager()
+    assert again.converge(opts(name="d1", provisioning="thick_eager_zeroed")).as_dict()["changed"] is False
+
+
+# ---------------------------------------------------------------------------- power states
+
+def test_planted_libvirt_revert_not_powering_off_for_stopped(tmp_path):
+    lab = rv.with_libvirt(rv.Lab(tmp_path), 9009000)
+    lab.take("s1")
+    rv.write_data(lab.overlay("s1"), "0xcc")
+    lab.vm.running = True  # running on the disk-only snapshot; libvirt's revert leaves it running
+    changed, plan = lab.manager().revert("vm1", "s1", state="stopped")
+    assert changed and plan["engine"] == "libvirt"
+    assert lab.calls("destroy") == [("destroy", "vm1")]
+    assert lab.vm.isActive() == 0
+
+
+def test_planted_guest_suspended_vm_never_woken(fake_libvirt):
+    from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import converge
+    actions, dom = converge(Client(URI), "pmsuspended", "running", check_mode=False)
+    dom.pMWakeup.assert_called_once_with(0)
+    dom.resume.assert_not_called()
+    assert actions[0] == "wake up"
