@@ -12,8 +12,10 @@ kvmfusion.compute.clone, one task per batch.
     python3 bench/linked_clones.py [--linked 100] [--started 20] [--full 5]
         (root; the lab must be up: tools/lab up, or ./dev lab)
 
-The baseline for the per-clone cost is an empty play against the same host, measured in the same
-run and subtracted (Ansible's start-up). Prints figures and ratios; never fails on timing. Exits
+Method: --rounds rounds (default 3). Each round runs an empty play against the same host (the
+baseline: Ansible's start-up), then the linked, start and full plays, each timed once and minus
+that round's empty play; the clones are removed between rounds (untimed). The figures printed are
+the medians over the rounds, and the method is printed with them. Never fails on timing. Exits
 non-zero only when a play fails.
 """
 from __future__ import absolute_import, division, print_function
@@ -154,6 +156,28 @@ MEASURE = """
 
 CLEANUP = SETUP.split("    - name: Datastore", maxsplit=1)[0]
 
+REMOVE_CLONES = """
+- name: Remove the clones of a round
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: Remove every clone and its files, keep the template
+      ansible.builtin.shell: |
+        for d in $(virsh -c qemu:///system list --all --name | grep -E '^bench-(lc|fc)-'); do
+          virsh -c qemu:///system destroy $d >/dev/null 2>&1 || true
+          virsh -c qemu:///system undefine --snapshots-metadata $d >/dev/null
+        done
+        rm -f DSDIR/bench-lc-* DSDIR/bench-fc-*
+        virsh -c qemu:///system pool-refresh bench-clone-ds >/dev/null
+      changed_when: true
+""".replace("DSDIR", DS_DIR_VAR)
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
 
 def play(text, inventory, extra, tmp):
     path = os.path.join(tmp, "play.yml")
@@ -177,34 +201,45 @@ def main():
     ap.add_argument("--linked", type=int, default=100)
     ap.add_argument("--started", type=int, default=20)
     ap.add_argument("--full", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     inventory = subprocess.run([os.path.join(ROOT, "tools", "lab"), "inventory"], capture_output=True, text=True,
                                check=True).stdout.strip()
     extra = {"target": "cna[0]", "linked": a.linked, "started": a.started, "full": a.full}
     tmp = tempfile.mkdtemp(prefix="bench-clone-")
+    rounds = []
+    m = None
     try:
         t_setup, _o = play(SETUP, inventory, extra, tmp)
-        base = min(play(EMPTY, inventory, extra, tmp)[0] for _i in range(3))
-        t_linked, _o = play(LINKED, inventory, extra, tmp)
-        t_start, _o = play(START, inventory, extra, tmp)
-        t_full, _o = play(FULL, inventory, extra, tmp)
-        _t, out = play(MEASURE, inventory, extra, tmp)
-        line = [ln for ln in out.splitlines() if "BENCH {" in ln][0]
-        m = json.loads(line.split("BENCH ", 1)[1].rstrip('"').replace('\\"', '"'))
+        for r in range(a.rounds):
+            if r:
+                play(REMOVE_CLONES, inventory, extra, tmp)
+            base = play(EMPTY, inventory, extra, tmp)[0]
+            t_linked = play(LINKED, inventory, extra, tmp)[0]
+            t_start = play(START, inventory, extra, tmp)[0]
+            t_full = play(FULL, inventory, extra, tmp)[0]
+            rounds.append({"base": base, "linked": max(t_linked - base, 0.0) / a.linked,
+                           "start": max(t_start - base, 0.0) / max(a.started, 1),
+                           "full": max(t_full - base, 0.0) / a.full})
+            if m is None:
+                _t, out = play(MEASURE, inventory, extra, tmp)
+                line = [ln for ln in out.splitlines() if "BENCH {" in ln][0]
+                m = json.loads(line.split("BENCH ", 1)[1].rstrip('"').replace('\\"', '"'))
     finally:
         play(CLEANUP, inventory, extra, tmp)
-    lin_s = max(t_linked - base, 0.0) / a.linked
-    full_s = max(t_full - base, 0.0) / a.full
+    lin_s, start_s, full_s = (median([x[k] for x in rounds]) for k in ("linked", "start", "full"))
     lin_b = sum(m["linked"]) / max(len(m["linked"]), 1)
     full_b = sum(m["full"]) / max(len(m["full"]), 1)
+    print("method: medians of %d rounds; in each round an empty play (Ansible's start-up, the baseline) is timed, "
+          "then each clone play once, minus that round's empty play; clones removed between rounds, untimed"
+          % a.rounds)
     print("template: 2 GiB virtual, %.2f GiB allocated (setup %.1f s)" % (m["template"] / 2.0 ** 30, t_setup))
-    print("baseline (empty play): %.2f s" % base)
-    print("linked: %d clones defined in %.2f s -> %.3f s per clone, %.0f KiB per clone (%d files)"
-          % (a.linked, t_linked, lin_s, lin_b / 1024.0, len(m["linked"])))
-    print("        %d of them started in %.2f s -> %.3f s per start (%d running)"
-          % (a.started, t_start, max(t_start - base, 0.0) / max(a.started, 1), m["running"]))
-    print("full:   %d clones defined in %.2f s -> %.3f s per clone, %.0f MiB per clone"
-          % (a.full, t_full, full_s, full_b / 2.0 ** 20))
+    print("baseline (empty play): median %.2f s (rounds: %s)" % (median([x["base"] for x in rounds]),
+                                                                 ", ".join("%.2f" % x["base"] for x in rounds)))
+    print("linked: %d clones per round -> %.3f s per clone, %.0f KiB per clone (%d files)"
+          % (a.linked, lin_s, lin_b / 1024.0, len(m["linked"])))
+    print("        %d of them started per round -> %.3f s per start (%d running)" % (a.started, start_s, m["running"]))
+    print("full:   %d clones per round -> %.3f s per clone, %.0f MiB per clone" % (a.full, full_s, full_b / 2.0 ** 20))
     print("ratio linked/full: time %.4fx, bytes %.5fx" % (lin_s / full_s if full_s else float("nan"),
                                                           lin_b / full_b if full_b else float("nan")))
     print("target: a few hundred KiB per linked clone -> %s" % ("met" if lin_b <= 1024 * 1024 else "NOT met"))

@@ -8,10 +8,14 @@ The VMs are identical firmware-only KVM guests (64 MiB, no disk, no graphics; ho
 arch-capabilities, which this machine's KVM cannot start with) so the figure is
 the modules' own cost: the play runs against the first lab CNA, each module runs there.
 
-    python3 bench/vm_define_start.py [--count 20] [--rounds 2]   (root; the lab must be up:
+    python3 bench/vm_define_start.py [--count 20] [--rounds 3]   (root; the lab must be up:
                                                                   tools/lab up, or ./dev lab)
 Installs the `ansible` package into .cache/bench-venv on first use. Prints figures and ratios;
 never fails on timing. Also times a second, no-change run of each play (idempotence cost).
+
+Method: each round times both plays whole (Ansible start-up included), alternating which goes first;
+the figures are medians over the rounds (an odd number: with an even one the median is the mean of the
+middle two, and the output says so).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -121,7 +125,7 @@ def cleanup(target):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--count", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--target", default="cna1")
     args = ap.parse_args()
     playbook = venv()
@@ -145,7 +149,8 @@ def main():
     med = dict((k, statistics.median(v)) for k, v in results.items())
     n = float(args.count)
     print()
-    print("define + start %d VMs in one play on %s, median of %d rounds" % (args.count, args.target, args.rounds))
+    print("define + start %d VMs in one play on %s, median of %d rounds%s, order alternated per round" % (
+        args.count, args.target, args.rounds, " (even: the mean of the middle two)" if args.rounds % 2 == 0 else ""))
     print("kvmfusion.compute.vm:        %6.2fs   %.3f s/VM" % (med["ours"], med["ours"] / n))
     print("community.libvirt.virt:      %6.2fs   %.3f s/VM" % (med["theirs"], med["theirs"] / n))
     print("ratio ours / community:      %.2fx  (below 1 is faster)" % (med["ours"] / med["theirs"]))
