@@ -36,6 +36,11 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAB_DIR = os.environ.get("KVMF_LAB_DIR", "/srv/kvmfusion-lab")
 BRIDGE = "kvmflab0"
+# The second bridge: the "physical switch" DVS uplinks plug into. No address; it carries the VMs'
+# VLAN-tagged frames between hosts (a Linux bridge without VLAN filtering forwards tags as they are).
+UNDERLAY = "kvmflab1"
+UNDERLAY_PREFIX = "kvmfu-"
+UNDERLAY_NIC = "eth1"
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
 GATEWAY = "10.77.0.1"
 SHARED_MOUNTPOINT = "/var/lib/kvmfusion/shared"
@@ -108,6 +113,8 @@ def host_plan(n_cna: int, n_vrm: int) -> list[dict]:
         h["mac"] = "02:77:00:00:00:%02x" % h["index"]
         h["netns"] = NETNS_PREFIX + h["name"]
         h["veth"] = NETNS_PREFIX + h["name"]
+        h["uveth"] = UNDERLAY_PREFIX + h["name"]
+        h["umac"] = "02:77:01:00:00:%02x" % h["index"]
         h["dir"] = os.path.join(LAB_DIR, "hosts", h["name"])
     return hosts
 
@@ -138,6 +145,7 @@ def ipt_rules() -> list[list[str]]:
     return [
         ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
         ["INPUT", "-i", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
+        ["FORWARD", "-i", UNDERLAY, "-o", UNDERLAY, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
     ]
 
 
@@ -148,6 +156,9 @@ def network_up() -> None:
     if f"{GATEWAY}/" not in addrs:
         run(["ip", "addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE])
     run(["ip", "link", "set", BRIDGE, "up"])
+    if not link_exists(UNDERLAY):
+        run(["ip", "link", "add", UNDERLAY, "type", "bridge"])
+    run(["ip", "link", "set", UNDERLAY, "up"])
     # Bridged lab traffic passes this namespace's FORWARD chain (bridge-nf-call-iptables).
     for rule in ipt_rules():
         if run(["iptables", "-C"] + rule, check=False).returncode != 0:
@@ -158,8 +169,9 @@ def network_down() -> None:
     for rule in ipt_rules():
         while run(["iptables", "-C"] + rule, check=False).returncode == 0:
             run(["iptables", "-D"] + rule)
-    if link_exists(BRIDGE):
-        run(["ip", "link", "del", BRIDGE])
+    for br in (BRIDGE, UNDERLAY):
+        if link_exists(br):
+            run(["ip", "link", "del", br])
 
 
 def host_net_up(h: dict) -> None:
@@ -180,13 +192,23 @@ def host_net_up(h: dict) -> None:
     run(ns + ["route", "replace", "default", "via", GATEWAY])
     run(["ip", "link", "set", h["veth"], "master", BRIDGE])
     run(["ip", "link", "set", h["veth"], "up"])
+    # the underlay NIC: no address, a DVS takes it as an uplink
+    if run(ns + ["link", "show", "dev", UNDERLAY_NIC], check=False).returncode != 0:
+        if link_exists(h["uveth"]):
+            run(["ip", "link", "del", h["uveth"]])
+        run(["ip", "link", "add", h["uveth"], "type", "veth", "peer", "name", UNDERLAY_NIC, "netns", h["netns"]])
+    run(ns + ["link", "set", UNDERLAY_NIC, "address", h["umac"]])
+    run(ns + ["link", "set", UNDERLAY_NIC, "up"])
+    run(["ip", "link", "set", h["uveth"], "master", UNDERLAY])
+    run(["ip", "link", "set", h["uveth"], "up"])
 
 
 def host_net_down(h: dict) -> None:
     if h["netns"] in netns_list():
         run(["ip", "netns", "del", h["netns"]], check=False)
-    if link_exists(h["veth"]):
-        run(["ip", "link", "del", h["veth"]], check=False)
+    for link in (h["veth"], h.get("uveth")):
+        if link and link_exists(link):
+            run(["ip", "link", "del", link], check=False)
 
 
 # ---------------------------------------------------------------------------- identity
@@ -537,7 +559,8 @@ def cmd_down(args) -> int:
     for n in netns_list():
         if n.startswith(NETNS_PREFIX) and n[len(NETNS_PREFIX):] not in names:
             extra = n[len(NETNS_PREFIX):]
-            hosts.append({"name": extra, "netns": n, "veth": n, "dir": os.path.join(LAB_DIR, "hosts", extra)})
+            hosts.append({"name": extra, "netns": n, "veth": n, "uveth": UNDERLAY_PREFIX + extra,
+                          "dir": os.path.join(LAB_DIR, "hosts", extra)})
     unreaped = []
     for h in hosts:
         unreaped += kill_host(h, state)
