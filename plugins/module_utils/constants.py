@@ -52,3 +52,8 @@ SECRET_USAGE_ISCSI = 3
 POOL_STATE = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "inaccessible"}
 # libvirt 9.9.0 reverts external snapshots itself (packed version number)
 LIBVIRT_EXTERNAL_REVERT = 9009000
+
+# virNetworkUpdate: commands, sections, flags
+NETWORK_UPDATE_MODIFY, NETWORK_UPDATE_DELETE, NETWORK_UPDATE_ADD_LAST = 1, 2, 3
+NETWORK_SECTION_PORTGROUP = 9
+NETWORK_UPDATE_AFFECT_LIVE, NETWORK_UPDATE_AFFECT_CONFIG = 1, 2

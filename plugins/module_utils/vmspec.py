@@ -127,9 +127,17 @@ def _machine_spec(p, d):
 def _nics_spec(nic_options, vm):
     nics, macs = [], set()
     for i, n in enumerate(nic_options):
-        n = n or {}
+        n = dict(n or {})
+        if n.get("dvs"):
+            # A DVS is a libvirt network of its name; its NICs always join a port group (a port outside one
+            # would be an unrestricted trunk on Open vSwitch).
+            if n.get("network") or n.get("bridge"):
+                raise ValueError("VM '%s': nic %d has dvs and also network or bridge: give one" % (vm, i))
+            if not n.get("portgroup"):
+                raise ValueError("VM '%s': nic %d on dvs %s needs its portgroup" % (vm, i, n["dvs"]))
+            n["network"] = n.pop("dvs")
         if bool(n.get("network")) == bool(n.get("bridge")):
-            raise ValueError("VM '%s': nic %d needs exactly one of network or bridge" % (vm, i))
+            raise ValueError("VM '%s': nic %d needs exactly one of dvs, network or bridge" % (vm, i))
         nic = {"network": n.get("network"), "bridge": n.get("bridge"), "model": n.get("model") or "virtio",
                "portgroup": n.get("portgroup"), "mac": None}
         for key in ("network", "bridge", "portgroup"):

@@ -122,8 +122,10 @@ options:
     elements: dict
   nics:
     description:
-      - Network interfaces, in order. Each has exactly one of C(network) (a libvirt network, optionally with
+      - Network interfaces, in order. Each has exactly one of C(dvs) (a distributed virtual switch, with its
+        C(portgroup), required; see M(kvmfusion.compute.portgroup)), C(network) (a libvirt network, optionally with
         C(portgroup)) or C(bridge), and optionally C(mac) and C(model) (V(virtio) default, V(e1000), V(rtl8139)).
+        A DVS NIC reads back as C(network) (a DVS is a libvirt network of its name).
       - The list is authoritative, NICs beyond it are removed. A NIC without C(mac) keeps the MAC it has.
     type: list
     elements: dict

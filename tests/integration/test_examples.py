@@ -36,6 +36,7 @@ MAPPING = [
     ("max_memory: 8GiB", "max_memory: 384MiB", "memory scaled down to the lab"),
     ("memory: 4GiB", "memory: 256MiB", "memory scaled down to the lab"),
     ("memory: 2GiB", "memory: 192MiB", "memory scaled down to the lab"),
+    ("uplinks: [eth1, eth2]", "uplinks: [eth1, kvmfex-up2]", "a second NIC: a veth the test makes on each CNA"),
 ]
 # Running VMs of the examples use TCG: this machine's KVM cannot start host-model guests (LAB-NOTES).
 RUNNING_VM_EXTRA = {"hypervisor": "qemu", "graphics": "none"}
@@ -132,13 +133,22 @@ def story(lab):
         ex("disk_info", 0), ex("disk_info", 1), ex("disk_info", 2),
         ex("vm_info", 0), ex("vm_info", 1), ex("vm_info", 2),
     ]
+    network_tasks = [
+        glue("a second NIC for the bond example", **{"ansible.builtin.shell": (
+            "ip link show kvmfex-up2 >/dev/null 2>&1 || ip link add kvmfex-up2 type veth peer name kvmfex-up2p; "
+            "ip link set kvmfex-up2 up; ip link set kvmfex-up2p up")}),
+        ex("dvs", 0), ex("dvs_info", 0), ex("dvs_info", 1), ex("dvs", 1),
+        ex("portgroup", 0), ex("portgroup", 1), ex("portgroup", 2),
+        ex("portgroup_info", 0), ex("portgroup_info", 1),
+        ex("dvs", 2),
+    ]
     return [{
         "name": "Every module's EXAMPLES",
         "hosts": "cna",
         "gather_facts": False,
         "vars": {"__cna2_uri": lab.uri(cna2), "vault_san1_chap": "not-a-secret", "__lun": "/dev/null"},
-        "tasks": [ex("host_info", i) for i in range(3)] + [ex("datastore", i) for i in range(5)] + [on_first(vm_tasks)]
-        + [ex("datastore_info", i) for i in range(3)] + [ex("datastore", 5)],
+        "tasks": [ex("host_info", i) for i in range(3)] + [ex("datastore", i) for i in range(5)] + network_tasks
+        + [on_first(vm_tasks)] + [ex("datastore_info", i) for i in range(3)] + [ex("datastore", 5)],
     }]
 
 
@@ -168,6 +178,12 @@ CLEANUP = """
         virsh -c qemu:///system net-destroy prod 2>/dev/null; virsh -c qemu:///system net-undefine prod 2>/dev/null
         exit 0
       when: inventory_hostname == groups['cna'] | first
+      changed_when: true
+    - name: Remove the example DVS
+      kvmfusion.compute.dvs: {name: dvs-prod, state: absent, force: true}
+    - name: Remove the second NIC
+      ansible.builtin.command: ip link del kvmfex-up2
+      failed_when: false
       changed_when: true
     - name: Remove the example datastores (files of the local ones too)
       kvmfusion.compute.datastore: {name: "{{ item }}", state: absent, purge: "{{ item != 'shared' }}"}

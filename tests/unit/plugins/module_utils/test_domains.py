@@ -202,9 +202,11 @@ NIC = dict(network="default")
     (dict(boot_devices=["floppy"]), "boot_devices entries are hd, cdrom or network, got 'floppy'"),
     (dict(boot_devices=["hd"], disks=[dict(name="data"), dict(name="root", boot_order=1)]),
      "boot_devices and a disk's boot_order cannot be combined"),
-    (dict(nics=[dict(network="default", bridge="br0")]), "nic 0 needs exactly one of network or bridge"),
-    (dict(nics=[NIC, dict(model="virtio")]), "nic 1 needs exactly one of network or bridge"),
-    (dict(nics=[None]), "nic 0 needs exactly one of network or bridge"),
+    (dict(nics=[dict(network="default", bridge="br0")]), "nic 0 needs exactly one of dvs, network or bridge"),
+    (dict(nics=[NIC, dict(model="virtio")]), "nic 1 needs exactly one of dvs, network or bridge"),
+    (dict(nics=[None]), "nic 0 needs exactly one of dvs, network or bridge"),
+    (dict(nics=[dict(dvs="dvs1")]), "nic 0 on dvs dvs1 needs its portgroup"),
+    (dict(nics=[dict(dvs="dvs1", portgroup="web", network="default")]), "nic 0 has dvs and also network or bridge"),
     (dict(nics=[dict(bridge="br0", mac="52:54:00:zz:00:01")]), "nic 0 mac '52:54:00:zz:00:01' is not a unicast MAC"),
     (dict(nics=[dict(bridge="br0", mac="52:54:00:00:01")]), "is not a unicast MAC"),
     (dict(nics=[dict(bridge="br0", mac="52-54-00-00-00-01")]), "is not a unicast MAC"),
@@ -434,6 +436,13 @@ def test_template_metadata():
     xml = vmspec.build_xml(spec(template=False), "kvm")
     assert xmlutil.parse(xml).find("metadata/" + VM_TAG) is None
     assert not vmspec.is_template(xml)
+
+
+def test_a_dvs_nic_is_a_network_nic_in_its_port_group():
+    d = spec(nics=[dict(dvs="dvs-prod", portgroup="web")])
+    assert d["nics"] == [dict(network="dvs-prod", bridge=None, portgroup="web", model="virtio", mac=None)]
+    src = parsed(d).find("devices/interface/source")
+    assert src.attrib == {"network": "dvs-prod", "portgroup": "web"}
 
 
 def test_nic_element_without_mac_or_portgroup():

@@ -1,0 +1,287 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Distributed virtual switches and port groups on Open vSwitch, one CNA at a time.
+
+A DVS on a CNA is an OVS bridge of its name, its uplink (one NIC, or a bond of several), and a libvirt
+network of its name forwarding to the bridge; a play over the CNAs makes it span them. A port group is
+a ``<portgroup>`` of that network; a change reaches the definition (for VMs started or migrated later)
+and the running VMs' ports on this CNA (OVS columns and libvirt's live bandwidth), without restarting
+anything. OVS work is local: both managers refuse a remote URI.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    AFFECT_LIVE,
+    NETWORK_SECTION_PORTGROUP,
+    NETWORK_UPDATE_ADD_LAST,
+    NETWORK_UPDATE_AFFECT_CONFIG,
+    NETWORK_UPDATE_AFFECT_LIVE,
+    NETWORK_UPDATE_DELETE,
+    NETWORK_UPDATE_MODIFY,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.ovs import OWNER_KEY, Ovs
+
+
+def _datapath():
+    """The datapath this CNA's OVS bridges use: the kernel one when its module is loaded, else userspace."""
+    return "system" if os.path.exists("/sys/module/openvswitch") else "netdev"
+
+
+def nic_users(client, network, portgroup=None):
+    """[(vm, target dev or None, running)] of this CNA's VMs with a NIC on ``network`` (and ``portgroup``)."""
+    out = []
+    for name in client.domain_names():
+        dom = client.domain(name)
+        if dom is None:
+            continue
+        running = bool(client.call("read state of", "VM '%s'" % name, dom.isActive))
+        seen = set()
+        for inactive in ((False, True) if running else (True,)):
+            root = xmlutil.parse(client.domain_xml(name, inactive=inactive))
+            for el in root.findall("devices/interface"):
+                # defined as type='network'; a running VM's live XML shows type='bridge' with the network kept
+                # in <source network=...>
+                if xmlutil.find_attr(el, "source", "network") != network:
+                    continue
+                if portgroup is not None and xmlutil.find_attr(el, "source", "portgroup") != portgroup:
+                    continue
+                mac = xmlutil.find_attr(el, "mac", "address")
+                if mac in seen:
+                    continue
+                seen.add(mac)
+                out.append((name, xmlutil.find_attr(el, "target", "dev") if not inactive else None, running and not inactive))
+    return out
+
+
+class DvsManager(Manager):
+    """One DVS on this CNA: the OVS bridge, its uplink port, and the libvirt network."""
+
+    def converge(self, params):
+        d = netspec.dvs_state(params)
+        name = d["name"]
+        self.need_local("DVS '%s': configuring Open vSwitch" % name)
+        self.ovs = Ovs(self)
+        before = self.facts(name)
+        if params.get("state") == "absent":
+            self._absent(name, before, params.get("force"))
+            return self.result(before and self._view(before), None, dvs=None)
+        for nic in d.get("uplinks", []):
+            if not os.path.exists(os.path.join("/sys/class/net", nic)):
+                raise ValueError("DVS '%s': uplink %s is not a network interface of this host" % (name, nic))
+        self._bridge(name, before)
+        self._uplinks(d, before)
+        self._network(name)
+        after_view = dict(self._view(before) if before else {"name": name}, **d)
+        info = self.facts(name) if not self.check_mode else None
+        return self.result(before and self._view(before), after_view, dvs=info)
+
+    # reading ---------------------------------------------------------------------------
+    def facts(self, name):
+        """What this CNA has of DVS ``name``: bridge, uplink, network (None when it has nothing of it)."""
+        br = Ovs(self).bridge(name)
+        net = self.client.network(name)
+        if br is None and net is None:
+            return None
+        uplink = None
+        if br is not None:
+            ours = [p for p in br["ports"].values() if (p.get("external_ids") or {}).get(OWNER_KEY) == "uplink"]
+            uplink = ours[0] if ours else None
+        netinfo = None
+        portgroups = []
+        if net is not None:
+            root = xmlutil.parse(self.client.call("read", "network '%s'" % name, net.XMLDesc, 0))
+            netinfo = {"active": bool(self.client.call("read state of", "network '%s'" % name, net.isActive)),
+                       "autostart": bool(self.client.call("read autostart of", "network '%s'" % name, net.autostart)),
+                       "dvs": netspec.is_dvs_network(root)}
+            portgroups = [el.get("name") for el in root.findall("portgroup")]
+        return {
+            "name": name,
+            "bridge": br is not None,
+            "datapath": br["datapath_type"] if br else None,
+            "uplinks": uplink["interfaces"] if uplink else [],
+            "uplink_port": uplink["name"] if uplink else None,
+            "bond_mode": (uplink.get("bond_mode") or None) if uplink and len(uplink["interfaces"]) > 1 else None,
+            "lacp": (uplink.get("lacp") or "off") if uplink and len(uplink["interfaces"]) > 1 else None,
+            "mtu": (uplink["mtu"][0] if uplink and len(uplink["mtu"]) == 1 else None),
+            "network": netinfo,
+            "portgroups": portgroups,
+            "vms": sorted(set(u[0] for u in nic_users(self.client, name))) if net is not None else [],
+        }
+
+    @staticmethod
+    def _view(f):
+        v = {"name": f["name"], "uplinks": f["uplinks"]}
+        if len(f["uplinks"]) > 1:
+            v["bond_mode"], v["lacp"] = f["bond_mode"], f["lacp"]
+        if f["mtu"] is not None:
+            v["mtu"] = f["mtu"]
+        return v
+
+    # changing --------------------------------------------------------------------------
+    def _bridge(self, name, cur):
+        if cur is None or not cur["bridge"]:
+            dp = _datapath()
+            self.act("create OVS bridge %s (%s datapath)" % (name, dp), self.ovs.run,
+                     ["add-br", name], ["set", "bridge", name, "datapath_type=%s" % dp])
+
+    def _uplinks(self, d, cur):
+        if "uplinks" not in d and "mtu" not in d:
+            return
+        name = d["name"]
+        have = cur["uplinks"] if cur else []
+        port = cur["uplink_port"] if cur else None
+        want = d.get("uplinks", have)
+        cmds = []
+        if want != have:
+            if port:
+                cmds.append(["del-port", name, port])
+            if len(want) == 1:
+                cmds += [["add-port", name, want[0]], ["set", "port", want[0], "external_ids:%s=uplink" % OWNER_KEY]]
+            elif len(want) > 1:
+                bond = netspec.bond_port(name)
+                cmds += [["add-bond", name, bond] + want,
+                         ["set", "port", bond, "external_ids:%s=uplink" % OWNER_KEY,
+                          "bond_mode=%s" % d["bond_mode"], "lacp=%s" % d["lacp"]]]
+        elif len(want) > 1 and (cur["bond_mode"], cur["lacp"]) != (d.get("bond_mode"), d.get("lacp")) \
+                and "bond_mode" in d:
+            cmds.append(["set", "port", port, "bond_mode=%s" % d["bond_mode"], "lacp=%s" % d["lacp"]])
+        if "mtu" in d and want and (want != have or (cur and cur["mtu"]) != d["mtu"]):
+            cmds += [["set", "interface", nic, "mtu_request=%d" % d["mtu"]] for nic in want]
+        if cmds:
+            # One transaction: VM ports on the bridge are not touched, and OVS never holds half a change.
+            what = []
+            if want != have:
+                what.append("uplinks %s -> %s" % (",".join(have) or "none", ",".join(want) or "none"))
+            if any(c[:2] == ["set", "port"] and any(a.startswith("bond_mode=") for a in c) for c in cmds) and want == have:
+                what.append("bond %s, lacp %s" % (d["bond_mode"], d["lacp"]))
+            if "mtu" in d and any(c[:2] == ["set", "interface"] for c in cmds):
+                what.append("mtu %d" % d["mtu"])
+            self.act("set " + "; ".join(what), self.ovs.run, *cmds)
+
+    def _network(self, name):
+        net = self.client.network(name)
+        if net is None:
+            self.act("define network %s on OVS bridge %s" % (name, name), self.client.call, "define",
+                     "network '%s'" % name, self.client.conn.networkDefineXML, netspec.network_xml(name))
+            self.act("autostart network %s" % name, self._autostart, name)
+            self.act("start network %s" % name, self._start, name)
+            return
+        root = xmlutil.parse(self.client.call("read", "network '%s'" % name, net.XMLDesc, 0))
+        if not netspec.is_dvs_network(root):
+            raise ValueError("DVS '%s': libvirt network '%s' exists and is not a DVS (bridge mode on Open vSwitch): "
+                             "choose another name" % (name, name))
+        if not self.client.call("read autostart of", "network '%s'" % name, net.autostart):
+            self.act("autostart network %s" % name, self._autostart, name)
+        if not self.client.call("read state of", "network '%s'" % name, net.isActive):
+            self.act("start network %s" % name, self._start, name)
+
+    def _autostart(self, name):
+        net = self.client.network(name)
+        self.client.call("autostart", "network '%s'" % name, net.setAutostart, 1)
+
+    def _start(self, name):
+        net = self.client.network(name)
+        self.client.call("start", "network '%s'" % name, net.create)
+
+    def _absent(self, name, cur, force):
+        if cur is None:
+            return
+        users = nic_users(self.client, name) if cur["network"] else []
+        if users and not force:
+            raise ValueError("DVS '%s' is used by VM NICs: %s; move them to another DVS or set force=true"
+                             % (name, ", ".join(sorted(set(u[0] for u in users)))))
+        if users:
+            self.warn("DVS '%s' removed while VMs %s have NICs on it: they stay defined, their NICs have no network"
+                      % (name, ", ".join(sorted(set(u[0] for u in users)))))
+        net = self.client.network(name)
+        if net is not None:
+            if cur["network"]["active"]:
+                self.act("stop network %s" % name, self.client.call, "stop", "network '%s'" % name, net.destroy)
+            self.act("undefine network %s" % name, self.client.call, "undefine", "network '%s'" % name, net.undefine)
+        if cur["bridge"]:
+            self.act("delete OVS bridge %s" % name, self.ovs.run, ["--if-exists", "del-br", name])
+
+
+class PortgroupManager(Manager):
+    """One port group of a DVS on this CNA: the network's <portgroup> and the running ports that use it."""
+
+    def converge(self, params):
+        absent = params.get("state") == "absent"
+        if absent:
+            d = {"dvs": netspec.validate_ifname(params.get("dvs"), "dvs"), "name": params.get("name")}
+            names.validate_name(d["name"], kind="port group")
+        else:
+            d = netspec.portgroup_state(params)
+        self.need_local("port group '%s': configuring Open vSwitch ports" % d["name"])
+        net = self.client.network(d["dvs"])
+        if net is None:
+            raise ValueError("port group '%s': unknown DVS '%s' on %s (create it with kvmfusion.compute.dvs first)"
+                             % (d["name"], d["dvs"], self.uri))
+        root = xmlutil.parse(self.client.call("read", "network '%s'" % d["dvs"], net.XMLDesc, 0))
+        if not netspec.is_dvs_network(root):
+            raise ValueError("port group '%s': network '%s' is not a DVS" % (d["name"], d["dvs"]))
+        cur_el = [el for el in root.findall("portgroup") if el.get("name") == d["name"]]
+        before = netspec.portgroup_view(d["dvs"], cur_el[0]) if cur_el else None
+        prio = (params.get("shaping") or {}).get("priority")
+        if absent:
+            if before is not None:
+                users = nic_users(self.client, d["dvs"], d["name"])
+                if users and not params.get("force"):
+                    raise ValueError("port group '%s' of DVS '%s' is used by VM NICs: %s; move them first or set "
+                                     "force=true" % (d["name"], d["dvs"], ", ".join(sorted(set(u[0] for u in users)))))
+                self.act("delete port group %s" % d["name"], self._update, net, NETWORK_UPDATE_DELETE, cur_el[0])
+            return self.result(before, None, portgroup=None)
+        if prio is not None:
+            self.warn("port group '%s': shaping priority %s is not applied: Open vSwitch's userspace datapath has no "
+                      "egress priority queues, and this collection does not program them on the kernel datapath "
+                      "either" % (d["name"], prio))
+        if before != d:
+            el = netspec.portgroup_element(d)
+            if before is None:
+                self.act("add port group %s" % d["name"], self._update, net, NETWORK_UPDATE_ADD_LAST, el)
+            else:
+                changed = sorted(k for k in set(d) | set(before) if d.get(k) != before.get(k))
+                self.act("update port group %s: %s" % (d["name"], ", ".join(changed)), self._update, net,
+                         NETWORK_UPDATE_MODIFY, el)
+                self._running_ports(d, before)
+        return self.result(before, d, portgroup=d)
+
+    def _update(self, net, command, el):
+        flags = NETWORK_UPDATE_AFFECT_CONFIG
+        if self.client.call("read state of", "network", net.isActive):
+            flags |= NETWORK_UPDATE_AFFECT_LIVE
+        self.client.call("update port groups of", "network '%s'" % net.name(), net.update, command,
+                         NETWORK_SECTION_PORTGROUP, -1, xmlutil.tostring(el), flags)
+
+    def _running_ports(self, d, before):
+        """Bring the ports of running VMs on this CNA to the new settings, without restarting them."""
+        ovs = Ovs(self)
+        vlan_changed = any(d.get(k) != before.get(k) for k in ("vlan_mode", "vlan", "trunk_vlans", "native_vlan"))
+        bw_changed = any(d.get(k) != before.get(k) for k in ("inbound", "outbound"))
+        for vm, dev, running in nic_users(self.client, d["dvs"], d["name"]):
+            if not running or not dev:
+                continue
+            if vlan_changed:
+                cols = netspec.ovs_vlan_columns(d)
+                self.act("set VLAN of %s (VM %s)" % (dev, vm), ovs.run,
+                         ["set", "port", dev] + ["%s=%s" % kv for kv in sorted(cols.items())])
+            if bw_changed:
+                self.act("set bandwidth of %s (VM %s)" % (dev, vm), self._bandwidth, vm, dev, d)
+
+    def _bandwidth(self, vm, dev, d):
+        params = {}
+        for direction in ("inbound", "outbound"):
+            for key in ("average", "peak", "burst"):
+                params["%s.%s" % (direction, key)] = int((d.get(direction) or {}).get(key, 0))
+        dom = self.client.domain(vm)
+        self.client.call("set bandwidth of", "VM '%s' NIC %s" % (vm, dev), dom.setInterfaceParameters, dev, params,
+                         AFFECT_LIVE)
