@@ -197,7 +197,9 @@ class DiskManager(Attachments, Manager):
         """Create, grow or convert the volume. Returns (before, after) managed views."""
         pool, vol, cur = self.volume_state(d)
         fmt = d["format"] or (cur["format"] if cur else "qcow2")
-        prov = d["provisioning"] or (cur["provisioning"] if cur and cur["provisioning"] != "thick" else "thin")
+        # An existing disk keeps its type when none is declared; "thick" is a disk read remotely (lazy or eager
+        # cannot be told from libvirt's allocation), and growing it must reserve the new space too.
+        prov = d["provisioning"] or (cur["provisioning"] if cur else "thin")
         if cur is None:
             if d["size"] is None:
                 raise ValueError("disk '%s' does not exist in datastore '%s': size is needed to create it"
@@ -376,6 +378,9 @@ class DiskManager(Attachments, Manager):
         self._refresh(pool, d["datastore"])
 
     def _grow_online(self, d, cur, prov, vm):
+        if prov == "thick":
+            raise ValueError("disk '%s' of running VM %s is thick, read through a remote URI: growing it online "
+                             "reserves the new space in its file, so run the task on its CNA" % (d["name"], vm))
         if cur["format"] == "qcow2" and prov != "thin":
             raise ValueError("disk '%s' is a %s qcow2 disk of running VM %s: QEMU grows qcow2 images thin, so growing "
                              "it online would not keep the new space %s; stop the VM (or use raw)" %

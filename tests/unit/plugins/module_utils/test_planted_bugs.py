@@ -12,10 +12,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+from unittest import mock
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import disks, domains, fileops, images, vmspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, disks, domains, fileops, images, vmspec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import SnapshotManager
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils import test_revert as rv
@@ -209,3 +210,160 @@ def test_planted_guest_suspended_vm_never_woken(fake_libvirt):
     dom.pMWakeup.assert_called_once_with(0)
     dom.resume.assert_not_called()
     assert actions[0] == "wake up"
+
+
+# ---------------------------------------------------------------------------- gaps the mutation score showed
+# (tools/mutation.py score: mutants of this code that no unit test killed)
+
+def _deletable_lab(tmp_path, monkeypatch, running=False):
+    """vm1 on sys.qcow2 with snapshot s1; the base is a datastore volume, the overlay a plain file."""
+    lab = rv.Lab(tmp_path, running=running)
+    lab.take("s1")
+    copy = images.definition_copy_path(lab.vm.xml)
+    with open(copy, "w") as f:
+        f.write(lab.vm.xml)
+    base_vol = mock.MagicMock(name="volume sys.qcow2")
+    base_vol.delete.side_effect = lambda flags: os.unlink(lab.base)
+    lab.client.volume_by_path = lambda path: base_vol if path == lab.base else None
+    undefined = []
+    lab.vm.undefineFlags = lambda flags: undefined.append(flags) or 0
+    return lab, base_vol, copy, undefined
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_vm_delete_with_disks_removes_volumes_files_and_the_definition_copy(tmp_path, monkeypatch, running):
+    lab, base_vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
+    overlay = lab.overlay("s1")
+    mgr = domains.VmManager(lab.client, check_mode=False)
+    assert mgr.absent("vm1", delete_disks=True) == {"name": "vm1"}
+    assert mgr.actions == (["power off"] if running else []) + [
+        "undefine", "delete disk %s" % lab.base, "delete %s" % overlay, "remove definition copy %s" % copy]
+    assert undefined == [constants.UNDEFINE_MANAGED_SAVE | constants.UNDEFINE_SNAPSHOTS_METADATA | constants.UNDEFINE_NVRAM]
+    base_vol.delete.assert_called_once_with(0)
+    assert not os.path.exists(lab.base) and not os.path.exists(overlay) and not os.path.exists(copy)
+    assert lab.calls("destroy") == ([("destroy", "vm1")] if running else [])
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_vm_delete_with_disks_refuses_files_another_cna_holds_open(tmp_path, monkeypatch, running):
+    """A lease on a stopped VM's disk is another CNA's VM; on a running VM it is the VM's own QEMU."""
+    lab, base_vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
+    monkeypatch.setattr(fileops, "lease_held", lambda path: path == lab.base)
+    mgr = domains.VmManager(lab.client, check_mode=False)
+    if running:
+        mgr.absent("vm1", delete_disks=True)
+        assert undefined
+        return
+    with pytest.raises(ValueError) as err:
+        mgr.absent("vm1", delete_disks=True)
+    assert str(err.value) == ("VM 'vm1': disk(s) %s are open by a running VM on another CNA (lease held); nothing "
+                              "was deleted" % lab.base)
+    assert undefined == [] and os.path.exists(lab.base) and os.path.exists(copy)
+
+
+def test_vm_delete_with_disks_refuses_a_disk_another_vm_of_this_cna_uses(tmp_path):
+    lab = rv.Lab(tmp_path)
+    lab.client.add_domain("other", rv.vm_xml("other", [rv.disk_xml(lab.base, "vdb")]))
+    with pytest.raises(ValueError) as err:
+        domains.VmManager(lab.client, check_mode=False).absent("vm1", delete_disks=True)
+    assert str(err.value) == ("VM 'vm1': disk %s is also used by other; detach it there or keep the disks" % lab.base)
+
+
+def test_a_label_equal_to_the_extents_reading_is_the_extents_reading(ds):
+    path = ds.make("d1", 4 * MiB, "raw", "thick_lazy_zeroed")
+    assert fileops.measure_provisioning(path) == {
+        "provisioning": "thick_lazy_zeroed", "measured": "thick_lazy_zeroed", "label": "thick_lazy_zeroed",
+        "source": "extents"}
+
+
+@pytest.mark.parametrize("label, expected", [
+    (None, {"provisioning": "thick", "measured": None, "label": None, "source": "allocation"}),
+    ("thin", {"provisioning": "thin", "measured": None, "label": "thin", "source": "label"}),
+    ("thick_lazy_zeroed", {"provisioning": "thick_lazy_zeroed", "measured": None, "label": "thick_lazy_zeroed",
+                           "source": "label"}),
+])
+def test_without_fiemap_a_file_without_holes_is_what_its_label_says(fsdir, monkeypatch, label, expected):
+    path = str(fsdir / "disk")
+    with open(path, "wb") as f:
+        f.write(b"\x01" * MiB)
+    if label:
+        fileops.set_intent(path, label)
+
+    def no_fiemap(path, size=None, fmt=None):
+        raise fileops.FileOpsError(path, "FIEMAP is not supported")
+    monkeypatch.setattr(fileops, "detect_provisioning", no_fiemap)
+    assert fileops.measure_provisioning(path) == expected
+
+
+def test_a_qcow2_file_exactly_its_virtual_size_is_not_thin_for_being_short(fsdir):
+    """detect_provisioning: a qcow2 file shorter than its virtual size is thin; one as long is read by extents."""
+    path = str(fsdir / "d.qcow2")
+    rv.qemu_img("create", "-q", "-f", "qcow2", "-o", "preallocation=full", path, "1M")
+    assert os.path.getsize(path) >= MiB
+    assert fileops.detect_provisioning(path, fmt="qcow2") == "thick_eager_zeroed"
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_growing_a_thin_disk_offline_asks_libvirt_without_allocating(ds, fmt):
+    ds.make("d1", 4 * MiB, fmt, "thin")
+    vol = ds.host.volumes[("ds1", "d1")]
+    ds.manager().converge(opts(name="d1", size=8 * MiB))
+    vol.resize.assert_called_once_with(8 * MiB, 0)
+
+
+def test_growing_a_thick_disk_read_remotely_asks_libvirt_to_allocate(host):
+    host.add_pool()
+    vol = host.add_volume("data1", capacity=4 * MiB, allocation=4 * MiB, fmt="raw")
+    mgr = disks.DiskManager(Client("qemu+ssh://root@cna2/system"), check_mode=False)
+    mgr.converge(opts(name="data1", size=8 * MiB))
+    vol.resize.assert_called_once_with(8 * MiB, constants.VOL_RESIZE_ALLOCATE)
+
+
+def test_converting_eager_to_lazy_releases_the_zeroes_then_reserves(ds):
+    path = ds.make("d1", 4 * MiB, "raw", "thick_eager_zeroed")
+    ds.register("d1", 4 * MiB, "raw")
+    ds.manager().converge(opts(name="d1", provisioning="thick_lazy_zeroed"))
+    assert measured(path, "raw") == ("thick_lazy_zeroed", True)
+
+
+def test_a_converted_qcow2_keeps_the_files_mode(ds):
+    path = ds.make("d1", 4 * MiB, "qcow2", "thin")
+    os.chmod(path, 0o640)
+    ds.register("d1", 4 * MiB, "qcow2")
+    ds.manager().converge(opts(name="d1", provisioning="thick_lazy_zeroed"))
+    assert os.stat(path).st_mode & 0o7777 == 0o640
+
+
+def test_new_disk_files_are_private(ds):
+    for fmt in ("raw", "qcow2"):
+        path = ds.make("d-" + fmt, 4 * MiB, fmt, "thin")
+        assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_disk_in_only_one_of_the_definitions_is_still_in_use(tmp_path):
+    """users_of reads the persistent and the live definition: a disk hot-plugged live only, or defined only."""
+    lab = rv.Lab(tmp_path, running=True)
+    other = lab.path("hot.qcow2")
+    rv.qemu_img("create", "-q", "-f", "qcow2", other, "1M")
+    live = rv.vm_xml("vm1", [rv.disk_xml(lab.base, "vda"), rv.disk_xml(other, "vdb")])
+    real_xml = lab.client.domain_xml
+    lab.client.domain_xml = lambda name, inactive=True, secure=False: (
+        live if name == "vm1" and not inactive else real_xml(name, inactive, secure))
+    assert images.users_of(lab.client, other) == [("vm1", "vdb")]
+    lab.client.domain_xml = lambda name, inactive=True, secure=False: (
+        rv.vm_xml("vm1", [rv.disk_xml(lab.base, "vda")]) if name == "vm1" and not inactive else real_xml(name, inactive, secure))
+    lab.vm.xml = live
+    assert images.users_of(lab.client, other) == [("vm1", "vdb")]
+
+
+def test_a_guest_suspended_vm_asked_to_stop_is_woken_then_shut_down(fake_libvirt):
+    from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import converge
+    actions, dom = converge(Client(URI), "pmsuspended", "stopped", check_mode=True)
+    assert actions[0] == "wake up" and len(actions) > 1 and "shut" in " ".join(actions[1:])
+
+
+@pytest.mark.parametrize("current, want, method", [("running", "restarted", "reboot"), ("paused", "restarted", "reset")])
+def test_restart_calls_libvirt_with_flags_0(fake_libvirt, current, want, method):
+    from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import converge
+    _actions, dom = converge(Client(URI), current, want, check_mode=False, force=(method == "reset"))
+    getattr(dom, method).assert_called_once_with(0)
