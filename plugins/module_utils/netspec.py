@@ -66,6 +66,8 @@ def dvs_state(p):
     if mtu is not None:
         if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
             raise ValueError("DVS '%s': mtu must be 68-65535, got %r" % (name, mtu))
+        if "uplinks" in d and not d["uplinks"]:
+            raise ValueError("DVS '%s': mtu is set on the uplinks, and uplinks is empty" % name)
         d["mtu"] = mtu
     return d
 

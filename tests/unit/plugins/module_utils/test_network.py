@@ -28,6 +28,7 @@ URI = "qemu:///system"
     (dict(name="dvs1", uplinks=["eth1", "eth2"], bond_mode="balance-tcp"), "balance-tcp needs LACP"),
     (dict(name="dvs1", uplinks=["eth1", "eth2"], bond_mode="balance-tcp", lacp="off"), "balance-tcp needs LACP"),
     (dict(name="dvs1", mtu=67), "mtu must be 68-65535"),
+    (dict(name="dvs1", uplinks=[], mtu=1500), "mtu is set on the uplinks, and uplinks is empty"),
 ])
 def test_bad_dvs_input_is_one_line(params, fragment):
     with pytest.raises(ValueError) as err:
