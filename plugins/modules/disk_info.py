@@ -93,7 +93,7 @@ disks:
       sample: thick_eager_zeroed
     provisioning_source:
       description:
-        - What decided O(disks[].provisioning). V(extents) is the file's extent map. V(label) is the stored intent,
+        - What decided RV(disks[].provisioning). V(extents) is the file's extent map. V(label) is the stored intent,
           when it is a weaker type than the extents show, or when the extents cannot be read. V(allocation) is
           libvirt's allocation against capacity, read remotely.
       type: str

@@ -21,7 +21,7 @@ description:
     itself changes).
   - O(state=absent) removes the network and the bridge; it refuses while VM NICs on this CNA use the DVS, naming
     the VMs, unless O(force=true).
-  - Runs on the CNA itself (a local O(uri)): Open vSwitch is configured with C(ovs-vsctl) on the host.
+  - Runs on the CNA itself (a local O(uri)); Open vSwitch is configured with C(ovs-vsctl) on the host.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

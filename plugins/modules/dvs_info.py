@@ -15,7 +15,7 @@ version_added: 0.2.0
 description:
   - Lists the DVSes of this CNA (libvirt networks in bridge mode on an Open vSwitch bridge), or one of them, with
     their bridge, datapath, uplinks (bond mode, LACP, MTU), network state, port groups and the VMs with NICs on them.
-  - Runs on the CNA itself (a local O(uri)): Open vSwitch is read with C(ovs-vsctl) on the host.
+  - Runs on the CNA itself (a local O(uri)); Open vSwitch is read with C(ovs-vsctl) on the host.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

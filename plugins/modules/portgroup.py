@@ -71,8 +71,8 @@ options:
         type: dict
       priority:
         description:
-          - Priority under congestion of the uplink. Not applied (warned): the userspace datapath has no egress
-            priority queues, and this version does not program them on the kernel datapath.
+          - "Priority under congestion of the uplink. Not applied (the task warns): the userspace datapath has no
+            egress priority queues, and this version does not program them on the kernel datapath."
         type: str
         choices: [low, medium, high]
   force:
