@@ -37,6 +37,7 @@ LIST_DESCENDANTS = 1
 REVERT_RUNNING, REVERT_PAUSED = 1, 2
 # virDomainSaveRestoreFlags
 SAVE_RUNNING, SAVE_PAUSED = 2, 4
+SAVE_IMAGE_XML_SECURE = 1
 # virDomainState
 DOMAIN_STATE = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
                 6: "crashed", 7: "pmsuspended"}

@@ -173,7 +173,7 @@ def images_standing_on(dirs):
     children = {}
     for d in sorted(set(dirs)):
         try:
-            entries = list(os.scandir(d))
+            entries = sorted(os.scandir(d), key=lambda e: e.name)  # one order on every run and every CNA
         except OSError:
             continue
         for e in entries:

@@ -32,6 +32,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     METADATA_ELEMENT,
     REVERT_PAUSED,
     REVERT_RUNNING,
+    SAVE_IMAGE_XML_SECURE,
     SAVE_PAUSED,
     SAVE_RUNNING,
     SNAPSHOT_XML_SECURE,
@@ -364,7 +365,9 @@ class RevertManager(Manager):
 
     def _restore(self, mem_file, new_active, want):
         conn = self.client.conn
-        root = xmlutil.parse(self.client.call("read the saved domain in", mem_file, conn.saveImageGetXMLDesc, mem_file, 0))
+        # Read with secrets (SECURE): the domain restored from this XML keeps a VNC/SPICE password.
+        root = xmlutil.parse(self.client.call("read the saved domain in", mem_file, conn.saveImageGetXMLDesc, mem_file,
+                                              SAVE_IMAGE_XML_SECURE))
         for el in root.findall("devices/disk"):
             t = xmlutil.find_attr(el, "target", "dev")
             if t in new_active:

@@ -77,6 +77,9 @@ def template_vm(fake_libvirt, tmp_path):
     root = xmlutil.parse(as_libvirt_would(vmspec.build_xml(spec(template=True), "kvm")))
     devices = root.find("devices")
     devices.append(xmlutil.parse(rv.disk_xml(disk, "vda")))
+    # a block disk is no image a clone stands on: never looked up
+    devices.append(xmlutil.parse("<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+                                 "<source dev='/dev/vg0/lv1'/><target dev='vdb' bus='virtio'/><readonly/></disk>"))
     dom = fake_dom(5, xml=xmlutil.tostring(root))
     fake_libvirt.conn.lookupByName.return_value = dom
     return disk
@@ -222,24 +225,25 @@ def _deletable_lab(tmp_path, monkeypatch, running=False):
     copy = images.definition_copy_path(lab.vm.xml)
     with open(copy, "w") as f:
         f.write(lab.vm.xml)
-    base_vol = mock.MagicMock(name="volume sys.qcow2")
-    base_vol.delete.side_effect = lambda flags: os.unlink(lab.base)
-    lab.client.volume_by_path = lambda path: base_vol if path == lab.base else None
+    # the overlay is a datastore volume, the base a plain file (sorted first): every file is visited
+    over_vol = mock.MagicMock(name="volume sys.qcow2~s1.qcow2")
+    over_vol.delete.side_effect = lambda flags: os.unlink(lab.overlay("s1"))
+    lab.client.volume_by_path = lambda path: over_vol if path == lab.overlay("s1") else None
     undefined = []
     lab.vm.undefineFlags = lambda flags: undefined.append(flags) or 0
-    return lab, base_vol, copy, undefined
+    return lab, over_vol, copy, undefined
 
 
 @pytest.mark.parametrize("running", [False, True])
 def test_vm_delete_with_disks_removes_volumes_files_and_the_definition_copy(tmp_path, monkeypatch, running):
-    lab, base_vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
+    lab, over_vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
     overlay = lab.overlay("s1")
     mgr = domains.VmManager(lab.client, check_mode=False)
     assert mgr.absent("vm1", delete_disks=True) == {"name": "vm1"}
     assert mgr.actions == (["power off"] if running else []) + [
-        "undefine", "delete disk %s" % lab.base, "delete %s" % overlay, "remove definition copy %s" % copy]
+        "undefine", "delete %s" % lab.base, "delete disk %s" % overlay, "remove definition copy %s" % copy]
     assert undefined == [constants.UNDEFINE_MANAGED_SAVE | constants.UNDEFINE_SNAPSHOTS_METADATA | constants.UNDEFINE_NVRAM]
-    base_vol.delete.assert_called_once_with(0)
+    over_vol.delete.assert_called_once_with(0)
     assert not os.path.exists(lab.base) and not os.path.exists(overlay) and not os.path.exists(copy)
     assert lab.calls("destroy") == ([("destroy", "vm1")] if running else [])
 
@@ -247,7 +251,7 @@ def test_vm_delete_with_disks_removes_volumes_files_and_the_definition_copy(tmp_
 @pytest.mark.parametrize("running", [False, True])
 def test_vm_delete_with_disks_refuses_files_another_cna_holds_open(tmp_path, monkeypatch, running):
     """A lease on a stopped VM's disk is another CNA's VM; on a running VM it is the VM's own QEMU."""
-    lab, base_vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
+    lab, _vol, copy, undefined = _deletable_lab(tmp_path, monkeypatch, running)
     monkeypatch.setattr(fileops, "lease_held", lambda path: path == lab.base)
     mgr = domains.VmManager(lab.client, check_mode=False)
     if running:
@@ -367,3 +371,80 @@ def test_restart_calls_libvirt_with_flags_0(fake_libvirt, current, want, method)
     from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import converge
     _actions, dom = converge(Client(URI), current, want, check_mode=False, force=(method == "reset"))
     getattr(dom, method).assert_called_once_with(0)
+
+
+def test_a_vm_without_file_disks_is_deleted_without_a_definition_copy(tmp_path):
+    lab = rv.Lab(tmp_path)
+    dom = lab.client.add_domain("nodisk", rv.vm_xml("nodisk", []))
+    dom.undefineFlags = lambda flags: 0
+    mgr = domains.VmManager(lab.client, check_mode=False)
+    assert mgr.absent("nodisk") == {"name": "nodisk"} and mgr.actions == ["undefine"]
+
+
+def test_a_disk_file_another_cna_holds_open_is_not_deleted(host, monkeypatch):
+    host.add_pool()
+    vol = host.add_volume("data1")
+    monkeypatch.setattr(fileops, "lease_held", lambda path: path == DATA1)
+    monkeypatch.setattr(images, "dependants_of", lambda client, paths, exclude_vm=None: {})
+    with pytest.raises(ValueError) as err:
+        disks.DiskManager(Client(URI), check_mode=False).delete_volume(disks.desired_state(opts(state="absent")))
+    assert "is open read-write by a running VM on another CNA" in str(err.value)
+    assert vol.delete.call_count == 0
+
+
+def test_zeroing_refuses_a_zero_chunk(fsdir):
+    path = str(fsdir / "f")
+    fileops.reserve(path, MiB)
+    with pytest.raises(ValueError):
+        fileops.zero_unwritten(path, chunk=0)
+
+
+def test_zeroing_progress_counts_only_the_ranges_to_write(fsdir):
+    """Data first, unwritten after: the total is what is zeroed, not the end offset of the ranges."""
+    path = str(fsdir / "f")
+    with open(path, "wb") as f:
+        f.write(b"\x01" * MiB)
+    fileops.reserve(path, 4 * MiB)
+    seen = []
+    written = fileops.zero_unwritten(path, progress=lambda done, total: seen.append((done, total)))
+    assert written == 3 * MiB and seen[-1] == (3 * MiB, 3 * MiB)
+    assert all(total == 3 * MiB for _done, total in seen)
+
+
+def test_owned_files_are_file_disks_only(tmp_path):
+    block = "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/lv1'/>" \
+            "<target dev='vdb' bus='virtio'/></disk>"
+    lab = rv.Lab(tmp_path, extra_disks=[block])
+    files, _mem = images.owned_files(lab.client, "vm1")
+    assert files == set([lab.base])
+
+
+def test_what_stands_on_an_image_is_found_past_other_entries_of_the_datastore(tmp_path):
+    """Directories, small files, symlinks and unreadable entries sorted before a clone never hide it."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    base = str(ds / "base.qcow2")
+    rv.qemu_img("create", "-q", "-f", "qcow2", base, "1M")
+    (ds / "a-dir").mkdir()
+    (ds / "a-small").write_bytes(b"x" * 100)
+    clone = str(ds / "z-clone.qcow2")
+    _clone_file_on(base, clone)
+    os.symlink(clone, str(ds / "b-link.qcow2"))
+    found = images.images_standing_on([str(tmp_path / "missing"), str(ds)])
+    assert found == {base: [clone]}
+
+
+def test_deleting_a_missing_snapshot_is_no_change_and_an_existing_one_is(tmp_path):
+    lab = rv.Lab(tmp_path)
+    lab.take("s1")
+    mgr = SnapshotManager(lab.client, check_mode=True, run_command=lab.runner)
+    assert mgr.absent("vm1", "nope") == (False, None)
+    changed, facts = mgr.absent("vm1", "s1")
+    assert changed is True and facts["name"] == "s1"
+
+
+def test_a_paused_vm_restarted_is_resumed_then_rebooted_with_flags_0(fake_libvirt):
+    from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_domains import converge
+    _actions, dom = converge(Client(URI), "paused", "restarted", check_mode=False)
+    dom.resume.assert_called_once_with()
+    dom.reboot.assert_called_once_with(0)

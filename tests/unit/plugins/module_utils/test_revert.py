@@ -231,6 +231,8 @@ class FakeConn(object):
         self.saved = {}
 
     def saveImageGetXMLDesc(self, path, flags):
+        # without SECURE the XML lacks the console password, and the restored domain would lose it
+        assert flags & constants.SAVE_IMAGE_XML_SECURE, "saved domain XML read without its secrets"
         if not os.path.exists(path):
             raise FakeLibvirtError("cannot open %s: No such file or directory" % path)
         return self.saved[path]
@@ -834,6 +836,7 @@ def test_libvirt_9_9_reverts_itself_where_it_does_what_was_asked(tmp_path, state
     assert changed and plan["engine"] == "libvirt"
     assert mgr.actions == ["revert to s2 with libvirt's own external revert", "refresh datastores"]
     assert lab.calls("revertToSnapshot") == [("revertToSnapshot", "s2", flags)]
+    assert lab.calls("destroy") == []  # powered off only for state=stopped
     # libvirt did the work: the collection itself wrote, defined and deleted nothing
     assert lab.client.defined == [] and lab.runner.commands == [] and tree(lab.dir) == before
 
