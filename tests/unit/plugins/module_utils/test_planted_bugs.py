@@ -448,3 +448,35 @@ def test_a_paused_vm_restarted_is_resumed_then_rebooted_with_flags_0(fake_libvir
     _actions, dom = converge(Client(URI), "paused", "restarted", check_mode=False)
     dom.resume.assert_called_once_with()
     dom.reboot.assert_called_once_with(0)
+
+
+def test_save_current_as_an_existing_name_is_refused_even_with_nothing_to_save(tmp_path):
+    lab = rv.Lab(tmp_path)
+    lab.take("s1")
+    rv.write_data(lab.overlay("s1"))
+    lab.take("s2")  # nothing written since s2: nothing would be saved
+    rv.refused(lab, "snapshot 's2' already exists: choose another save_current_as", discard_newer=False,
+               save_current_as="s2")
+
+
+def test_a_differencing_disk_is_not_converted(host):
+    host.add_pool()
+    vol = host.add_volume("data1")
+    vol.XMLDesc.return_value = vol.XMLDesc.return_value.replace(
+        "</target>", "</target><backingStore><path>/var/lib/kvmfusion/datastores/ds1/base.qcow2</path>"
+                     "<format type='qcow2'/></backingStore>")
+    with pytest.raises(ValueError) as err:
+        disks.DiskManager(Client(URI), check_mode=True).converge(opts(provisioning="thick_eager_zeroed"))
+    assert "is a differencing disk (backing file /var/lib/kvmfusion/datastores/ds1/base.qcow2)" in str(err.value)
+
+
+def test_a_disk_read_remotely_is_never_measured_from_a_local_file_of_the_same_path(host, fsdir):
+    """The controller may have a file at the path the CNA's disk has: it is not that disk."""
+    host.add_pool()
+    vol = host.add_volume("data1", capacity=MiB, allocation=MiB, fmt="raw")
+    local = str(fsdir / "data1")
+    with open(local, "wb") as f:
+        f.truncate(MiB)  # a hole here; the CNA's disk is fully allocated
+    vol.path.return_value = local
+    facts = disks.volume_facts(Client("qemu+ssh://root@cna2/system"), vol, local=False)
+    assert (facts["provisioning"], facts["provisioning_source"]) == ("thick", "allocation")
