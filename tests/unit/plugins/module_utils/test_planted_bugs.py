@@ -430,7 +430,8 @@ def test_what_stands_on_an_image_is_found_past_other_entries_of_the_datastore(tm
     clone = str(ds / "z-clone.qcow2")
     _clone_file_on(base, clone)
     os.symlink(clone, str(ds / "b-link.qcow2"))
-    found = images.images_standing_on([str(tmp_path / "missing"), str(ds)])
+    # a datastore directory that is gone (sorted first) does not end the search either
+    found = images.images_standing_on([str(tmp_path / "a-missing"), str(ds)])
     assert found == {base: [clone]}
 
 
@@ -480,3 +481,17 @@ def test_a_disk_read_remotely_is_never_measured_from_a_local_file_of_the_same_pa
     vol.path.return_value = local
     facts = disks.volume_facts(Client("qemu+ssh://root@cna2/system"), vol, local=False)
     assert (facts["provisioning"], facts["provisioning_source"]) == ("thick", "allocation")
+
+
+def test_a_vm_owns_the_layers_of_every_branch_of_its_snapshot_tree(tmp_path):
+    """After a revert that kept the newer snapshots, their layers are on another branch than the active chain."""
+    lab = rv.Lab(tmp_path)
+    lab.take("s1")
+    rv.write_data(lab.overlay("s1"))
+    lab.take("s2")
+    rv.write_data(lab.overlay("s2"))
+    lab.manager().revert("vm1", "s1", discard_newer=False, save_current_as="keep")
+    files, _mem = images.owned_files(lab.client, "vm1")
+    active = fileops.backing_chain(lab.source())
+    assert lab.overlay("s2") not in active  # s2's layer is on the other branch
+    assert set([lab.base, lab.overlay("s1"), lab.overlay("s2")]) <= files

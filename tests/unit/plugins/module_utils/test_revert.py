@@ -158,6 +158,8 @@ class FakeDomain(object):
         return self.snaps[self.current]
 
     def listAllSnapshots(self, flags=0):
+        if flags & 1:  # VIR_DOMAIN_SNAPSHOT_LIST_ROOTS, as libvirt does
+            return [s for s in self.snaps.values() if s.parent() is None]
         return list(self.snaps.values())
 
     def setMetadata(self, mtype, xml, key, uri, flags):
