@@ -23,6 +23,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import PowerManager, state_of
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import (
     build_xml,
@@ -155,7 +156,7 @@ class VmManager(Manager):
         if dom is None:
             if state == "running" and d.get("template"):
                 raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
-            xml = build_xml(d, hyper)
+            xml = guest_checksums(self, build_xml(d, hyper))
             self.act("define", self.client.define_domain, xml)
             after = dict(d)
         else:
@@ -174,7 +175,8 @@ class VmManager(Manager):
                     self._refuse_if_clones_stand_on(name)
                 changed = sorted(k for k in want if want.get(k) != before.get(k))
                 # An existing VM keeps its domain type unless the user named one (d["hypervisor"]).
-                new_xml = build_xml(d, d.get("hypervisor") or xmlutil.parse(existing).get("type"), existing)
+                new_xml = guest_checksums(self, build_xml(d, d.get("hypervisor") or xmlutil.parse(existing).get("type"),
+                                                          existing))
                 self.act("update %s" % ", ".join(changed), self.client.define_domain, new_xml)
                 if running:
                     self._live_changes(name, dom, before, want, changed)

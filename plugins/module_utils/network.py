@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
@@ -60,6 +61,53 @@ def nic_users(client, network, portgroup=None):
                 seen.add(mac)
                 out.append((name, xmlutil.find_attr(el, "target", "dev") if not inactive else None, running and not inactive))
     return out
+
+
+def userspace_dvs(mgr, network):
+    """Whether libvirt network ``network`` is a DVS whose OVS bridge runs on the userspace (netdev) datapath."""
+    net = mgr.client.network(network)
+    if net is None:
+        return False
+    root = xmlutil.parse(mgr.client.call("read", "network '%s'" % network, net.XMLDesc, 0))
+    bridge = xmlutil.find_attr(root, "bridge", "name")
+    if not netspec.is_dvs_network(root) or not bridge:
+        return False
+    ovs = Ovs(mgr)
+    if not ovs.bridge_exists(bridge):
+        return False
+    return (ovs.records("Bridge", ["datapath_type"], [bridge])[0]["datapath_type"] or "system") == "netdev"
+
+
+def guest_checksums(mgr, xml):
+    """``xml`` with host checksum offload off on the NICs that sit on a userspace-datapath DVS of this CNA.
+
+    A virtio-net guest hands TCP/UDP packets over with partial checksums; the userspace datapath reads them
+    from the tap (AF_PACKET) and passes them on unfinished, so the receiving guest drops them as corrupt
+    (ping works, TCP does not). With ``<driver><host csum='off'/></driver>`` the guest computes its own.
+    Through a remote URI the datapath cannot be read here: the definition is left as it is.
+    """
+    if not mgr.local:
+        return xml
+    root = xmlutil.parse(xml)
+    changed, seen = False, {}
+    for el in root.findall("devices/interface"):
+        net = xmlutil.find_attr(el, "source", "network")
+        if not net:
+            continue
+        if net not in seen:
+            seen[net] = userspace_dvs(mgr, net)
+        if not seen[net]:
+            continue
+        driver = el.find("driver")
+        if driver is None:
+            driver = ET.SubElement(el, "driver")
+        host = driver.find("host")
+        if host is None:
+            host = ET.SubElement(driver, "host")
+        if host.get("csum") != "off":
+            host.set("csum", "off")
+            changed = True
+    return xmlutil.tostring(root) if changed else xml
 
 
 class DvsManager(Manager):

@@ -833,6 +833,9 @@ POWER = {"running": (1, 0), "paused": (3, 0), "shutoff": (5, 0), "suspended": (5
 
 @pytest.fixture
 def client(fake_libvirt):
+    # no libvirt network here is a DVS: NICs are defined as declared (see test_network.py for DVS NICs)
+    fake_libvirt.conn.networkLookupByName.side_effect = fake_libvirt.libvirtError(
+        "Network not found", fake_libvirt.VIR_ERR_NO_NETWORK)
     return Client(URI)
 
 

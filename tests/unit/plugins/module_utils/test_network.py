@@ -428,3 +428,30 @@ def test_deleting_a_used_portgroup_needs_force(host):
     mgr = pg_manager(host)
     mgr.converge(pg_params(state="absent", force=True))
     assert mgr.actions == ["delete port group web"] and net.update.call_args[0][0] == constants.NETWORK_UPDATE_DELETE
+
+
+# ---------------------------------------------------------------------------- NICs on a userspace-datapath DVS
+VM_XML = ("<domain><name>vm1</name><devices>"
+          "<interface type='network'><source network='dvs1' portgroup='web'/><model type='virtio'/></interface>"
+          "<interface type='network'><source network='default'/><model type='virtio'/></interface>"
+          "</devices></domain>")
+
+
+@pytest.mark.parametrize("datapath, csum", [("netdev", "off"), ("system", None)])
+def test_nics_on_a_userspace_dvs_compute_their_own_checksums(host, datapath, csum):
+    host.ovs.add_bridge("dvs1", dp=datapath)
+    host.add_network("dvs1")
+    host.add_network("default", xml="<network><name>default</name><forward mode='nat'/></network>")
+    mgr = network.DvsManager(Client(URI), check_mode=True, run_command=host.ovs)
+    root = ET.fromstring(network.guest_checksums(mgr, VM_XML))
+    dvs_nic, nat_nic = root.findall("devices/interface")
+    assert dvs_nic.find("driver/host") is None if csum is None else dvs_nic.find("driver/host").get("csum") == csum
+    assert nat_nic.find("driver") is None
+    assert host.ovs.writes == []
+
+
+def test_nic_checksums_are_left_alone_through_a_remote_uri(host):
+    host.ovs.add_bridge("dvs1")
+    host.add_network("dvs1")
+    mgr = network.DvsManager(Client("qemu+ssh://root@cna2/system"), run_command=host.ovs)
+    assert network.guest_checksums(mgr, VM_XML) == VM_XML
