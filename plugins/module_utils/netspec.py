@@ -140,10 +140,14 @@ def _shaping(direction, s, where):
     return out
 
 
+def portgroup_key(p):
+    """(dvs, name) of a port group, validated: what both a declaration and a removal name."""
+    return validate_ifname(p.get("dvs"), "dvs"), names.validate_name(p.get("name"), kind="port group")
+
+
 def portgroup_state(p):
     """The managed view of a port group: dvs, name, vlan_mode, vlan / trunk_vlans / native_vlan, inbound, outbound."""
-    dvs = validate_ifname(p.get("dvs"), "dvs")
-    name = names.validate_name(p.get("name"), kind="port group")
+    dvs, name = portgroup_key(p)
     where = "port group '%s'" % name
     mode = p.get("vlan_mode") or "access"
     if mode not in VLAN_MODES:

@@ -18,7 +18,7 @@ __metaclass__ = type
 import os
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     NETWORK_SECTION_PORTGROUP,
@@ -63,14 +63,19 @@ def nic_users(client, network, portgroup=None):
     return out
 
 
+def network_root(client, name):
+    """The parsed definition of libvirt network ``name``, or None when this CNA has no such network."""
+    net = client.network(name)
+    if net is None:
+        return None
+    return xmlutil.parse(client.call("read", "network '%s'" % name, net.XMLDesc, 0))
+
+
 def userspace_dvs(mgr, network):
     """Whether libvirt network ``network`` is a DVS whose OVS bridge runs on the userspace (netdev) datapath."""
-    net = mgr.client.network(network)
-    if net is None:
-        return False
-    root = xmlutil.parse(mgr.client.call("read", "network '%s'" % network, net.XMLDesc, 0))
-    bridge = xmlutil.find_attr(root, "bridge", "name")
-    if not netspec.is_dvs_network(root) or not bridge:
+    root = network_root(mgr.client, network)
+    bridge = xmlutil.find_attr(root, "bridge", "name") if root is not None else None
+    if not bridge or not netspec.is_dvs_network(root):
         return False
     ovs = Ovs(mgr)
     if not ovs.bridge_exists(bridge):
@@ -146,7 +151,7 @@ class DvsManager(Manager):
         netinfo = None
         portgroups = []
         if net is not None:
-            root = xmlutil.parse(self.client.call("read", "network '%s'" % name, net.XMLDesc, 0))
+            root = network_root(self.client, name)
             netinfo = {"active": bool(self.client.call("read state of", "network '%s'" % name, net.isActive)),
                        "autostart": bool(self.client.call("read autostart of", "network '%s'" % name, net.autostart)),
                        "dvs": netspec.is_dvs_network(root)}
@@ -188,8 +193,9 @@ class DvsManager(Manager):
         have = cur["uplinks"] if cur else []
         port = cur["uplink_port"] if cur else None
         want = d.get("uplinks", have)
-        cmds = []
+        cmds, what = [], []
         if want != have:
+            what.append("uplinks %s -> %s" % (",".join(have) or "none", ",".join(want) or "none"))
             if port:
                 cmds.append(["del-port", name, port])
             if len(want) == 1:
@@ -199,20 +205,14 @@ class DvsManager(Manager):
                 cmds += [["add-bond", name, bond] + want,
                          ["set", "port", bond, "external_ids:%s=uplink" % OWNER_KEY,
                           "bond_mode=%s" % d["bond_mode"], "lacp=%s" % d["lacp"]]]
-        elif len(want) > 1 and (cur["bond_mode"], cur["lacp"]) != (d.get("bond_mode"), d.get("lacp")) \
-                and "bond_mode" in d:
+        elif len(want) > 1 and "bond_mode" in d and (cur["bond_mode"], cur["lacp"]) != (d["bond_mode"], d["lacp"]):
+            what.append("bond %s, lacp %s" % (d["bond_mode"], d["lacp"]))
             cmds.append(["set", "port", port, "bond_mode=%s" % d["bond_mode"], "lacp=%s" % d["lacp"]])
         if "mtu" in d and want and (want != have or (cur and cur["mtu"]) != d["mtu"]):
+            what.append("mtu %d" % d["mtu"])
             cmds += [["set", "interface", nic, "mtu_request=%d" % d["mtu"]] for nic in want]
         if cmds:
             # One transaction: VM ports on the bridge are not touched, and OVS never holds half a change.
-            what = []
-            if want != have:
-                what.append("uplinks %s -> %s" % (",".join(have) or "none", ",".join(want) or "none"))
-            if any(c[:2] == ["set", "port"] and any(a.startswith("bond_mode=") for a in c) for c in cmds) and want == have:
-                what.append("bond %s, lacp %s" % (d["bond_mode"], d["lacp"]))
-            if "mtu" in d and any(c[:2] == ["set", "interface"] for c in cmds):
-                what.append("mtu %d" % d["mtu"])
             self.act("set " + "; ".join(what), self.ovs.run, *cmds)
 
     def _network(self, name):
@@ -223,7 +223,7 @@ class DvsManager(Manager):
             self.act("autostart network %s" % name, self._autostart, name)
             self.act("start network %s" % name, self._start, name)
             return
-        root = xmlutil.parse(self.client.call("read", "network '%s'" % name, net.XMLDesc, 0))
+        root = network_root(self.client, name)
         if not netspec.is_dvs_network(root):
             raise ValueError("DVS '%s': libvirt network '%s' exists and is not a DVS (bridge mode on Open vSwitch): "
                              "choose another name" % (name, name))
@@ -265,8 +265,7 @@ class PortgroupManager(Manager):
     def converge(self, params):
         absent = params.get("state") == "absent"
         if absent:
-            d = {"dvs": netspec.validate_ifname(params.get("dvs"), "dvs"), "name": params.get("name")}
-            names.validate_name(d["name"], kind="port group")
+            d = dict(zip(("dvs", "name"), netspec.portgroup_key(params)))
         else:
             d = netspec.portgroup_state(params)
         self.need_local("port group '%s': configuring Open vSwitch ports" % d["name"])
@@ -274,7 +273,7 @@ class PortgroupManager(Manager):
         if net is None:
             raise ValueError("port group '%s': unknown DVS '%s' on %s (create it with kvmfusion.compute.dvs first)"
                              % (d["name"], d["dvs"], self.uri))
-        root = xmlutil.parse(self.client.call("read", "network '%s'" % d["dvs"], net.XMLDesc, 0))
+        root = network_root(self.client, d["dvs"])
         if not netspec.is_dvs_network(root):
             raise ValueError("port group '%s': network '%s' is not a DVS" % (d["name"], d["dvs"]))
         cur_el = [el for el in root.findall("portgroup") if el.get("name") == d["name"]]

@@ -96,9 +96,9 @@ dvs:
       sample: [web1]
 '''
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.network import DvsManager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.network import DvsManager, network_root
 
 
 def run(m):
@@ -110,10 +110,8 @@ def run(m):
     else:
         wanted = []
         for n in m.client.network_names():
-            net = m.client.network(n)
-            if net is None:
-                continue
-            if netspec.is_dvs_network(xmlutil.parse(m.client.call("read", "network '%s'" % n, net.XMLDesc, 0))):
+            root = network_root(m.client, n)
+            if root is not None and netspec.is_dvs_network(root):
                 wanted.append(n)
     found = [f for f in (mgr.facts(n) for n in sorted(wanted)) if f is not None]
     m.exit(changed=False, dvs=found)

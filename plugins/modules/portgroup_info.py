@@ -90,9 +90,9 @@ portgroups:
       sample: [{vm: web1, port: vnet3, running: true}]
 '''
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.network import nic_users
+from ansible_collections.kvmfusion.compute.plugins.module_utils.network import network_root, nic_users
 
 
 def run(m):
@@ -105,8 +105,7 @@ def run(m):
     for n in client.network_names():
         if m.params["dvs"] and n != m.params["dvs"]:
             continue
-        net = client.network(n)
-        root = xmlutil.parse(client.call("read", "network '%s'" % n, net.XMLDesc, 0)) if net is not None else None
+        root = network_root(client, n)
         if root is None or not netspec.is_dvs_network(root):
             continue
         for el in root.findall("portgroup"):
