@@ -112,9 +112,11 @@ class KvmfModule(object):
             self._dest_client = Client(self.dest_uri, readonly=self.readonly)
         return self._dest_client
 
-    def run_command(self, cmd):
+    def run_command(self, cmd, data=None):
         """The one command runner handed to managers: (rc, stdout, stderr); managers decide what a failure means."""
-        return self.module.run_command(cmd)
+        if data is None:
+            return self.module.run_command(cmd)
+        return self.module.run_command(cmd, data=data, binary_data=True)
 
     def manager(self, cls, *args, **kwargs):
         """Build a manager of ``cls`` on this task's client, check mode and command runner."""

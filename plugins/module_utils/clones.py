@@ -27,7 +27,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, snapshots, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, portsec, snapshots, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_CONFIG,
     DEFINE_VALIDATE,
@@ -37,7 +37,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import META_NS, attached_disks, disk_source, repoint_disk
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
-from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template
+from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template, random_mac
 
 CLONE_KEY = "kvmfclone"
 EXT = {"qcow2": "qcow2", "raw": "raw"}
@@ -96,6 +96,8 @@ def _record_element(record, linked_targets, namespaced=True):
 
 def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, metadata, record):
     """The clone's definition from the source's: new name, UUID, MACs, disk files and SMBIOS data."""
+    src_macs = [xmlutil.find_attr(el, "mac", "address") for el in src_root.findall("devices/interface")]
+    src_ports = portsec.ports_meta(src_root)
     root = xmlutil.strip_generated(src_root)
     root.attrib.pop("id", None)
     xmlutil.set_text(root, "name", name)
@@ -113,10 +115,22 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
                 for d in el:
                     modes[d.get("source")] = d.get("mode")
             if el.tag in ("{%s}vm" % VM_NS, "{%s}snapshots" % snapshots.SNAP_NS, "{%s}disks" % META_NS,
-                          "{%s}clone" % CLONE_NS):
+                          "{%s}clone" % CLONE_NS, "{%s}ports" % portsec.PORTS_NS):
                 meta.remove(el)
     else:
         meta = ET.SubElement(root, "metadata")
+    # A clone's NICs get new MACs; one in a security group stays in it, under its new MAC (bound IPs belong
+    # to the source: a clone has none until it is given its own).
+    ports = {}
+    for el, old in zip(root.findall("devices/interface"), src_macs):
+        group = src_ports.get((old or "").lower(), {}).get("security_group")
+        if group:
+            mac = random_mac()
+            el.insert(0, ET.Element("mac", address=mac))
+            ports[mac] = {"security_group": group, "ips": []}
+    ports_el = portsec.ports_element(ports)
+    if ports_el is not None:
+        meta.append(ports_el)
     new_modes = {}
     for el in root.findall("devices/disk"):
         t = xmlutil.find_attr(el, "target", "dev")

@@ -13,17 +13,19 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, fileops, images, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import (
+    diskspec, disks, fileops, images, names, portsec, xmlutil)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     INTERFACE_ADDRESSES_SRC_AGENT,
+    METADATA_ELEMENT,
     UNDEFINE_MANAGED_SAVE,
     UNDEFINE_NVRAM,
     UNDEFINE_SNAPSHOTS_METADATA,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
-from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums
+from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums, program_ports, security_state
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import PowerManager, state_of
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import (
     build_xml,
@@ -37,6 +39,11 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import (
     nic_view,
     qos_view,
 )
+
+
+def _hardware(nic):
+    """What of a NIC needs a restart to change (its port security does not)."""
+    return dict(nic, mac=None, security_group=None, bound_ips=None)
 
 
 def write_definition_copy(client, name, path):
@@ -151,6 +158,7 @@ class VmManager(Manager):
 
     def present(self, d, hyper, disk_specs, state):
         name = d["name"]
+        self._known_security_groups(d)
         dom = self.client.domain(name)
         before = after = None
         if dom is None:
@@ -235,6 +243,7 @@ class VmManager(Manager):
                 self.act("set QoS live", self._qos_live, dom, want["qos"])
             elif key == "nics":
                 self._nics_live(name, dom, before["nics"], want["nics"])
+                self._ports_live(name, dom, before["nics"], want["nics"])
             elif key in ("description", "template", "name"):
                 continue
             else:
@@ -262,12 +271,44 @@ class VmManager(Manager):
             if i >= len(cur):
                 self.act("hot-plug NIC %d" % i, self.client.call, "hot-plug a NIC into", obj, dom.attachDeviceFlags,
                          xmlutil.tostring(self._persistent_nic(name, i, nic)), AFFECT_LIVE)
-            elif dict(cur[i], mac=None) != dict(nic, mac=None) or (nic["mac"] and nic["mac"] != cur[i]["mac"]):
+            elif (_hardware(cur[i]) != _hardware(nic)) or (nic["mac"] and nic["mac"] != cur[i]["mac"]):
                 self.reboot_required = True
         for i in range(len(want), len(cur)):
             if i < len(live_nics):
                 self.act("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
                          dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
+
+    def _known_security_groups(self, d):
+        """A NIC's security group must exist on this CNA: otherwise the hook refuses to start the VM."""
+        wanted = sorted(set(n["security_group"] for n in d.get("nics") or [] if n.get("security_group")))
+        if not wanted or not self.local:
+            return
+        have = security_state(self)["groups"]
+        missing = [g for g in wanted if g not in have]
+        if missing:
+            raise ValueError("VM '%s': security group %s is not defined on this CNA (kvmfusion.compute.security_group "
+                             "defines it)" % (d["name"], ", ".join(missing)))
+
+    def _ports_live(self, name, dom, before_nics, want_nics):
+        """The running VM takes the definition's port security: its live metadata (which a live migration
+        carries) and its ports' rules on this CNA."""
+        if self.check_mode:
+            def sec(nics):
+                return [(i, n.get("security_group"), list(n.get("bound_ips") or [])) for i, n in enumerate(nics)
+                        if n.get("security_group") or n.get("bound_ips")]
+            if sec(before_nics) != sec(want_nics):
+                self.record("set port security of the running VM")
+            return
+        want = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name, inactive=True)))
+        live = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name)))
+        if want == live:
+            return
+        el = portsec.ports_element(want or {}, namespaced=False)
+        self.act("set port security of the running VM", self.client.call, "set port metadata of", "VM '%s'" % name,
+                 dom.setMetadata, METADATA_ELEMENT, xmlutil.tostring(el) if el is not None else None,
+                 portsec.PORTS_KEY if el is not None else None, portsec.PORTS_NS, AFFECT_LIVE)
+        if self.local:
+            program_ports(self, lambda vm, p: vm == name)
 
     def _persistent_nic(self, name, index, nic):
         """The NIC as now defined (with the MAC libvirt gave it), so live and persistent agree."""
@@ -350,8 +391,9 @@ def vm_facts(client, dom, local):
     by_mac = {}
     for _ifname, data in (addresses or {}).items():
         by_mac[(data.get("hwaddr") or "").lower()] = [a["addr"] for a in (data.get("addrs") or [])]
+    ports = portsec.ports_meta(live)
     for el in live.findall("devices/interface"):
-        n = nic_view(el)
+        n = nic_view(el, ports)
         n["ips"] = by_mac.get((n["mac"] or "").lower(), [])
         nics.append(n)
     qos = qos_view(root, {})

@@ -31,10 +31,11 @@ class CommandError(ValueError):
         super(CommandError, self).__init__("%s failed: %s" % (what, detail))
 
 
-def subprocess_runner(cmd):
-    """(rc, stdout, stderr) of ``cmd``; the runner used where no module provides one."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
-    out, err = proc.communicate()
+def subprocess_runner(cmd, data=None):
+    """(rc, stdout, stderr) of ``cmd`` (``data``: its standard input); the runner used where no module provides one."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # pylint: disable=consider-using-with
+                            stdin=subprocess.PIPE if data is not None else None)
+    out, err = proc.communicate(data.encode("utf-8") if data is not None else None)
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
@@ -138,10 +139,11 @@ class Manager(object):
                    journal=self._journal, **kwargs)
 
     # commands -----------------------------------------------------------------------------
-    def run(self, cmd):
-        """Run ``cmd`` (a list) on this host; stdout, or CommandError (a ValueError) on a non-zero exit."""
+    def run(self, cmd, data=None):
+        """Run ``cmd`` (a list) on this host, ``data`` on its standard input; stdout, or CommandError (a
+        ValueError) on a non-zero exit."""
         try:
-            rc, out, err = self._run_command(list(cmd))
+            rc, out, err = self._run_command(list(cmd)) if data is None else self._run_command(list(cmd), data=data)
         except OSError as e:
             raise CommandError(cmd, None, e.strerror or str(e))
         if rc != 0:

@@ -22,6 +22,8 @@ BOND_MODES = ("active-backup", "balance-slb", "balance-tcp")
 LACP_MODES = ("off", "active", "passive")
 VLAN_MODES = ("access", "trunk")
 PRIORITIES = ("low", "medium", "high")
+# A port group's port security switches (kept in OVS for the hook, not in the libvirt network).
+PORT_SECURITY = ("dhcp_isolation", "ip_mac_binding")
 # Linux interface names: at most 15 bytes, no '/', ':' or white space (dev_valid_name in the kernel).
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 # The bond port of a DVS's uplinks: a ':' no Linux NIC name can hold, so it never collides with one.
@@ -180,6 +182,8 @@ def portgroup_state(p):
     prio = (p.get("shaping") or {}).get("priority")
     if prio is not None and prio not in PRIORITIES:
         raise ValueError("%s: shaping priority must be low, medium or high" % where)
+    for key in PORT_SECURITY:
+        d[key] = bool(p.get(key))
     return d
 
 

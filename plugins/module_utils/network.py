@@ -18,7 +18,7 @@ __metaclass__ = type
 import os
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec, portsec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     NETWORK_SECTION_PORTGROUP,
@@ -113,6 +113,47 @@ def guest_checksums(mgr, xml):
             host.set("csum", "off")
             changed = True
     return xmlutil.tostring(root) if changed else xml
+
+
+# ---------------------------------------------------------------------------- port security
+def ovs_text(value):
+    """An OVSDB string atom for ovs-vsctl: quoted, so JSON's quotes, commas and braces survive."""
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def security_state(mgr):
+    """This CNA's port security settings as the hook reads them (portsec.ovs_state)."""
+    return portsec.ovs_state(mgr.run(portsec.VSCTL_STATE))
+
+
+def portgroup_security(state, dvs, name):
+    """{"dhcp_isolation", "ip_mac_binding"} of port group ``name`` of ``dvs`` in ``state`` (off when unset)."""
+    s = ((state["bridges"].get(dvs) or {}).get("portgroups") or {}).get(name) or {}
+    return {"dhcp_isolation": bool(s.get("dhcp_isolation")), "ip_mac_binding": bool(s.get("ip_mac_binding"))}
+
+
+def program_ports(mgr, match, state=None):
+    """Rewrite the security rules of this CNA's running VM ports for which ``match(vm, port)`` holds.
+
+    ``state`` is the settings the rules are computed from (default: what OVS holds now); one ``ovs-ofctl
+    --bundle`` batch per port, as the hook writes them. Returns the number of ports.
+    """
+    client = mgr.client
+    count = 0
+    for name in client.domain_names():
+        dom = client.domain(name)
+        if dom is None or not client.call("read state of", "VM '%s'" % name, dom.isActive):
+            continue
+        ports = [p for p in portsec.domain_ports(xmlutil.parse(client.domain_xml(name))) if match(name, p)]
+        if not ports:
+            continue
+        if state is None:
+            state = security_state(mgr)
+        for bridge, port, lines in portsec.batches(ports, state):
+            count += 1
+            mgr.act("program port security of %s (VM %s)" % (port["dev"], name), mgr.run, portsec.ofctl_batch(bridge),
+                    "\n".join(lines) + "\n")
+    return count
 
 
 class DvsManager(Manager):
@@ -277,7 +318,12 @@ class PortgroupManager(Manager):
         if not netspec.is_dvs_network(root):
             raise ValueError("port group '%s': network '%s' is not a DVS" % (d["name"], d["dvs"]))
         cur_el = [el for el in root.findall("portgroup") if el.get("name") == d["name"]]
-        before = netspec.portgroup_view(d["dvs"], cur_el[0]) if cur_el else None
+        state = security_state(self)
+        sec_before = portgroup_security(state, d["dvs"], d["name"])
+        before = None
+        if cur_el:
+            before = dict(netspec.portgroup_view(d["dvs"], cur_el[0]), **sec_before)
+        stored = d["name"] in ((state["bridges"].get(d["dvs"]) or {}).get("portgroups") or {})
         prio = (params.get("shaping") or {}).get("priority")
         if absent:
             if before is not None:
@@ -286,21 +332,44 @@ class PortgroupManager(Manager):
                     raise ValueError("port group '%s' of DVS '%s' is used by VM NICs: %s; move them first or set "
                                      "force=true" % (d["name"], d["dvs"], ", ".join(sorted(set(u[0] for u in users)))))
                 self.act("delete port group %s" % d["name"], self._update, net, NETWORK_UPDATE_DELETE, cur_el[0])
+            if stored:
+                self.act("forget port security of port group %s" % d["name"], Ovs(self).run,
+                         ["remove", "bridge", d["dvs"], "external_ids", portsec.PG_KEY + d["name"]])
             return self.result(before, None, portgroup=None)
         if prio is not None:
             self.warn("port group '%s': shaping priority %s is not applied: Open vSwitch's userspace datapath has no "
                       "egress priority queues, and this collection does not program them on the kernel datapath "
                       "either" % (d["name"], prio))
-        if before != d:
-            el = netspec.portgroup_element(d)
+        sec = dict((k, d[k]) for k in netspec.PORT_SECURITY)
+        xml_d = dict((k, v) for k, v in d.items() if k not in netspec.PORT_SECURITY)
+        xml_before = dict((k, v) for k, v in before.items() if k not in netspec.PORT_SECURITY) if before else None
+        if xml_before != xml_d:
+            el = netspec.portgroup_element(xml_d)
             if before is None:
                 self.act("add port group %s" % d["name"], self._update, net, NETWORK_UPDATE_ADD_LAST, el)
             else:
-                changed = sorted(k for k in set(d) | set(before) if d.get(k) != before.get(k))
+                changed = sorted(k for k in set(xml_d) | set(xml_before) if xml_d.get(k) != xml_before.get(k))
                 self.act("update port group %s: %s" % (d["name"], ", ".join(changed)), self._update, net,
                          NETWORK_UPDATE_MODIFY, el)
-                self._running_ports(d, before)
+                self._running_ports(xml_d, xml_before)
+        if sec != sec_before or (stored and not any(sec.values())):
+            self._security(d, sec, sec_before, state)
         return self.result(before, d, portgroup=d)
+
+    def _security(self, d, sec, sec_before, state):
+        """Record the port group's switches where the hook reads them; reprogram its running ports."""
+        key = portsec.PG_KEY + d["name"]
+        ovs = Ovs(self)
+        on = sorted(k for k, v in sec.items() if v)
+        if on:
+            self.act("set port security of port group %s: %s" % (d["name"], ", ".join(on)), ovs.run,
+                     ["set", "bridge", d["dvs"], "external_ids:%s=%s" % (key, ovs_text(portsec.encode(sec)))])
+        else:
+            self.act("clear port security of port group %s" % d["name"], ovs.run,
+                     ["remove", "bridge", d["dvs"], "external_ids", key])
+        if sec != sec_before:
+            state["bridges"].setdefault(d["dvs"], {"bridge": d["dvs"], "portgroups": {}})["portgroups"][d["name"]] = sec
+            program_ports(self, lambda vm, p: p["network"] == d["dvs"] and p["portgroup"] == d["name"], state)
 
     def _update(self, net, command, el):
         flags = NETWORK_UPDATE_AFFECT_CONFIG
@@ -332,3 +401,54 @@ class PortgroupManager(Manager):
         dom = self.client.domain(vm)
         self.client.call("set bandwidth of", "VM '%s' NIC %s" % (vm, dev), dom.setInterfaceParameters, dev, params,
                          AFFECT_LIVE)
+
+
+def security_group_users(client, group):
+    """[(vm, mac)] of this CNA's VM NICs (defined or running) in security group ``group``."""
+    out = set()
+    for name in client.domain_names():
+        dom = client.domain(name)
+        if dom is None:
+            continue
+        xmls = [client.domain_xml(name, inactive=True)]
+        if client.call("read state of", "VM '%s'" % name, dom.isActive):
+            xmls.append(client.domain_xml(name))
+        for xml in xmls:
+            for p in portsec.domain_ports(xmlutil.parse(xml), live=False):
+                if p["security_group"] == group:
+                    out.add((name, p["mac"]))
+    return sorted(out)
+
+
+class SecurityGroupManager(Manager):
+    """One security group on this CNA: its rules where the hook reads them, and its members' running ports."""
+
+    def converge(self, params):
+        name = portsec.validate_group_name(params.get("name"))
+        absent = params.get("state") == "absent"
+        rules = None if absent else portsec.normalize_rules(params.get("rules"), name)
+        self.need_local("security group '%s': programming Open vSwitch rules" % name)
+        state = security_state(self)
+        before = {"name": name, "rules": state["groups"][name]} if name in state["groups"] else None
+        ovs = Ovs(self)
+        key = portsec.SG_KEY + name
+        if absent:
+            if before is not None:
+                users = security_group_users(self.client, name)
+                if users and not params.get("force"):
+                    raise ValueError("security group '%s' is used by VM NICs: %s; take them out of it first or set "
+                                     "force=true" % (name, ", ".join("%s (%s)" % u for u in users)))
+                if users:
+                    self.warn("security group '%s' removed while NICs %s are in it: their running ports keep the "
+                              "group's last rules, and they cannot start on this CNA until they join a group it has"
+                              % (name, ", ".join("%s (%s)" % u for u in users)))
+                self.act("delete security group %s" % name, ovs.run, ["remove", "open_vswitch", ".", "external_ids", key])
+            return self.result(before, None, security_group=None, ports=0)
+        after = {"name": name, "rules": rules}
+        ports = 0
+        if before != after:
+            self.act("%s security group %s (%d rules)" % ("define" if before is None else "update", name, len(rules)),
+                     ovs.run, ["set", "open_vswitch", ".", "external_ids:%s=%s" % (key, ovs_text(portsec.encode(rules)))])
+            state["groups"][name] = rules
+            ports = program_ports(self, lambda vm, p: p["security_group"] == name, state)
+        return self.result(before, after, security_group=after, ports=ports)

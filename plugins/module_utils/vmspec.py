@@ -14,10 +14,11 @@ idempotence check and the diff.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import random
 import re
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import names, portsec, xmlutil
 
 VM_NS = "https://kvmfusion.compute/xmlns/vm/1"
 VM_KEY = "kvmfvm"
@@ -139,7 +140,14 @@ def _nics_spec(nic_options, vm):
         if bool(n.get("network")) == bool(n.get("bridge")):
             raise ValueError("VM '%s': nic %d needs exactly one of dvs, network or bridge" % (vm, i))
         nic = {"network": n.get("network"), "bridge": n.get("bridge"), "model": n.get("model") or "virtio",
-               "portgroup": n.get("portgroup"), "mac": None}
+               "portgroup": n.get("portgroup"), "mac": None, "security_group": None, "bound_ips": []}
+        if n.get("security_group") or n.get("bound_ips"):
+            if not n.get("portgroup"):
+                raise ValueError("VM '%s': nic %d: security_group and bound_ips apply to a NIC on a DVS port group"
+                                 % (vm, i))
+            if n.get("security_group"):
+                nic["security_group"] = portsec.validate_group_name(n["security_group"])
+            nic["bound_ips"] = portsec.normalize_ips(n.get("bound_ips"), "VM '%s': nic %d bound_ips" % (vm, i))
         for key in ("network", "bridge", "portgroup"):
             if nic[key]:
                 names.validate_name(nic[key], kind="%s of nic %d" % (key, i))
@@ -377,7 +385,7 @@ def _apply_devices(root, d, existing):
             for c in have:
                 devices.remove(c)
     if "nics" in d:
-        _apply_nics(devices, d["nics"])
+        _apply_ports_meta(root, _apply_nics(devices, d["nics"]))
 
 
 def _child(root, tag):
@@ -441,29 +449,63 @@ def nic_element(nic):
     return el
 
 
-def nic_view(el):
+def nic_view(el, ports=None):
+    """A NIC's managed view; ``ports``: the domain's port metadata (portsec.ports_meta) for its security."""
+    mac = xmlutil.find_attr(el, "mac", "address")
+    sec = (ports or {}).get((mac or "").lower(), {})
     return {"network": xmlutil.find_attr(el, "source", "network"), "bridge": xmlutil.find_attr(el, "source", "bridge"),
             "portgroup": xmlutil.find_attr(el, "source", "portgroup"),
             "model": xmlutil.find_attr(el, "model", "type") or "rtl8139",
-            "mac": xmlutil.find_attr(el, "mac", "address")}
+            "mac": mac, "security_group": sec.get("security_group"), "bound_ips": list(sec.get("ips") or [])}
+
+
+def random_mac():
+    """A locally administered unicast MAC in libvirt's own range (52:54:00), as libvirt would pick."""
+    return "52:54:00:%02x:%02x:%02x" % tuple(random.randint(0, 255) for _ in range(3))
+
+
+def _apply_ports_meta(root, security):
+    """Rewrite the domain's port metadata from {mac: {security_group, ips}}."""
+    meta = root.find("metadata")
+    if meta is None:
+        meta = ET.SubElement(root, "metadata")
+    for old in meta.findall("{%s}ports" % portsec.PORTS_NS):
+        meta.remove(old)
+    el = portsec.ports_element(security)
+    if el is not None:
+        meta.append(el)
+        ET.register_namespace(portsec.PORTS_KEY, portsec.PORTS_NS)
+    elif not list(meta):
+        root.remove(meta)
 
 
 def _apply_nics(devices, nics):
-    """NICs are authoritative by position; a NIC without a given MAC keeps the one it has."""
+    """NICs are authoritative by position; a NIC without a given MAC keeps the one it has.
+
+    Returns {mac: {security_group, ips}} of the NICs with port security: a new NIC with a setting and no MAC
+    gets one here (libvirt's range), since its settings are recorded by MAC.
+    """
     existing = devices.findall("interface")
+    security = {}
     for i, nic in enumerate(nics):
         if i < len(existing):
             cur = nic_view(existing[i])
             want = dict(nic, mac=nic["mac"] or cur["mac"])
-            if want != cur:
+            if dict(want, security_group=None, bound_ips=[]) != dict(cur, security_group=None, bound_ips=[]):
                 new = nic_element(want)
                 idx = list(devices).index(existing[i])
                 devices.remove(existing[i])
                 devices.insert(idx, new)
         else:
-            devices.append(nic_element(nic))
+            want = dict(nic)
+            if not want["mac"] and (nic.get("security_group") or nic.get("bound_ips")):
+                want["mac"] = random_mac()
+            devices.append(nic_element(want))
+        if want["mac"] and (nic.get("security_group") or nic.get("bound_ips")):
+            security[want["mac"].lower()] = {"security_group": nic.get("security_group"), "ips": nic.get("bound_ips")}
     for extra in existing[len(nics):]:
         devices.remove(extra)
+    return security
 
 
 def managed_view(xml, d):
@@ -512,7 +554,8 @@ def managed_view(xml, d):
         v["guest_agent"] = any(xmlutil.find_attr(c, "target", "name") == "org.qemu.guest_agent.0"
                                for c in devices.findall("channel"))
     if "nics" in d:
-        cur = [nic_view(el) for el in devices.findall("interface")]
+        ports = portsec.ports_meta(root)
+        cur = [nic_view(el, ports) for el in devices.findall("interface")]
         # A NIC whose MAC the user left out matches whatever MAC it has.
         v["nics"] = [dict(c, mac=c["mac"] if i >= len(d["nics"]) or d["nics"][i]["mac"] else None)
                      for i, c in enumerate(cur)]

@@ -75,15 +75,31 @@ options:
             egress priority queues, and this version does not program them on the kernel datapath."
         type: str
         choices: [low, medium, high]
+  dhcp_isolation:
+    description:
+      - VMs of the port group cannot serve DHCP (or DHCPv6) to anyone, on this CNA or across the DVS.
+      - "Like O(ip_mac_binding), an OpenFlow rule on the CNA's bridge: programmed by the libvirt hook of the
+        M(kvmfusion.compute.cna) role when a VM port appears (also after a live migration), and at once on the
+        running ports of this CNA when the setting changes."
+    type: bool
+    default: false
+  ip_mac_binding:
+    description:
+      - A VM NIC of the port group sends only from its own MAC and from the addresses in its C(bound_ips) (see
+        O(kvmfusion.compute.vm#module:nics)), ARP included; DHCP requests and IPv6 link-local traffic from its MAC
+        pass. A NIC without C(bound_ips) is bound by MAC only.
+    type: bool
+    default: false
   force:
     description: With O(state=absent), delete the port group even though VM NICs use it.
     type: bool
     default: false
 notes:
-  - DHCP isolation, IP-MAC binding and security groups are not part of this version.
+  - The port security settings need the hook the M(kvmfusion.compute.cna) role installs on every CNA.
 seealso:
   - module: kvmfusion.compute.dvs
   - module: kvmfusion.compute.portgroup_info
+  - module: kvmfusion.compute.security_group
 '''
 
 EXAMPLES = r'''
@@ -103,6 +119,14 @@ EXAMPLES = r'''
     trunk_vlans: [100, 200, "300-310"]
     native_vlan: 1
 
+- name: A port group whose VMs cannot serve DHCP or send from addresses they were not given
+  kvmfusion.compute.portgroup:
+    dvs: dvs-prod
+    name: tenant
+    vlan: 300
+    dhcp_isolation: true
+    ip_mac_binding: true
+
 - name: Remove a port group nothing uses
   kvmfusion.compute.portgroup:
     dvs: dvs-prod
@@ -115,7 +139,8 @@ portgroup:
   description: The port group as now defined (bandwidth in libvirt's KiB/s and KiB); null when absent.
   returned: always
   type: dict
-  sample: {dvs: dvs-prod, name: web, vlan_mode: access, vlan: 100, outbound: {average: 12207, peak: 24414, burst: 6104}}
+  sample: {dvs: dvs-prod, name: web, vlan_mode: access, vlan: 100, outbound: {average: 12207, peak: 24414, burst: 6104},
+           dhcp_isolation: false, ip_mac_binding: false}
 actions:
   description: What the task did (or would do in check mode).
   returned: always
@@ -143,6 +168,8 @@ def main():
             inbound=dict(type="dict"),
             priority=dict(type="str", choices=list(PRIORITIES)),
         )),
+        dhcp_isolation=dict(type="bool", default=False),
+        ip_mac_binding=dict(type="bool", default=False),
         force=dict(type="bool", default=False),
     )
     m = KvmfModule(argspec, supports_check_mode=True)

@@ -83,6 +83,14 @@ portgroups:
       description: Shaping of what the VMs send (libvirt's KiB/s and KiB).
       type: dict
       sample: {average: 12207}
+    dhcp_isolation:
+      description: Whether its VMs are kept from serving DHCP; null through a remote O(uri) (OVS is not read).
+      type: bool
+      sample: true
+    ip_mac_binding:
+      description: Whether its NICs send only from their MAC and bound IPs; null through a remote O(uri).
+      type: bool
+      sample: false
     nics:
       description: NICs of this CNA's VMs in the port group (VM, OVS port while running, running).
       type: list
@@ -92,7 +100,9 @@ portgroups:
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import names, netspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.network import network_root, nic_users
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.network import (
+    network_root, nic_users, portgroup_security, security_state)
 
 
 def run(m):
@@ -102,6 +112,8 @@ def run(m):
     if m.params["name"]:
         names.validate_name(m.params["name"], kind="port group")
     out = []
+    mgr = m.manager(Manager)
+    state = security_state(mgr) if mgr.local else None
     for n in client.network_names():
         if m.params["dvs"] and n != m.params["dvs"]:
             continue
@@ -112,6 +124,8 @@ def run(m):
             if m.params["name"] and el.get("name") != m.params["name"]:
                 continue
             view = netspec.portgroup_view(n, el)
+            sec = portgroup_security(state, n, el.get("name")) if state else dict.fromkeys(netspec.PORT_SECURITY)
+            view.update(sec)
             view["nics"] = [{"vm": vm, "port": dev, "running": running}
                             for vm, dev, running in nic_users(client, n, el.get("name"))]
             out.append(view)

@@ -126,6 +126,11 @@ options:
         C(portgroup), required; see M(kvmfusion.compute.portgroup)), C(network) (a libvirt network, optionally with
         C(portgroup)) or C(bridge), and optionally C(mac) and C(model) (V(virtio) default, V(e1000), V(rtl8139)).
         A DVS NIC reads back as C(network) (a DVS is a libvirt network of its name).
+      - "Port security of a DVS NIC: C(security_group) (the one group the NIC belongs to, see
+        M(kvmfusion.compute.security_group); it must exist on the CNA) and C(bound_ips) (the addresses the NIC may
+        send from when its port group has O(kvmfusion.compute.portgroup#module:ip_mac_binding)). Both change on a
+        running VM without a restart, and follow it through live migration. A new NIC with either and no C(mac)
+        gets a MAC chosen by the module."
       - The list is authoritative, NICs beyond it are removed. A NIC without C(mac) keeps the MAC it has.
     type: list
     elements: dict

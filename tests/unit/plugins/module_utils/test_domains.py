@@ -5,13 +5,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import re
 import xml.etree.ElementTree as ET
 from unittest import mock
 
 import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, power, vmspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils import domains, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import domains, portsec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
 URI = "qemu:///system"
@@ -124,14 +125,17 @@ def test_memory_sizes_take_units_and_default_max_memory(options, memory, max_mem
     assert (d["memory"], d["max_memory"]) == (memory, max_memory)
 
 
+NO_SEC = {"security_group": None, "bound_ips": []}
+
+
 def test_nics_get_defaults_and_lowercase_macs():
     d = spec(nics=[dict(network="default"),
                    dict(bridge="br0", mac="52:54:00:AB:CD:EF", model="e1000"),
                    dict(network="lan", portgroup="vlan10", model="rtl8139", mac=None)])
     assert d["nics"] == [
-        dict(network="default", bridge=None, model="virtio", portgroup=None, mac=None),
-        dict(network=None, bridge="br0", model="e1000", portgroup=None, mac="52:54:00:ab:cd:ef"),
-        dict(network="lan", bridge=None, model="rtl8139", portgroup="vlan10", mac=None),
+        dict(network="default", bridge=None, model="virtio", portgroup=None, mac=None, **NO_SEC),
+        dict(network=None, bridge="br0", model="e1000", portgroup=None, mac="52:54:00:ab:cd:ef", **NO_SEC),
+        dict(network="lan", bridge=None, model="rtl8139", portgroup="vlan10", mac=None, **NO_SEC),
     ]
 
 
@@ -440,9 +444,44 @@ def test_template_metadata():
 
 def test_a_dvs_nic_is_a_network_nic_in_its_port_group():
     d = spec(nics=[dict(dvs="dvs-prod", portgroup="web")])
-    assert d["nics"] == [dict(network="dvs-prod", bridge=None, portgroup="web", model="virtio", mac=None)]
+    assert d["nics"] == [dict(network="dvs-prod", bridge=None, portgroup="web", model="virtio", mac=None, **NO_SEC)]
     src = parsed(d).find("devices/interface/source")
     assert src.attrib == {"network": "dvs-prod", "portgroup": "web"}
+
+
+def test_port_security_of_a_nic_is_recorded_by_mac_and_reads_back():
+    d = spec(nics=[dict(dvs="dvs-prod", portgroup="web", security_group="web", bound_ips=["192.0.2.7", "2001:db8::7"]),
+                   dict(dvs="dvs-prod", portgroup="web", mac="52:54:00:00:00:aa")])
+    root = parsed(d)
+    mac = root.find("devices/interface/mac").get("address")  # chosen by the module: the record is keyed by it
+    assert re.match(r"^52:54:00(:[0-9a-f]{2}){3}$", mac)
+    assert portsec.ports_meta(root) == {mac: {"security_group": "web", "ips": ["192.0.2.7", "2001:db8::7"]}}
+    view = vmspec.managed_view(xmlutil.tostring(root), d)
+    assert view["nics"][0]["security_group"] == "web" and view["nics"][0]["bound_ips"] == ["192.0.2.7", "2001:db8::7"]
+    assert view["nics"][1]["security_group"] is None
+    # re-applied to the defined VM: nothing changes (the MAC the module chose is kept)
+    again = vmspec.build_xml(d, "kvm", xmlutil.tostring(root))
+    assert portsec.ports_meta(xmlutil.parse(again)) == portsec.ports_meta(root)
+    assert vmspec.managed_view(again, d) == view
+
+
+def test_leaving_the_security_group_removes_the_record():
+    d = spec(nics=[dict(dvs="dvs-prod", portgroup="web", security_group="web")])
+    xml = xmlutil.tostring(parsed(d))
+    out = xmlutil.parse(vmspec.build_xml(spec(nics=[dict(dvs="dvs-prod", portgroup="web")]), "kvm", xml))
+    assert portsec.ports_meta(out) == {} and out.find("metadata") is None
+
+
+@pytest.mark.parametrize("nic, fragment", [
+    (dict(network="default", security_group="web"), "apply to a NIC on a DVS port group"),
+    (dict(dvs="d", portgroup="p", bound_ips=["10.0.0.300"]), "'10.0.0.300' is not an IP address"),
+    (dict(dvs="d", portgroup="p", bound_ips=["224.0.0.1"]), "cannot be a NIC's own address"),
+    (dict(dvs="d", portgroup="p", security_group="bad name"), "security group name must be"),
+])
+def test_bad_port_security_of_a_nic_is_one_line(nic, fragment):
+    with pytest.raises(ValueError) as err:
+        spec(nics=[nic])
+    assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_nic_element_without_mac_or_portgroup():

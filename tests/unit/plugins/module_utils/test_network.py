@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, netspec, network, ovs, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, netspec, network, ovs, portsec, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
 URI = "qemu:///system"
@@ -83,7 +83,8 @@ def test_bad_portgroup_input_is_one_line(params, fragment):
 def test_portgroup_element_reads_back_as_declared(params):
     d = netspec.portgroup_state(params)
     el = ET.fromstring(xmlutil.tostring(netspec.portgroup_element(d)))
-    assert netspec.portgroup_view("dvs1", el) == d
+    # the port security switches live in OVS, not in the <portgroup>
+    assert netspec.portgroup_view("dvs1", el) == dict((k, v) for k, v in d.items() if k not in netspec.PORT_SECURITY)
 
 
 def test_shaping_is_converted_to_libvirts_kib():
@@ -118,11 +119,14 @@ class FakeOvs(object):
     READS = ("br-exists", "list-ports", "list", "show")
 
     def __init__(self):
-        self.bridges = {}  # name -> {"datapath_type": str, "ports": {name: {...}}}
+        self.bridges = {}  # name -> {"datapath_type": str, "ports": {name: {...}}, "external_ids": {}}
+        self.system_ids = {}  # external_ids of the Open_vSwitch record
+        self.ofports = {}  # interface -> OpenFlow number
         self.writes = []
+        self.batches = []  # (bridge, [lines]) given to ovs-ofctl --bundle add-flows
 
     def add_bridge(self, name, dp="netdev"):
-        self.bridges[name] = {"datapath_type": dp, "ports": {}}
+        self.bridges[name] = {"datapath_type": dp, "ports": {}, "external_ids": {}}
 
     def add_port(self, br, name, interfaces=None, **cols):
         port = {"interfaces": interfaces or [name], "bond_mode": [], "lacp": [], "external_ids": {}, "tag": [],
@@ -130,11 +134,18 @@ class FakeOvs(object):
         port.update(cols)
         self.bridges[br]["ports"][name] = port
 
-    def __call__(self, cmd):
+    def __call__(self, cmd, data=None):
+        if cmd[0] == "ovs-ofctl":
+            assert cmd[:-2] == portsec.OFCTL and cmd[-1] == "-" and data.endswith("\n")
+            self.batches.append((cmd[-2], data.splitlines()))
+            return 0, "", ""
+        if cmd == portsec.VSCTL_STATE:
+            return 0, self._state(), ""
         assert cmd[:2] == ["ovs-vsctl", "--timeout=10"]
         words = cmd[2:]
         if words and words[0] == "--":
             self.writes.append(words)
+            self._apply(words)
             return 0, "", ""
         opts = [w for w in words if w.startswith("--")]
         args = [w for w in words if not w.startswith("--")]
@@ -147,6 +158,32 @@ class FakeOvs(object):
             cols = [o for o in opts if o.startswith("--columns=")][0].split("=", 1)[1].split(",")
             return 0, json.dumps(self._list(args[1], cols, args[2:])), ""
         raise AssertionError("unexpected ovs-vsctl %s" % words)
+
+    def _apply(self, words):
+        """The external_ids writes, so that later reads see them (ovs-vsctl's quoted string atoms decoded)."""
+        for c in " ".join(words).split(" -- "):
+            w = c.strip("- ").split(" ")
+            target = None
+            if len(w) >= 3 and w[0] in ("set", "remove"):
+                target = self.system_ids if w[1] == "open_vswitch" else (
+                    self.bridges.get(w[2], {}).get("external_ids") if w[1] == "bridge" else None)
+            if target is None:
+                continue
+            if w[0] == "set" and w[3].startswith("external_ids:"):
+                key, value = " ".join(w[3:])[len("external_ids:"):].split("=", 1)
+                target[key] = json.loads(value)  # a quoted OVSDB string is a JSON string
+            elif w[0] == "remove" and w[3] == "external_ids":
+                target.pop(w[4], None)
+
+    def _state(self):
+        def table(cols, rows):
+            return json.dumps({"headings": cols, "data": [[r[c] for c in cols] for r in rows]})
+        return "\n".join([
+            table(["name", "external_ids"], [{"name": n, "external_ids": ["map", sorted(b["external_ids"].items())]}
+                                             for n, b in sorted(self.bridges.items())]),
+            table(["external_ids"], [{"external_ids": ["map", sorted(self.system_ids.items())]}]),
+            table(["name", "ofport"], [{"name": i, "ofport": n} for i, n in sorted(self.ofports.items())]),
+        ]) + "\n"
 
     def _list(self, table, cols, names):
         rows = []
@@ -360,7 +397,8 @@ def test_a_new_portgroup_is_added_live_and_to_the_config(host):
     cmd, section, index, xml, flags = net.update.call_args[0]
     assert (cmd, section, index) == (constants.NETWORK_UPDATE_ADD_LAST, constants.NETWORK_SECTION_PORTGROUP, -1)
     assert flags == constants.NETWORK_UPDATE_AFFECT_CONFIG | constants.NETWORK_UPDATE_AFFECT_LIVE
-    assert netspec.portgroup_view("dvs1", ET.fromstring(xml)) == r["portgroup"]
+    assert dict(netspec.portgroup_view("dvs1", ET.fromstring(xml)), dhcp_isolation=False,
+                ip_mac_binding=False) == r["portgroup"]
 
 
 def test_an_unchanged_portgroup_reports_no_change(host):
