@@ -151,9 +151,16 @@ def program_ports(mgr, match, state=None):
             state = security_state(mgr)
         for bridge, port, lines in portsec.batches(ports, state):
             count += 1
-            mgr.act("program port security of %s (VM %s)" % (port["dev"], name), mgr.run, portsec.ofctl_batch(bridge),
-                    "\n".join(lines) + "\n")
+            mgr.act("program port security of %s (VM %s)" % (port["dev"], name), _program, mgr, bridge, port, lines)
     return count
+
+
+def _program(mgr, bridge, port, lines):
+    """One port: its outbound meter when shaped on the userspace datapath, then its rules as one batch."""
+    meter = portsec.meter_commands(bridge, port)
+    if meter and mgr.probe(meter[0])[0] != 0:
+        mgr.run(meter[1])
+    mgr.run(portsec.ofctl_batch(bridge), "\n".join(lines) + "\n")
 
 
 class DvsManager(Manager):
@@ -392,6 +399,9 @@ class PortgroupManager(Manager):
                          ["set", "port", dev] + ["%s=%s" % kv for kv in sorted(cols.items())])
             if bw_changed:
                 self.act("set bandwidth of %s (VM %s)" % (dev, vm), self._bandwidth, vm, dev, d)
+        if bw_changed:
+            # on the userspace datapath the outbound rate is the port's meter, made from what libvirt just set
+            program_ports(self, lambda vm, p: p["network"] == d["dvs"] and p["portgroup"] == d["name"])
 
     def _bandwidth(self, vm, dev, d):
         params = {}

@@ -269,7 +269,8 @@ def shared_flows():
 def port_flows(port, portgroup, rules):
     """The batch for one port: delete its old rules, then add its new ones (empty list of adds when unsecured).
 
-    ``port``: {mac, ofport, ips, security_group}; ``portgroup``: {dhcp_isolation, ip_mac_binding};
+    ``port``: {mac, ofport, ips, security_group, police: (kbps, burst kb) or None}; ``portgroup``:
+    {dhcp_isolation, ip_mac_binding};
     ``rules``: the security group's normalized rules, or None when the NIC is in no group.
     """
     mac = port["mac"].lower()
@@ -277,7 +278,8 @@ def port_flows(port, portgroup, rules):
     lines = ["delete cookie=0x%x/-1" % c]
     pg = portgroup or {}
     isolate, bind, sg = bool(pg.get("dhcp_isolation")), bool(pg.get("ip_mac_binding")), rules is not None
-    if not (isolate or bind or sg):
+    shaped = bool(port.get("police"))
+    if not (isolate or bind or sg or shaped):
         return lines
     n = int(port["ofport"])
     if n <= 0:
@@ -289,7 +291,9 @@ def port_flows(port, portgroup, rules):
         lines.append("add table=%d,priority=%d,%s,%s,actions=%s" % (table, prio, ck, match, actions))
 
     src = "in_port=%d" % n
-    nxt = "goto_table:1"
+    # a shaped port's traffic passes its meter (outbound shaping on the userspace datapath)
+    meter = "meter:%d," % n if shaped else ""
+    nxt = meter + ("goto_table:1" if (bind or sg or isolate) else "goto_table:3")
     if isolate:
         # the guest cannot be a DHCP (or DHCPv6) server for anyone
         add(0, 300, src + ",udp,tp_src=67", "drop")
@@ -384,9 +388,11 @@ def ofctl_batch(bridge):
 # One ovs-vsctl call reads everything a batch needs: bridges with their port groups' switches, the security
 # groups, and the interfaces' OpenFlow numbers.
 VSCTL_STATE = ["ovs-vsctl", "--timeout=10", "--format=json", "--data=json",
-               "--", "--columns=name,external_ids", "list", "Bridge",
+               "--", "--columns=name,external_ids,datapath_type", "list", "Bridge",
                "--", "--columns=external_ids", "list", "Open_vSwitch",
-               "--", "--columns=name,ofport", "list", "Interface"]
+               "--", "--columns=name,ofport,ingress_policing_rate,ingress_policing_burst", "list", "Interface"]
+# OVS's own default burst for ingress policing when none is set (kb)
+DEFAULT_BURST_KB = 8000
 
 
 def _ovs_value(v):
@@ -415,18 +421,22 @@ def ovs_state(text):
     for br in tables[0]:
         ids = br.get("external_ids") or {}
         pgs = dict((k[len(PG_KEY):], decode(v, {})) for k, v in ids.items() if k.startswith(PG_KEY))
-        bridges[br["name"]] = {"bridge": br["name"], "portgroups": pgs}
+        bridges[br["name"]] = {"bridge": br["name"], "portgroups": pgs, "datapath": br.get("datapath_type") or "system"}
     groups = {}
     for rec in tables[1]:
         for k, v in (rec.get("external_ids") or {}).items():
             if k.startswith(SG_KEY):
                 groups[k[len(SG_KEY):]] = decode(v, [])
-    ofports = {}
+    ofports, policing = {}, {}
     for i in tables[2]:
         n = i.get("ofport")
         if isinstance(n, int) and n > 0:
             ofports[i["name"]] = n
-    return {"bridges": bridges, "groups": groups, "ofports": ofports}
+        rate = i.get("ingress_policing_rate")
+        if isinstance(rate, int) and rate > 0:
+            burst = i.get("ingress_policing_burst")
+            policing[i["name"]] = (rate, burst if isinstance(burst, int) and burst > 0 else DEFAULT_BURST_KB)
+    return {"bridges": bridges, "groups": groups, "ofports": ofports, "policing": policing}
 
 
 def batches(ports, state):
@@ -434,10 +444,25 @@ def batches(ports, state):
     reported by name in ValueError (the caller waits and reads again)."""
     ready = []
     for p in ports:
-        if p["network"] not in state["bridges"]:
+        br = state["bridges"].get(p["network"])
+        if br is None:
             continue
         n = state["ofports"].get(p.get("dev") or "")
         if not n:
             raise ValueError("port %s of NIC %s has no OpenFlow number yet" % (p.get("dev"), p["mac"]))
-        ready.append(dict(p, ofport=n))
+        # The userspace datapath does not enforce the OVS ingress policing libvirt sets for outbound shaping:
+        # there the port's own OpenFlow meter does it.
+        police = state.get("policing", {}).get(p.get("dev")) if br.get("datapath") == "netdev" else None
+        ready.append(dict(p, ofport=n, police=police))
     return plan(ready, state["bridges"], state["groups"])
+
+
+def meter_commands(bridge, port):
+    """(modify, add) commands of the port's outbound meter (id = its OpenFlow number), or None when unshaped.
+    Modify first: a meter of that number may exist from an earlier port; add when it does not."""
+    police = port.get("police")
+    if not police:
+        return None
+    spec = "meter=%d,kbps,burst,band=type=drop,rate=%d,burst_size=%d" % (int(port["ofport"]), police[0], police[1])
+    base = ["ovs-ofctl", "-O", "OpenFlow13"]
+    return base + ["mod-meter", bridge, spec], base + ["add-meter", bridge, spec]

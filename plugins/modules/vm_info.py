@@ -100,10 +100,13 @@ vms:
       sample: [{datastore: shared, name: web1-system.qcow2, path: /var/lib/kvmfusion/shared/web1-system.qcow2,
                 active: /var/lib/kvmfusion/shared/web1-system.qcow2~s1.qcow2, layer_of: null}]
     nics:
-      description: NICs with MAC, network or bridge, port group, model and guest-reported IPs.
+      description:
+        - NICs with MAC, network or bridge, port group, model, guest-reported IPs (C(ips)), and port security
+          (C(security_group), C(bound_ips)).
       type: list
       elements: dict
-      sample: [{network: prod, portgroup: web, bridge: null, model: virtio, mac: "52:54:00:12:34:56", ips: [192.0.2.15]}]
+      sample: [{network: prod, portgroup: web, bridge: null, model: virtio, mac: "52:54:00:12:34:56", ips: [192.0.2.15],
+                security_group: web, bound_ips: [192.0.2.15]}]
     qos:
       description: CPU and memory QoS as set (see M(kvmfusion.compute.vm)).
       type: dict

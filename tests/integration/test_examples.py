@@ -138,8 +138,10 @@ def story(lab):
             "ip link show kvmfex-up2 >/dev/null 2>&1 || ip link add kvmfex-up2 type veth peer name kvmfex-up2p; "
             "ip link set kvmfex-up2 up; ip link set kvmfex-up2p up")}),
         ex("dvs", 0), ex("dvs_info", 0), ex("dvs_info", 1), ex("dvs", 1),
-        ex("portgroup", 0), ex("portgroup", 1), ex("portgroup", 2),
+        ex("portgroup", 0), ex("portgroup", 1), ex("portgroup", 2), ex("portgroup", 3),
         ex("portgroup_info", 0), ex("portgroup_info", 1),
+        ex("security_group", 0), ex("security_group", 1), ex("security_group", 2),
+        ex("security_group_info", 0), ex("security_group_info", 1),
         ex("dvs", 2),
     ]
     return [{
@@ -181,6 +183,9 @@ CLEANUP = """
       changed_when: true
     - name: Remove the example DVS
       kvmfusion.compute.dvs: {name: dvs-prod, state: absent, force: true}
+    - name: Remove the example security groups
+      kvmfusion.compute.security_group: {name: "{{ item }}", state: absent, force: true}
+      loop: [web, db]
     - name: Remove the second NIC
       ansible.builtin.command: ip link del kvmfex-up2
       failed_when: false
