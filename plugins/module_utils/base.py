@@ -104,6 +104,14 @@ class KvmfModule(object):
             return uri_for_host(self.params["dest_host"], like=self.uri)
         return None
 
+    def peer_clients(self, hosts):
+        """Read-only clients of other CNAs (inventory host names, or URIs), reached the way ``uri`` reaches its host."""
+        out = []
+        for h in hosts or []:
+            uri = h if "://" in h else uri_for_host(h, like=self.uri)
+            out.append(Client(uri, readonly=True))
+        return out
+
     @property
     def dest_client(self):
         if self._dest_client is None:

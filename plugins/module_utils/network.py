@@ -413,9 +413,10 @@ class PortgroupManager(Manager):
                          AFFECT_LIVE)
 
 
-def security_group_users(client, group):
-    """[(vm, mac)] of this CNA's VM NICs (defined or running) in security group ``group``."""
-    out = set()
+def group_nics(client):
+    """{(vm, mac): (security group, [bound ips])} of the VM NICs (defined or running) of ``client``'s CNA that are in
+    a security group; a running VM's live settings win over its definition's."""
+    out = {}
     for name in client.domain_names():
         dom = client.domain(name)
         if dom is None:
@@ -425,19 +426,31 @@ def security_group_users(client, group):
             xmls.append(client.domain_xml(name))
         for xml in xmls:
             for p in portsec.domain_ports(xmlutil.parse(xml), live=False):
-                if p["security_group"] == group:
-                    out.add((name, p["mac"]))
-    return sorted(out)
+                if p["security_group"]:
+                    out[(name, p["mac"])] = (p["security_group"], p["ips"])
+    return out
+
+
+def security_group_users(client, group):
+    """[(vm, mac)] of this CNA's VM NICs (defined or running) in security group ``group``."""
+    return sorted(k for k, (g, _ips) in group_nics(client).items() if g == group)
 
 
 class SecurityGroupManager(Manager):
     """One security group on this CNA: its rules where the hook reads them, and its members' running ports."""
 
-    def converge(self, params):
+    def converge(self, params, peers=None):
+        """``peers``: read-only clients of the other CNAs whose VMs may be members of a remote group (params
+        ``peers`` names them)."""
         name = portsec.validate_group_name(params.get("name"))
         absent = params.get("state") == "absent"
         rules = None if absent else portsec.normalize_rules(params.get("rules"), name)
+        if rules and portsec.remote_groups(rules) and params.get("peers") is None:
+            raise ValueError("security group '%s': a remote_group rule needs peers, the other CNAs whose VMs may be in "
+                             "that group (an empty list: this CNA only)" % name)
         self.need_local("security group '%s': programming Open vSwitch rules" % name)
+        if rules and portsec.remote_groups(rules):
+            rules = portsec.resolve(rules, self._members(portsec.remote_groups(rules), peers or []))
         state = security_state(self)
         before = {"name": name, "rules": state["groups"][name]} if name in state["groups"] else None
         ovs = Ovs(self)
@@ -462,3 +475,16 @@ class SecurityGroupManager(Manager):
             state["groups"][name] = rules
             ports = program_ports(self, lambda vm, p: p["security_group"] == name, state)
         return self.result(before, after, security_group=after, ports=ports)
+
+    def _members(self, groups, peers):
+        """{group: [bound ips]} of the NICs in ``groups`` on this CNA and its peers."""
+        members = dict((g, []) for g in groups)
+        for client in [self.client] + list(peers):
+            for (vm, mac), (group, ips) in sorted(group_nics(client).items()):
+                if group not in members:
+                    continue
+                if not ips:
+                    self.warn("NIC %s of VM %s (on %s) is in security group %s without bound_ips: rules naming the group "
+                              "as remote_group cannot match it" % (mac, vm, client.uri, group))
+                members[group].extend(ips)
+        return members

