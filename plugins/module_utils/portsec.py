@@ -44,6 +44,8 @@ SG_KEY = "kvmfusion-sg-"
 COOKIE_BASE = 0x4B56 << 48
 SHARED_COOKIE = COOKIE_BASE  # the bridge-wide rules every secured port needs (MAC 0 is never a NIC's)
 PROTOCOLS = ("any", "tcp", "udp", "icmp", "icmpv6")
+# ICMPv6 that IPv6 itself needs: MLD query/report/done, router and neighbour solicitation/advertisement, MLDv2 report
+ND_TYPES = (130, 131, 132, 133, 134, 135, 136, 143)
 DIRECTIONS = ("in", "out")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -62,6 +64,8 @@ def normalize_ips(values, where):
     out = []
     for v in values or []:
         try:
+            if "%" in str(v):  # a zone index (fe80::1%eth0) names an interface of some host, not a NIC address
+                raise ValueError(v)
             ip = ipaddress.ip_address(str(v).strip())
         except ValueError:
             raise ValueError("%s: %r is not an IP address" % (where, v))
@@ -84,6 +88,9 @@ def _port_range(value, where):
         raise ValueError("%s: ports must be numbers or ranges like '1000-2000', got %r" % (where, value))
     if isinstance(value, int):
         lo = hi = value
+    elif (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
+        lo, hi = value  # the canonical form the modules return: a rule set read back can be given again
     elif isinstance(value, str) and re.match(r"^\s*\d+\s*(-\s*\d+\s*)?$", value):
         parts = [int(x) for x in value.split("-")]
         lo, hi = parts[0], parts[-1]
@@ -113,7 +120,10 @@ def normalize_rule(rule, where):
     if rule.get("remote_group") is not None:
         if rule.get("remote_cidr") is not None:
             raise ValueError("%s: give remote_cidr or remote_group, not both" % where)
-        out["remote_group"] = validate_group_name(rule["remote_group"], "remote_group")
+        try:
+            out["remote_group"] = validate_group_name(rule["remote_group"], "remote_group")
+        except ValueError as e:
+            raise ValueError("%s: %s" % (where, e))
         if rule.get("remote_ips") is not None:  # resolved (stored rules): the members' bound addresses
             out["remote_ips"] = normalize_ips(rule["remote_ips"], where + " remote_ips")
     ports = rule.get("ports")
@@ -137,6 +147,8 @@ def normalize_rule(rule, where):
     cidr = rule.get("remote_cidr")
     if cidr is not None:
         try:
+            if "%" in str(cidr):
+                raise ValueError(cidr)
             net = ipaddress.ip_network(str(cidr).strip(), strict=False)
         except ValueError:
             raise ValueError("%s: remote_cidr %r is not an address or network" % (where, cidr))
@@ -316,7 +328,7 @@ def port_flows(port, portgroup, rules):
     n = int(port["ofport"])
     if n <= 0:
         raise ValueError("port of %s has no OpenFlow number yet" % mac)
-    zone = n & 0xFFFF
+    zone = int(port.get("zone") or (n & 0xFFFF))
     ck = "cookie=0x%x" % c
 
     def add(table, prio, match, actions):
@@ -351,6 +363,10 @@ def port_flows(port, portgroup, rules):
     else:
         add(0, 100, src, nxt)
     if sg:
+        # neighbour discovery and MLD are not tracked (conntrack calls them invalid): they pass around it, as ARP does
+        for t in ND_TYPES:
+            add(1, 110, src + ",icmp6,icmp_type=%d" % t, "goto_table:3")
+            add(3, 110, "icmp6,icmp_type=%d,dl_dst=%s" % (t, mac), "NORMAL")
         for family in ("ip", "ipv6"):
             add(1, 100, src + "," + family, "ct(table=2,zone=%d)" % zone)
             add(3, 100, "%s,dl_dst=%s" % (family, mac), "ct(table=4,zone=%d)" % zone)
@@ -422,7 +438,7 @@ def ofctl_batch(bridge):
 VSCTL_STATE = ["ovs-vsctl", "--timeout=10", "--format=json", "--data=json",
                "--", "--columns=name,external_ids,datapath_type", "list", "Bridge",
                "--", "--columns=external_ids", "list", "Open_vSwitch",
-               "--", "--columns=name,ofport,ingress_policing_rate,ingress_policing_burst", "list", "Interface"]
+               "--", "--columns=name,ofport,ifindex,ingress_policing_rate,ingress_policing_burst", "list", "Interface"]
 # OVS's own default burst for ingress policing when none is set (kb)
 DEFAULT_BURST_KB = 8000
 
@@ -459,21 +475,38 @@ def ovs_state(text):
         for k, v in (rec.get("external_ids") or {}).items():
             if k.startswith(SG_KEY):
                 groups[k[len(SG_KEY):]] = decode(v, [])
-    ofports, policing = {}, {}
+    ofports, policing, ifindexes = {}, {}, {}
     for i in tables[2]:
         n = i.get("ofport")
         if isinstance(n, int) and n > 0:
             ofports[i["name"]] = n
+        x = i.get("ifindex")
+        if isinstance(x, int) and x > 0:
+            ifindexes[i["name"]] = x
         rate = i.get("ingress_policing_rate")
         if isinstance(rate, int) and rate > 0:
             burst = i.get("ingress_policing_burst")
             policing[i["name"]] = (rate, burst if isinstance(burst, int) and burst > 0 else DEFAULT_BURST_KB)
-    return {"bridges": bridges, "groups": groups, "ofports": ofports, "policing": policing}
+    return {"bridges": bridges, "groups": groups, "ofports": ofports, "policing": policing, "ifindexes": ifindexes}
+
+
+def zone_of(ifindex, ofport):
+    """The port's conntrack zone. The connection tracker is one per CNA, shared by every bridge, while OpenFlow
+    numbers count from 1 on each bridge: the zone comes from the port's kernel interface index, unique on the
+    host (two live ports collide only if their indexes differ by a multiple of 65535); the OpenFlow number only
+    when OVS reports no index."""
+    if isinstance(ifindex, int) and ifindex > 0:
+        return ifindex % 65535 + 1
+    return int(ofport) & 0xFFFF
+
+
+class NotReady(ValueError):
+    """A port has no OpenFlow number yet (OVS is still adding it): read again shortly."""
 
 
 def batches(ports, state):
-    """[(bridge, port, lines)] for a domain's ports on this CNA's DVSs; ports without an OpenFlow number yet are
-    reported by name in ValueError (the caller waits and reads again)."""
+    """[(bridge, port, lines)] for a domain's ports on this CNA's DVSs; a port without an OpenFlow number yet is
+    NotReady (the caller waits and reads again)."""
     ready = []
     for p in ports:
         br = state["bridges"].get(p["network"])
@@ -481,11 +514,11 @@ def batches(ports, state):
             continue
         n = state["ofports"].get(p.get("dev") or "")
         if not n:
-            raise ValueError("port %s of NIC %s has no OpenFlow number yet" % (p.get("dev"), p["mac"]))
+            raise NotReady("port %s of NIC %s has no OpenFlow number yet" % (p.get("dev"), p["mac"]))
         # The userspace datapath does not enforce the OVS ingress policing libvirt sets for outbound shaping:
         # there the port's own OpenFlow meter does it.
         police = state.get("policing", {}).get(p.get("dev")) if br.get("datapath") == "netdev" else None
-        ready.append(dict(p, ofport=n, police=police))
+        ready.append(dict(p, ofport=n, police=police, zone=zone_of(state.get("ifindexes", {}).get(p.get("dev")), n)))
     return plan(ready, state["bridges"], state["groups"])
 
 

@@ -105,8 +105,6 @@ def test_a_bad_rule_is_one_line_naming_the_group_and_the_rule_index(rule, fragme
     assert fragment in msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bad remote_group name is reported without the group and rule index "
-                                       "(validate_group_name's message alone), unlike every other bad rule")
 def test_a_bad_remote_group_name_names_the_group_and_the_rule_index():
     msg = rule_error(dict(protocol="tcp", remote_group="db group"))
     assert "remote_group name must be 1-63 characters" in msg
@@ -132,9 +130,6 @@ def test_normalize_rules_gives_one_canonical_order_and_form():
     assert json.loads(portsec.encode(a)) == a
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the canonical rules security_group and security_group_info return (ports as "
-                                       "[low, high] pairs) are refused as input: 'ports must be numbers or ranges like "
-                                       "'1000-2000', got [22, 22]', so a group read on one CNA cannot be given to another")
 def test_the_canonical_rules_a_group_reports_can_be_given_back():
     a = portsec.normalize_rules([TCP22, dict(protocol="udp", ports=["5000-5010", 53])], "web")
     assert portsec.normalize_rules(a, "web") == a
@@ -171,9 +166,6 @@ def test_bad_bound_ips_are_one_line(value, fragment):
     assert fragment in one_line_error(portsec.normalize_ips, [value], "VM 'vm1': nic 0 bound_ips")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an IPv6 address with a zone index (fe80::1%eth0) is accepted as a bound IP and "
-                                       "as a remote_cidr; the OpenFlow match ipv6_src=fe80::1%eth0 is then refused by ovs-ofctl, "
-                                       "so the port cannot be programmed (a starting VM is stopped by the hook)")
 @pytest.mark.parametrize("call", ["bound_ips", "remote_cidr"])
 def test_an_ipv6_address_with_a_zone_index_is_refused(call):
     if call == "bound_ips":
@@ -609,23 +601,17 @@ ND = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a security group port sends all IPv6 through conntrack, which does not track "
-                                       "neighbour discovery (+trk+inv); the priority-300 +inv drop in tables 2 and 4 then "
-                                       "drops it, so IPv6 cannot work on a port in a security group")
 @pytest.mark.parametrize("what, packet", ND, ids=[n[0] for n in ND])
 def test_model_ipv6_neighbour_discovery_of_a_security_group_port_passes(what, packet):
     br = bridge_with(rules=[dict(protocol="any")])  # even a group that allows everything in
     assert br.send(dict(packet, type="ipv6", proto="icmp")) == "deliver", what
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the conntrack zone is the port's OpenFlow number, which is only unique per bridge; "
-                                       "the ports of two DVSs on one CNA share the datapath's connection tracker, so two "
-                                       "ports with the same ofport on different bridges share a zone and see each other's "
-                                       "connections as established")
 def test_ports_of_two_dvs_on_one_cna_are_tracked_in_different_zones():
     state = {"bridges": {"dvs1": {"bridge": "dvs1", "portgroups": {}}, "dvs2": {"bridge": "dvs2", "portgroups": {}}},
              "groups": {"web": portsec.normalize_rules([TCP22], "web")},
-             "ofports": {"vnet3": 5, "vnet4": 5}}  # OpenFlow numbers count from 1 on each bridge
+             "ofports": {"vnet3": 5, "vnet4": 5},  # OpenFlow numbers count from 1 on each bridge
+             "ifindexes": {"vnet3": 17, "vnet4": 18}}  # kernel interface indexes are unique on the host
     ports = live_ports(nic(group="web"), nic(mac=MAC2, network="dvs2", dev="vnet4", group="web"))
     zones = [set(re.findall(r"zone=(\d+)", "\n".join(lines))) for _br, _p, lines in portsec.batches(ports, state)]
     assert len(zones) == 2 and not zones[0] & zones[1]
@@ -675,9 +661,9 @@ VSCTL_OUTPUT = "\n".join([
                                    ["kvmfusion-sg-web", portsec.encode(portsec.normalize_rules([TCP22], "web"))],
                                    ["system-id", "5f0c6e0a-5a0e-4e54-a3c4-0d1b0b4f2c11"]]]]],
                 "headings": ["external_ids"]}),
-    json.dumps({"data": [["dvs1", 65534, 0, 0], ["eth1", 1, 0, 0], ["vnet3", 5, 20000, 0], ["vnet4", -1, 0, 0],
-                         ["vnet5", ["set", []], 1000, 100]],
-                "headings": ["name", "ofport", "ingress_policing_rate", "ingress_policing_burst"]}),
+    json.dumps({"data": [["dvs1", 65534, 4, 0, 0], ["eth1", 1, 3, 0, 0], ["vnet3", 5, 17, 20000, 0], ["vnet4", -1, 0, 0, 0],
+                         ["vnet5", ["set", []], ["set", []], 1000, 100]],
+                "headings": ["name", "ofport", "ifindex", "ingress_policing_rate", "ingress_policing_burst"]}),
 ]) + "\n"
 
 
@@ -692,11 +678,13 @@ def test_ovs_state_reads_port_groups_security_groups_and_openflow_numbers():
         "ofports": {"dvs1": 65534, "eth1": 1, "vnet3": 5},
         # the rate libvirt set for a NIC's outbound shaping, with OVS's default burst when none is set
         "policing": {"vnet3": (20000, portsec.DEFAULT_BURST_KB), "vnet5": (1000, 100)},
+        # kernel interface indexes (the conntrack zones), none when OVS reports none
+        "ifindexes": {"dvs1": 4, "eth1": 3, "vnet3": 17},
     }
 
 
 def test_ovs_state_of_nothing_is_empty():
-    assert portsec.ovs_state("") == {"bridges": {}, "groups": {}, "ofports": {}, "policing": {}}
+    assert portsec.ovs_state("") == {"bridges": {}, "groups": {}, "ofports": {}, "policing": {}, "ifindexes": {}}
 
 
 def test_ovs_state_takes_a_corrupt_stored_value_as_no_setting():
@@ -969,6 +957,7 @@ def test_hook_removes_the_rules_of_each_dvs_port_when_a_vm_stops(hook):
 def test_hook_fails_closed_for_a_starting_vm_in_a_group_this_cna_does_not_have(hook, capsys):
     assert hook("started", VM_TWO_NICS) == 1  # libvirt then stops the VM
     assert hook.ovs.batches == []
+    assert hook.clock.sleeps == 0  # at once: only a port still being added is waited for
     err = capsys.readouterr().err
     assert err == "kvmfusion port security: NIC %s: security group 'web' is not defined on this CNA\n" % MAC
     assert "vm1 started: FAILED" in hook.log.read_text()
