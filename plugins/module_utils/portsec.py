@@ -105,8 +105,8 @@ def normalize_rule(rule, where):
     """One rule: direction, protocol, ports ([[lo, hi]...]), remote_cidr; validated, in a canonical form."""
     if not isinstance(rule, dict):
         raise ValueError("%s: a rule is a dict (direction, protocol, ports, remote_cidr), got %r" % (where, rule))
-    unknown = sorted(set(rule) - set(("direction", "protocol", "ports", "remote_cidr", "remote_group", "remote_ips",
-                                       "icmp_type")))
+    keys = ("direction", "protocol", "ports", "remote_cidr", "remote_group", "remote_ips", "icmp_type")
+    unknown = sorted(set(rule) - set(keys))
     if unknown:
         raise ValueError("%s: unknown rule key %s (direction, protocol, ports, remote_cidr, remote_group, icmp_type)"
                          % (where, unknown[0]))
