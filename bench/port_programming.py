@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOOK = os.path.join(ROOT, "roles", "cna", "files", "kvmfusion-portsec")
+HOOK = os.path.join(ROOT, "roles", "cna", "files", "portsec_hook.py")
 BRIDGE = "kvmfbench"
 GROUP = "kvmfbench"
 RULES = [{"protocol": "tcp", "ports": [22]}, {"protocol": "tcp", "ports": [80, 443]}, {"protocol": "icmp", "icmp_type": 8}]

@@ -301,9 +301,12 @@ class VmManager(Manager):
             return
         want = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name, inactive=True)))
         live = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name)))
-        if want == live:
+        if portsec.settings(want) == portsec.settings(live):
             return
-        el = portsec.ports_element(want or {}, namespaced=False)
+        for mac, v in want.items():
+            if v.get("learn") and mac in live and live[mac].get("learn") == v["learn"]:
+                v["learned"] = live[mac].get("learned") or []  # what the guest leased stays bound
+        el = portsec.ports_element(want, namespaced=False)
         self.act("set port security of the running VM", self.client.call, "set port metadata of", "VM '%s'" % name,
                  dom.setMetadata, METADATA_ELEMENT, xmlutil.tostring(el) if el is not None else None,
                  portsec.PORTS_KEY if el is not None else None, portsec.PORTS_NS, AFFECT_LIVE)

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import netspec, portsec, xmlutil
@@ -144,7 +145,8 @@ def program_ports(mgr, match, state=None):
         dom = client.domain(name)
         if dom is None or not client.call("read state of", "VM '%s'" % name, dom.isActive):
             continue
-        ports = [p for p in portsec.domain_ports(xmlutil.parse(client.domain_xml(name))) if match(name, p)]
+        ports = [p for p in portsec.domain_ports(xmlutil.parse(client.domain_xml(name)), now=time.time())
+                 if match(name, p)]
         if not ports:
             continue
         if state is None:

@@ -199,7 +199,9 @@ def decode(text, default=None):
 
 # ---------------------------------------------------------------------------- NIC metadata in the domain
 def ports_meta(root):
-    """{mac: {"security_group": str or None, "ips": [...]}} from a parsed domain definition's metadata."""
+    """{mac: {"security_group", "ips" (bound), and for a learning NIC "learn" ("dhcp") and "learned": [{"ip",
+    "expires"}]}} from a parsed domain's metadata. Learned addresses (from the guest's DHCP leases) exist in a running VM's live
+    metadata only, so they travel with it through a live migration and go when it stops."""
     out = {}
     el = root.find("metadata/{%s}ports" % PORTS_NS)
     if el is None:
@@ -207,14 +209,33 @@ def ports_meta(root):
     for p in el:
         if p.tag.split("}")[-1] != "port" or not p.get("mac"):
             continue
-        out[p.get("mac").lower()] = {"security_group": p.get("security_group") or None,
-                                     "ips": [ip.text.strip() for ip in p if ip.tag.split("}")[-1] == "ip" and ip.text]}
+        ips, learned = [], []
+        for ip in p:
+            if ip.tag.split("}")[-1] != "ip" or not ip.text:
+                continue
+            if ip.get("learned"):
+                try:
+                    learned.append({"ip": ip.text.strip(), "expires": int(ip.get("expires") or 0)})
+                except ValueError:
+                    continue
+            else:
+                ips.append(ip.text.strip())
+        v = {"security_group": p.get("security_group") or None, "ips": ips}
+        if p.get("learn"):  # only a learning NIC has these keys
+            v.update(learn=p.get("learn"), learned=learned)
+        out[p.get("mac").lower()] = v
     return out
 
 
+def settings(meta):
+    """What a user sets of a port (group, bound addresses, learning), without what was learned."""
+    return dict((mac, {"security_group": v.get("security_group"), "ips": list(v.get("ips") or []),
+                       "learn": v.get("learn")}) for mac, v in meta.items())
+
+
 def ports_element(ports, namespaced=True):
-    """The metadata element for {mac: {security_group, ips}} (None when no NIC has a setting)."""
-    items = [(mac, v) for mac, v in sorted(ports.items()) if v.get("security_group") or v.get("ips")]
+    """The metadata element for {mac: {security_group, ips, learn, learned}} (None when no NIC has a setting)."""
+    items = [(mac, v) for mac, v in sorted(ports.items()) if v.get("security_group") or v.get("ips") or v.get("learn")]
     if not items:
         return None
     q = (lambda t: "{%s}%s" % (PORTS_NS, t)) if namespaced else (lambda t: t)
@@ -223,13 +244,50 @@ def ports_element(ports, namespaced=True):
         p = ET.SubElement(root, q("port"), mac=mac)
         if v.get("security_group"):
             p.set("security_group", v["security_group"])
+        if v.get("learn"):
+            p.set("learn", v["learn"])
         for ip in v.get("ips") or []:
             ET.SubElement(p, q("ip")).text = ip
+        if v.get("learn"):
+            for entry in v.get("learned") or []:
+                ET.SubElement(p, q("ip"), learned=v["learn"], expires=str(int(entry["expires"]))).text = entry["ip"]
     return root
 
 
-def domain_ports(root, live=True):
-    """[{mac, dev, network, portgroup, security_group, ips}] of a parsed domain's NICs on a network."""
+def learn(meta, mac, ip, lease, now):
+    """``meta`` (ports_meta) with ``ip`` learned for NIC ``mac`` until now + lease; expired entries dropped.
+    None when nothing changes (the NIC does not learn, or it already holds the address for long enough)."""
+    v = meta.get(mac)
+    if not v or not v.get("learn"):
+        return None
+    cur = v.get("learned") or []
+    keep = [e for e in cur if e["expires"] > now and e["ip"] != ip]
+    old = [e for e in cur if e["ip"] == ip and e["expires"] > now]
+    expires = int(now + max(int(lease), 60))
+    # a renewal that moves the expiry by less than a tenth of the lease is not worth rewriting the metadata
+    if old and len(keep) + 1 == len(cur) and abs(old[0]["expires"] - expires) < max(int(lease) // 10, 30):
+        return None
+    out = dict(meta)
+    out[mac] = dict(v, learned=sorted(keep + [{"ip": ip, "expires": expires}], key=lambda e: e["ip"]))
+    return out
+
+
+def expire(meta, now):
+    """``meta`` without learned entries that expired, or None when none did."""
+    changed = False
+    out = {}
+    for mac, v in meta.items():
+        if v.get("learn"):
+            live = [e for e in v.get("learned") or [] if e["expires"] > now]
+            changed = changed or len(live) != len(v.get("learned") or [])
+            v = dict(v, learned=live)
+        out[mac] = v
+    return out if changed else None
+
+
+def domain_ports(root, live=True, now=None):
+    """[{mac, dev, network, portgroup, security_group, ips (, learn)}] of a parsed domain's NICs on a network; ``ips``
+    holds the bound addresses and, with ``now``, the learned ones not yet expired."""
     meta = ports_meta(root)
     out = []
     for el in root.findall("devices/interface"):
@@ -240,10 +298,58 @@ def domain_ports(root, live=True):
         mac = mac_el.get("address", "").lower()
         tgt = el.find("target")
         m = meta.get(mac, {})
-        out.append({"mac": mac, "dev": tgt.get("dev") if (live and tgt is not None) else None,
-                    "network": src.get("network"), "bridge": src.get("bridge"), "portgroup": src.get("portgroup"),
-                    "security_group": m.get("security_group"), "ips": list(m.get("ips") or [])})
+        ips = list(m.get("ips") or [])
+        if now is not None and m.get("learn"):
+            ips += [e["ip"] for e in m.get("learned") or [] if e["expires"] > now and e["ip"] not in ips]
+        port = {"mac": mac, "dev": tgt.get("dev") if (live and tgt is not None) else None,
+                "network": src.get("network"), "bridge": src.get("bridge"), "portgroup": src.get("portgroup"),
+                "security_group": m.get("security_group"), "ips": ips}
+        if m.get("learn"):
+            port["learn"] = m["learn"]
+        out.append(port)
     return out
+
+
+# ---------------------------------------------------------------------------- DHCP leases, as the guest got them
+DHCP_MAGIC = b"\x63\x82\x53\x63"
+
+
+def parse_dhcp_ack(frame):
+    """(client MAC, leased address, lease seconds) of an Ethernet frame carrying a DHCPACK, else None."""
+    if len(frame) < 14 + 20 + 8 + 240:
+        return None
+    off = 12
+    ethertype = int.from_bytes(frame[off:off + 2], "big")
+    if ethertype == 0x8100:  # one VLAN tag (a trunk port)
+        off += 4
+        ethertype = int.from_bytes(frame[off:off + 2], "big")
+    off += 2
+    if ethertype != 0x0800 or frame[off] >> 4 != 4 or frame[off + 9] != 17:
+        return None
+    off += (frame[off] & 0x0F) * 4
+    if int.from_bytes(frame[off:off + 2], "big") != 67 or int.from_bytes(frame[off + 2:off + 4], "big") != 68:
+        return None
+    b = frame[off + 8:]
+    if len(b) < 240 or b[0] != 2 or b[1] != 1 or b[2] != 6 or b[236:240] != DHCP_MAGIC:
+        return None
+    mac = ":".join("%02x" % x for x in b[28:34])
+    yiaddr = ".".join(str(x) for x in b[16:20])
+    kind, lease, i = None, None, 240
+    while i < len(b) and b[i] != 255:
+        if b[i] == 0:
+            i += 1
+            continue
+        if i + 1 >= len(b) or i + 2 + b[i + 1] > len(b):
+            return None
+        code, data = b[i], b[i + 2:i + 2 + b[i + 1]]
+        if code == 53 and len(data) == 1:
+            kind = data[0]
+        elif code == 51 and len(data) == 4:
+            lease = int.from_bytes(data, "big")
+        i += 2 + b[i + 1]
+    if kind != 5 or yiaddr == "0.0.0.0":
+        return None
+    return mac, yiaddr, lease if lease is not None else 3600
 
 
 # ---------------------------------------------------------------------------- OpenFlow rules

@@ -147,7 +147,13 @@ def _nics_spec(nic_options, vm):
                                  % (vm, i))
             if n.get("security_group"):
                 nic["security_group"] = portsec.validate_group_name(n["security_group"])
-            nic["bound_ips"] = portsec.normalize_ips(n.get("bound_ips"), "VM '%s': nic %d bound_ips" % (vm, i))
+            if isinstance(n.get("bound_ips"), str):
+                if n["bound_ips"] != "dhcp":
+                    raise ValueError("VM '%s': nic %d bound_ips must be a list of addresses or dhcp (learned from the "
+                                     "guest's DHCP leases), got %r" % (vm, i, n["bound_ips"]))
+                nic["bound_ips"] = "dhcp"
+            else:
+                nic["bound_ips"] = portsec.normalize_ips(n.get("bound_ips"), "VM '%s': nic %d bound_ips" % (vm, i))
         for key in ("network", "bridge", "portgroup"):
             if nic[key]:
                 names.validate_name(nic[key], kind="%s of nic %d" % (key, i))
@@ -456,12 +462,14 @@ def nic_view(el, ports=None):
     return {"network": xmlutil.find_attr(el, "source", "network"), "bridge": xmlutil.find_attr(el, "source", "bridge"),
             "portgroup": xmlutil.find_attr(el, "source", "portgroup"),
             "model": xmlutil.find_attr(el, "model", "type") or "rtl8139",
-            "mac": mac, "security_group": sec.get("security_group"), "bound_ips": list(sec.get("ips") or [])}
+            "mac": mac, "security_group": sec.get("security_group"),
+            "bound_ips": "dhcp" if sec.get("learn") == "dhcp" else list(sec.get("ips") or [])}
 
 
 def random_mac():
     """A locally administered unicast MAC in libvirt's own range (52:54:00), as libvirt would pick."""
-    return "52:54:00:%02x:%02x:%02x" % tuple(random.randint(0, 255) for _ in range(3))
+    n = random.getrandbits(24)
+    return "52:54:00:%02x:%02x:%02x" % (n >> 16, (n >> 8) & 0xFF, n & 0xFF)
 
 
 def _apply_ports_meta(root, security):
@@ -502,7 +510,9 @@ def _apply_nics(devices, nics):
                 want["mac"] = random_mac()
             devices.append(nic_element(want))
         if want["mac"] and (nic.get("security_group") or nic.get("bound_ips")):
-            security[want["mac"].lower()] = {"security_group": nic.get("security_group"), "ips": nic.get("bound_ips")}
+            dhcp = nic.get("bound_ips") == "dhcp"
+            security[want["mac"].lower()] = {"security_group": nic.get("security_group"),
+                                             "ips": [] if dhcp else nic.get("bound_ips"), "learn": "dhcp" if dhcp else None}
     for extra in existing[len(nics):]:
         devices.remove(extra)
     return security

@@ -128,9 +128,13 @@ options:
         A DVS NIC reads back as C(network) (a DVS is a libvirt network of its name).
       - "Port security of a DVS NIC: C(security_group) (the one group the NIC belongs to, see
         M(kvmfusion.compute.security_group); it must exist on the CNA) and C(bound_ips) (the addresses the NIC may
-        send from when its port group has O(kvmfusion.compute.portgroup#module:ip_mac_binding)). Both change on a
-        running VM without a restart, and follow it through live migration. A new NIC with either and no C(mac)
-        gets a MAC chosen by the module."
+        send from when its port group has O(kvmfusion.compute.portgroup#module:ip_mac_binding)): a list of
+        addresses, or V(dhcp) to bind what the guest leases by DHCP (the lease binder service of the
+        M(kvmfusion.compute.cna) role watches the acknowledgements delivered to the guest, never what the guest
+        sends, and unbinds an address when its lease expires; use it with
+        O(kvmfusion.compute.portgroup#module:dhcp_isolation) so that only your DHCP servers grant leases). Both
+        change on a running VM without a restart, and follow it through live migration, learned leases included.
+        A new NIC with either and no C(mac) gets a MAC chosen by the module."
       - The list is authoritative, NICs beyond it are removed. A NIC without C(mac) keeps the MAC it has.
     type: list
     elements: dict

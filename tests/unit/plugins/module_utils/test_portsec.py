@@ -28,7 +28,7 @@ MAC = "52:54:00:00:00:01"
 MAC2 = "52:54:00:00:00:02"
 TCP22 = {"direction": "in", "protocol": "tcp", "ports": [22]}
 HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(portsec.__file__)))),
-                    "roles", "cna", "files", "kvmfusion-portsec")
+                    "roles", "cna", "files", "portsec_hook.py")
 
 
 def one_line_error(fn, *args):
@@ -435,7 +435,7 @@ class Bridge(object):
 
     def apply(self, lines):
         for ln in lines:
-            verb, _, rest = ln.partition(" ")
+            verb, _sep, rest = ln.partition(" ")
             if verb == "delete":
                 m = re.match(r"^cookie=0x([0-9a-f]+)/-1$", rest)
                 assert m, ln
@@ -891,9 +891,9 @@ class HookRun(object):
         self.log = tmp_path / "kvmfusion-portsec.log"
         monkeypatch.setattr(self.hook, "LOG", str(self.log))
         monkeypatch.setattr(self.hook, "run", self._run)
-        monkeypatch.setattr(self.hook, "time", types.SimpleNamespace(monotonic=lambda: self.clock.monotonic(),
-                                                                     sleep=lambda s: self.clock.sleep(s),
-                                                                     strftime=time.strftime))
+        monkeypatch.setattr(self.hook, "time", types.SimpleNamespace(monotonic=self.clock.monotonic,
+                                                                     sleep=self.clock.sleep,
+                                                                     strftime=time.strftime, time=self.clock.monotonic))
 
     def _run(self, cmd, data=None):
         self.calls.append(cmd)

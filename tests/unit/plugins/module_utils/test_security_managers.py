@@ -368,7 +368,7 @@ class RunningVm(object):
         for port in ET.fromstring(xml):  # libvirt puts the element in the namespace it is given
             p = ET.SubElement(el, "{%s}port" % uri, port.attrib)
             for ip in port:
-                ET.SubElement(p, "{%s}ip" % uri).text = ip.text
+                ET.SubElement(p, "{%s}ip" % uri, ip.attrib).text = ip.text
         self.live = xmlutil.tostring(root)
 
 
@@ -391,3 +391,22 @@ def test_a_running_vm_joining_a_group_gets_live_metadata_and_its_port_programmed
     assert [br for br, _l in host.ovs.batches] == ["dvs1"]
     lines = host.ovs.batches[0][1]
     assert any(",tcp,tp_dst=22,actions=ct(commit,zone=5),NORMAL" in ln for ln in lines)
+
+
+def test_a_learning_nic_joining_a_group_keeps_the_address_its_guest_leased(host):
+    host.add_network("dvs1", portgroups=PG_WEB)
+    host.ovs.bridges["dvs1"]["external_ids"][portsec.PG_KEY + "web"] = portsec.encode({"ip_mac_binding": True})
+    define_group(host, "web", [TCP22])
+    vm = RunningVm(host, spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC, bound_ips="dhcp")]))
+    leased = {MAC: {"security_group": None, "ips": [], "learn": "dhcp",
+                    "learned": [{"ip": "192.0.2.50", "expires": 4102444800}]}}  # what the binder recorded
+    vm.dom.setMetadata(constants.METADATA_ELEMENT, xmlutil.tostring(portsec.ports_element(leased, namespaced=False)),
+                       portsec.PORTS_KEY, portsec.PORTS_NS, constants.AFFECT_LIVE)
+    mgr = vm_manager(host)
+    mgr.present(spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC, bound_ips="dhcp", security_group="web")]),
+                "kvm", [], "running")
+    assert "set port security of the running VM" in mgr.actions and mgr.reboot_required is False
+    live = portsec.ports_meta(xmlutil.parse(vm.live))[MAC]
+    assert live["security_group"] == "web" and live["learned"] == leased[MAC]["learned"]
+    lines = host.ovs.batches[-1][1]
+    assert any("arp_spa=192.0.2.50" in ln for ln in lines) and any("nw_src=192.0.2.50" in ln for ln in lines)
