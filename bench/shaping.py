@@ -7,7 +7,7 @@ Target (issue: networks): a transfer out of a guest in a port group shaped to an
 transfer from a guest in an unshaped port group of the same DVS (the lab's TCG guests and the userspace
 datapath set that ceiling; the shaped figure means something only well below it).
 
-    python3 bench/shaping.py [--average 20] [--megabytes 24] [--rounds 3]
+    python3 bench/shaping.py [--average 20] [--megabytes 24] [--rounds 3] [--direction outbound|inbound]
         (root; the lab must be up: tools/lab up, or ./dev lab)
 
 The guests' NICs compute their own checksums (the vm module turns host checksum offload off on a
@@ -53,7 +53,7 @@ SETUP = """
       loop:
         - {dvs: bench-sh, name: fast, vlan: 78}
         - {dvs: bench-sh, name: shaped, vlan: 78,
-           shaping: {outbound: {average: AVG, peak: AVG, burst: BURST}}}
+           shaping: {DIRECTION: {average: AVG, peak: AVG, burst: BURST}}}
     - name: Guests
       kvmfusion.compute.vm:
         name: "{{ item.0 }}"
@@ -126,12 +126,12 @@ def guest(host, vm, command, timeout=300):
     return res.stdout
 
 
-def send(host, sender, rx_ip, megabytes):
+def send(host, sender, receiver, rx_ip, megabytes):
     """Seconds the sender took to push ``megabytes`` MiB to the receiver (timed inside the sender)."""
     # busybox nc ends at the first EOF it sees: the listener's stdin stays open (sleep), or it would close
     # its side at once and cut the transfer short
-    guest(host, "bench-sh-rx", "killall nc 2>/dev/null; setsid sh -c 'sleep 900 | nc -l -p 5001 > /dev/null' "
-                               "</dev/null >/dev/null 2>&1 &")
+    guest(host, receiver, "killall nc 2>/dev/null; setsid sh -c 'sleep 900 | nc -l -p 5001 > /dev/null' "
+                          "</dev/null >/dev/null 2>&1 &")
     out = guest(host, sender, "a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=65536 count=%d 2>/dev/null "
                               "| nc %s 5001; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b" % (megabytes * 16, rx_ip))
     a, b = (float(x) for x in out.split()[-2:])
@@ -143,11 +143,19 @@ def main():
     ap.add_argument("--average", type=float, default=20.0, help="Mbit/s")
     ap.add_argument("--megabytes", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--direction", choices=["outbound", "inbound"], default="outbound",
+                    help="outbound: the shaped guest sends (the seed's send shaping); inbound: it receives")
     a = ap.parse_args()
     inventory = lab()
     host = "10.77.0.11"
     tmp = tempfile.mkdtemp(prefix="bench-shaping-")
-    setup = SETUP.replace("AVG", repr(a.average)).replace("BURST", repr(a.average * 0.25))
+    setup = SETUP.replace("AVG", repr(a.average)).replace("BURST", repr(a.average * 0.25)).replace(
+        "DIRECTION", a.direction)
+    # outbound: each sender in turn to the receiver on the unshaped group; inbound: the unshaped sender to the
+    # receiver on the unshaped group, then to the guest on the shaped group
+    pairs = ((("fast", "bench-sh-fast", "bench-sh-rx", "192.168.78.1"), ("slow", "bench-sh-slow", "bench-sh-rx", "192.168.78.1"))
+             if a.direction == "outbound" else
+             (("fast", "bench-sh-fast", "bench-sh-rx", "192.168.78.1"), ("slow", "bench-sh-fast", "bench-sh-slow", "192.168.78.3")))
     rates = {"fast": [], "slow": []}
     try:
         play(setup, inventory, tmp)
@@ -158,8 +166,8 @@ def main():
         guest(host, "bench-sh-slow", "ping -c 2 -W 2 192.168.78.1 >/dev/null")
         bits = a.megabytes * 1048576 * 8.0
         for r in range(a.rounds):
-            for key, vm in (("fast", "bench-sh-fast"), ("slow", "bench-sh-slow")):
-                secs = send(host, vm, "192.168.78.1", a.megabytes)
+            for key, vm, rx, rx_ip in pairs:
+                secs = send(host, vm, rx, rx_ip, a.megabytes)
                 rates[key].append(bits / secs / 1e6)
             print("round %d: unshaped %.1f Mbit/s, shaped %.1f Mbit/s" % (r + 1, rates["fast"][-1], rates["slow"][-1]),
                   flush=True)
@@ -169,8 +177,8 @@ def main():
     print("method: medians of %d rounds of %d MiB each, senders alternating; timed inside the sender" % (
         a.rounds, a.megabytes))
     print("unshaped (baseline): %.1f Mbit/s" % fast)
-    print("shaped to %.1f Mbit/s: %.1f Mbit/s -> %.3fx the configured average (target 0.9-1.1x), %.3fx the baseline"
-          % (a.average, slow, slow / a.average, slow / fast))
+    print("shaped (%s) to %.1f Mbit/s: %.1f Mbit/s -> %.3fx the configured average (target 0.9-1.1x), %.3fx the baseline"
+          % (a.direction, a.average, slow, slow / a.average, slow / fast))
     if fast < a.average * 1.5:
         print("note: the unshaped rate is not well above the average: the figure says little about the shaping")
 
