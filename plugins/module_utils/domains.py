@@ -291,27 +291,33 @@ class VmManager(Manager):
 
     def _ports_live(self, name, dom, before_nics, want_nics):
         """The running VM takes the definition's port security: its live metadata (which a live migration
-        carries) and its ports' rules on this CNA."""
+        carries) and its ports' rules on this CNA. A hot-plugged NIC gets its port group's rules too: the hook
+        runs when a VM starts, not when a NIC is plugged."""
+        plugged = any(n.get("network") for n in want_nics[len(before_nics):])
         if self.check_mode:
             def sec(nics):
-                return [(i, n.get("security_group"), list(n.get("bound_ips") or [])) for i, n in enumerate(nics)
+                return [(i, n.get("security_group"), n.get("bound_ips") or []) for i, n in enumerate(nics)
                         if n.get("security_group") or n.get("bound_ips")]
-            if sec(before_nics) != sec(want_nics):
+            changed = sec(before_nics) != sec(want_nics)
+            if changed:
                 self.record("set port security of the running VM")
+            if (changed or plugged) and self.local:
+                self.record("program port security of the running VM's DVS ports")
             return
         want = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name, inactive=True)))
         live = portsec.ports_meta(xmlutil.parse(self.client.domain_xml(name)))
-        if portsec.settings(want) == portsec.settings(live):
-            return
-        for mac, v in want.items():
-            if v.get("learn") and mac in live and live[mac].get("learn") == v["learn"]:
-                v["learned"] = live[mac].get("learned") or []  # what the guest leased stays bound
-        el = portsec.ports_element(want, namespaced=False)
-        self.act("set port security of the running VM", self.client.call, "set port metadata of", "VM '%s'" % name,
-                 dom.setMetadata, METADATA_ELEMENT, xmlutil.tostring(el) if el is not None else None,
-                 portsec.PORTS_KEY if el is not None else None, portsec.PORTS_NS, AFFECT_LIVE)
-        if self.local:
-            program_ports(self, lambda vm, p: vm == name)
+        changed = portsec.settings(want) != portsec.settings(live)
+        if changed:
+            for mac, v in want.items():
+                if v.get("learn") and mac in live and live[mac].get("learn") == v["learn"]:
+                    v["learned"] = live[mac].get("learned") or []  # what the guest leased stays bound
+            el = portsec.ports_element(want, namespaced=False)
+            self.act("set port security of the running VM", self.client.call, "set port metadata of", "VM '%s'" % name,
+                     dom.setMetadata, METADATA_ELEMENT, xmlutil.tostring(el) if el is not None else None,
+                     portsec.PORTS_KEY if el is not None else None, portsec.PORTS_NS, AFFECT_LIVE)
+        if (changed or plugged) and self.local:
+            self.act("program port security of the running VM's DVS ports", program_ports, self,
+                     lambda vm, p: vm == name, None, False)
 
     def _persistent_nic(self, name, index, nic):
         """The NIC as now defined (with the MAC libvirt gave it), so live and persistent agree."""

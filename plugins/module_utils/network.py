@@ -133,11 +133,12 @@ def portgroup_security(state, dvs, name):
     return {"dhcp_isolation": bool(s.get("dhcp_isolation")), "ip_mac_binding": bool(s.get("ip_mac_binding"))}
 
 
-def program_ports(mgr, match, state=None):
+def program_ports(mgr, match, state=None, record=True):
     """Rewrite the security rules of this CNA's running VM ports for which ``match(vm, port)`` holds.
 
     ``state`` is the settings the rules are computed from (default: what OVS holds now); one ``ovs-ofctl
-    --bundle`` batch per port, as the hook writes them. Returns the number of ports.
+    --bundle`` batch per port, as the hook writes them. Each port is an action of ``mgr`` (``record``), or
+    done at once when the caller made the whole call one action. Returns the number of ports.
     """
     client = mgr.client
     count = 0
@@ -153,7 +154,10 @@ def program_ports(mgr, match, state=None):
             state = security_state(mgr)
         for bridge, port, lines in portsec.batches(ports, state):
             count += 1
-            mgr.act("program port security of %s (VM %s)" % (port["dev"], name), _program, mgr, bridge, port, lines)
+            if record:
+                mgr.act("program port security of %s (VM %s)" % (port["dev"], name), _program, mgr, bridge, port, lines)
+            else:
+                _program(mgr, bridge, port, lines)
     return count
 
 

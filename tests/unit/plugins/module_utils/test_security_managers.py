@@ -379,12 +379,12 @@ def test_a_running_vm_joining_a_group_gets_live_metadata_and_its_port_programmed
     vm = RunningVm(host, spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC)]))
     mgr = vm_manager(host, check_mode=check_mode)
     mgr.present(spec(nics=[sg_nic(mac=MAC, bound_ips=["192.0.2.7"])]), "kvm", [], "running")
-    expected = ["update nics", "set port security of the running VM"]
+    # check mode plans exactly what is done: the metadata, then the VM's ports as one action
+    assert mgr.actions == ["update nics", "set port security of the running VM",
+                           "program port security of the running VM's DVS ports"]
     if check_mode:
-        assert mgr.actions == expected
         assert not vm.dom.setMetadata.called and host.ovs.batches == []
         return
-    assert mgr.actions == expected + ["program port security of vnet3 (VM vm1)"]
     assert mgr.reboot_required is False
     assert vm.dom.setMetadata.call_count == 1
     assert portsec.ports_meta(xmlutil.parse(vm.live)) == {MAC: {"security_group": "web", "ips": ["192.0.2.7"]}}
@@ -410,3 +410,16 @@ def test_a_learning_nic_joining_a_group_keeps_the_address_its_guest_leased(host)
     assert live["security_group"] == "web" and live["learned"] == leased[MAC]["learned"]
     lines = host.ovs.batches[-1][1]
     assert any("arp_spa=192.0.2.50" in ln for ln in lines) and any("nw_src=192.0.2.50" in ln for ln in lines)
+
+
+def test_a_nic_hot_plugged_onto_a_port_group_gets_its_rules_at_once(host):
+    # the hook runs when a VM starts, not when a NIC is plugged: the vm module programs the VM's ports itself
+    host.add_network("dvs1", portgroups=PG_WEB)
+    host.ovs.bridges["dvs1"]["external_ids"][portsec.PG_KEY + "web"] = portsec.encode({"ip_mac_binding": True})
+    RunningVm(host, spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC)]))
+    mgr = vm_manager(host)
+    mgr.present(spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC), dict(dvs="dvs1", portgroup="web")]),
+                "kvm", [], "running")
+    assert mgr.actions == ["update nics", "hot-plug NIC 1", "program port security of the running VM's DVS ports"]
+    assert [br for br, _lines in host.ovs.batches] == ["dvs1"]
+    assert any("dl_src=%s" % MAC in ln for ln in host.ovs.batches[0][1])
