@@ -119,15 +119,18 @@ def clone_xml(src_root, name, new_uuid, disk_map, linked_targets, hostname, meta
                 meta.remove(el)
     else:
         meta = ET.SubElement(root, "metadata")
-    # A clone's NICs get new MACs; one in a security group stays in it, under its new MAC (bound IPs belong
-    # to the source: a clone has none until it is given its own).
+    # A clone's NICs get new MACs; one in a security group stays in it, and one that learns its addresses from
+    # DHCP keeps learning, under its new MAC (bound IPs belong to the source: a clone has none until it is given
+    # its own).
     ports = {}
     for el, old in zip(root.findall("devices/interface"), src_macs):
-        group = src_ports.get((old or "").lower(), {}).get("security_group")
-        if group:
+        src = src_ports.get((old or "").lower(), {})
+        if src.get("security_group") or src.get("learn"):
             mac = random_mac()
             el.insert(0, ET.Element("mac", address=mac))
-            ports[mac] = {"security_group": group, "ips": []}
+            # a NIC that learns its addresses from DHCP keeps learning them (its own leases, none yet)
+            ports[mac] = {"security_group": src.get("security_group"), "ips": [], "learn": src.get("learn"),
+                          "learned": []}
     ports_el = portsec.ports_element(ports)
     if ports_el is not None:
         meta.append(ports_el)

@@ -277,6 +277,12 @@ class VmManager(Manager):
             if i < len(live_nics):
                 self.act("hot-unplug NIC %d" % i, self.client.call, "hot-unplug a NIC from", obj,
                          dom.detachDeviceFlags, xmlutil.tostring(live_nics[i]), AFFECT_LIVE)
+                nic = live_nics[i]
+                if xmlutil.find_attr(nic, "virtualport", "type") == "openvswitch" and self.local:
+                    # no hook runs on an unplug: the port's rules go with it
+                    self.act("remove port security of NIC %d" % i, self.run,
+                             portsec.ofctl_batch(xmlutil.find_attr(nic, "source", "bridge")),
+                             "\n".join(portsec.removal([xmlutil.find_attr(nic, "mac", "address")])) + "\n")
 
     def _known_security_groups(self, d):
         """A NIC's security group must exist on this CNA: otherwise the hook refuses to start the VM."""

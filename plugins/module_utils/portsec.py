@@ -445,26 +445,44 @@ def port_flows(port, portgroup, rules):
     meter = "meter:%d," % n if shaped else ""
     nxt = meter + ("goto_table:1" if (bind or sg or isolate) else "goto_table:3")
     if isolate:
-        # the guest cannot be a DHCP (or DHCPv6) server for anyone
+        # the guest cannot be a DHCP (or DHCPv6) server for anyone: nothing from a server port, nothing to a
+        # client port (a server answering from another port), no router advertisements
         add(0, 300, src + ",udp,tp_src=67", "drop")
+        add(0, 300, src + ",udp,tp_dst=68", "drop")
         add(0, 300, src + ",udp6,tp_src=547", "drop")
+        add(0, 300, src + ",udp6,tp_dst=546", "drop")
+        add(0, 300, src + ",icmp6,icmp_type=134", "drop")
     if bind:
         m = src + ",dl_src=" + mac
+        ips = port.get("ips") or []
         # DHCP from an unconfigured guest, IPv6 link-local and duplicate address detection
         add(0, 200, m + ",udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67", nxt)
         add(0, 200, m + ",ipv6,ipv6_src=fe80::/10", nxt)
-        add(0, 200, m + ",icmp6,ipv6_src=::,icmp_type=135", nxt)
-        ips = port.get("ips") or []
+        # Neighbour discovery names link-layer addresses and targets of its own: a solicitation or an
+        # advertisement carries this NIC's MAC (or none), and an advertisement claims only a link-local address
+        # or a bound one; everything else of ND from the port is dropped (above the allows of its source).
+        v6 = [ip for ip in ips if ":" in ip]
+        for lla in (mac, "00:00:00:00:00:00"):
+            for source in ["::", "fe80::/10"] + v6:
+                add(0, 220, m + ",icmp6,ipv6_src=%s,icmp_type=135,icmp_code=0,nd_sll=%s" % (source, lla), nxt)
+            for source in ["fe80::/10"] + v6:
+                for target in ["fe80::/10"] + v6:
+                    add(0, 220, m + ",icmp6,ipv6_src=%s,icmp_type=136,icmp_code=0,nd_target=%s,nd_tll=%s"
+                        % (source, target, lla), nxt)
+        add(0, 210, src + ",icmp6,icmp_type=135", "drop")
+        add(0, 210, src + ",icmp6,icmp_type=136", "drop")
         for ip in ips:
             if ":" in ip:
                 add(0, 200, m + ",ipv6,ipv6_src=" + ip, nxt)
             else:
                 add(0, 200, m + ",arp,arp_sha=%s,arp_spa=%s" % (mac, ip), nxt)
                 add(0, 200, m + ",ip,nw_src=" + ip, nxt)
-        if not ips:
-            # no bound address: the MAC is still bound (ARP from this MAC only, IPv4 from any address)
+        if not ips and not port.get("learn"):
+            # no bound address: the MAC is still bound (ARP from this MAC only, IP from any address). A NIC that
+            # learns its addresses from DHCP leases has none until it leases one: DHCP only, until then.
             add(0, 190, m + ",arp,arp_sha=" + mac, nxt)
             add(0, 190, m + ",ip", nxt)
+            add(0, 190, m + ",ipv6", nxt)
         add(0, 100, src, "drop")
     else:
         add(0, 100, src, nxt)
@@ -473,6 +491,14 @@ def port_flows(port, portgroup, rules):
         for t in ND_TYPES:
             add(1, 110, src + ",icmp6,icmp_type=%d" % t, "goto_table:3")
             add(3, 110, "icmp6,icmp_type=%d,dl_dst=%s" % (t, mac), "NORMAL")
+        # a DHCP server answers the offered address, which no tracked connection knows: replies to the client
+        # ports pass to the member (servers on isolated port groups cannot send them)
+        add(3, 110, "udp,tp_src=67,tp_dst=68,dl_dst=" + mac, "NORMAL")
+        add(3, 110, "udp6,tp_src=547,tp_dst=546,dl_dst=" + mac, "NORMAL")
+        # unicast IP to a member in a broadcast or multicast frame would flood past its conntrack check
+        for ip in port.get("ips") or []:
+            family, field = ("ipv6", "ipv6_dst") if ":" in ip else ("ip", "nw_dst")
+            add(3, 105, "%s,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,%s=%s" % (family, field, ip), "drop")
         for family in ("ip", "ipv6"):
             add(1, 100, src + "," + family, "ct(table=2,zone=%d)" % zone)
             add(3, 100, "%s,dl_dst=%s" % (family, mac), "ct(table=4,zone=%d)" % zone)

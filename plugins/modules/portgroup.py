@@ -77,7 +77,8 @@ options:
         choices: [low, medium, high]
   dhcp_isolation:
     description:
-      - VMs of the port group cannot serve DHCP (or DHCPv6) to anyone, on this CNA or across the DVS.
+      - VMs of the port group cannot serve DHCP (or DHCPv6) to anyone, on this CNA or across the DVS (nothing from
+        a server port, nothing to a client port), nor send IPv6 router advertisements.
       - "Like O(ip_mac_binding), an OpenFlow rule on the CNA's bridge: programmed by the libvirt hook of the
         M(kvmfusion.compute.cna) role when a VM port appears (also after a live migration), and at once on the
         running ports of this CNA when the setting changes."
@@ -87,7 +88,7 @@ options:
     description:
       - A VM NIC of the port group sends only from its own MAC and from the addresses in its C(bound_ips) (see
         O(kvmfusion.compute.vm#module:nics)), ARP included; DHCP requests and IPv6 link-local traffic from its MAC
-        pass. A NIC without C(bound_ips) is bound by MAC only; with C(bound_ips=dhcp) it is bound to the addresses its
+        pass. IPv6 neighbour discovery carries its own MAC and claims only link-local or bound addresses. A NIC without C(bound_ips) is bound by MAC only; with C(bound_ips=dhcp) it is bound to the addresses its
         guest leases by DHCP.
     type: bool
     default: false

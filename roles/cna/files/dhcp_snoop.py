@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # kvmfusion-dhcp-snoop.service (the kvmfusion.compute.cna role installs it): binds the addresses guests lease by
-# DHCP to their DVS ports, for NICs declared with ``bound_ips: dhcp``.
+# DHCP to their DVS ports, for NICs declared with ``bound_ips: dhcp``; and puts every running VM's port rules
+# back when ovs-vswitchd restarts (it starts with an empty flow table, and the libvirt hook does not run then).
 #
 # It watches the tap device of each such NIC of a running VM for DHCPACKs that Open vSwitch delivers TO the guest
 # (never what the guest sends: a guest cannot grant itself an address), records the leased address with its
@@ -30,6 +31,7 @@ FILTER = [(0x28, 0, 0, 12), (0x15, 0, 8, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 6,
           (0x45, 4, 0, 0x1FFF), (0xB1, 0, 0, 14), (0x48, 0, 0, 14), (0x15, 0, 1, 67), (0x06, 0, 0, 0xFFFF),
           (0x06, 0, 0, 0)]
 METADATA_ELEMENT, AFFECT_LIVE = 2, 1
+OVS_PID = "/run/openvswitch/ovs-vswitchd.pid"
 
 
 def log(msg):
@@ -38,11 +40,13 @@ def log(msg):
 
 
 def open_socket(dev):
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    # protocol 0 receives nothing until bound: the filter is in place before the first frame, and only this
+    # device's frames arrive
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     prog = b"".join(struct.pack("HBBI", *insn) for insn in FILTER)
     buf = ctypes.create_string_buffer(prog)
     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(FILTER), ctypes.addressof(buf)))
-    s.bind((dev, 0))
+    s.bind((dev, socket.htons(ETH_P_ALL)))
     s.setblocking(False)
     return s, buf
 
@@ -76,8 +80,29 @@ def update(conn, vm, change):
     return True
 
 
+def vswitchd():
+    """The running ovs-vswitchd's process id (None when it is not running): a new one starts with no rules."""
+    try:
+        with open(OVS_PID) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def reprogram_all(conn):
+    """Every running VM's DVS ports get their rules again (after Open vSwitch restarted with an empty table)."""
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            ports = portsec.domain_ports(ET.fromstring(dom.XMLDesc(0)), now=time.time())
+            if ports:
+                hook.program(dom.name(), ports)
+        except (libvirt.libvirtError, ET.ParseError, ValueError, OSError) as e:
+            log("%s: cannot reprogram its ports: %s" % (dom.name(), " ".join(str(e).split())))
+
+
 def main():
     conn = None
+    ovs = None
     socks = {}  # dev -> (socket, filter buffer, vm, mac)
     last_scan = 0.0
     while True:
@@ -87,6 +112,13 @@ def main():
             now = time.time()
             if now - last_scan >= 1.0:
                 last_scan = now
+                pid = vswitchd()
+                if pid and pid != ovs:
+                    # (re)started, or this service just started: OVS flows do not outlive ovs-vswitchd
+                    if ovs is not None:
+                        log("Open vSwitch restarted (pid %s): reprogramming every running VM's ports" % pid)
+                    reprogram_all(conn)
+                    ovs = pid
                 want = learning_ports(conn)
                 for dev in list(socks):
                     if dev not in want or socks[dev][2:] != want[dev]:
@@ -111,7 +143,7 @@ def main():
                         frame, addr = s.recvfrom(65535)
                     except BlockingIOError:
                         break
-                    if addr[2] != socket.PACKET_OUTGOING:
+                    if addr[0] != dev or addr[2] != socket.PACKET_OUTGOING:
                         continue  # sent by the guest itself: never trusted
                     ack = portsec.parse_dhcp_ack(frame)
                     if not ack or ack[0] != mac:

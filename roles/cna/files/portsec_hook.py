@@ -40,7 +40,8 @@ def run(cmd, data=None):
     return p.stdout
 
 
-def program(vm, ports):
+def program(vm, ports, wait=True):
+    """Program ``ports``; without ``wait``, do nothing when a port is not in OVS yet (False)."""
     deadline = time.monotonic() + 10
     while True:
         state = portsec.ovs_state(run(portsec.VSCTL_STATE))
@@ -49,6 +50,8 @@ def program(vm, ports):
             break
         except portsec.NotReady:
             # OVS is still adding the port; any other error (a group this CNA lacks) fails at once
+            if not wait:
+                return False
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -61,6 +64,7 @@ def program(vm, ports):
                 run(meter[1])
         run(portsec.ofctl_batch(bridge), "\n".join(lines) + "\n")
         log("%s: %s port %s (%s): %d rules" % (vm, bridge, port["dev"], port["mac"], len(lines) - 1))
+    return True
 
 
 def remove(vm, ports):
@@ -73,7 +77,7 @@ def remove(vm, ports):
 
 def main(argv):
     vm, op = argv[1], argv[2]
-    if op not in ("started", "reconnect", "stopped", "release"):
+    if op not in ("start", "started", "reconnect", "stopped", "release"):
         return 0
     text = sys.stdin.read()
     if not text.strip():
@@ -82,7 +86,11 @@ def main(argv):
     if not ports:
         return 0
     try:
-        if op in ("started", "reconnect"):
+        if op == "start":
+            # before QEMU runs: the ports libvirt has already plugged get their rules before the guest's first
+            # packet (libvirt calls "started" only once the vCPUs run); the rest wait for "started"
+            program(vm, ports, wait=False)
+        elif op in ("started", "reconnect"):
             program(vm, ports)
         else:
             remove(vm, ports)
@@ -91,7 +99,7 @@ def main(argv):
         sys.stderr.write("kvmfusion port security: %s\n" % e)
         # "started" fails closed: libvirt stops the VM. A failure on "reconnect" (libvirtd restarting) keeps the
         # VM running: its ports keep the rules OVS already holds, and the log says what failed.
-        return 1 if op == "started" else 0
+        return 1 if op in ("start", "started") else 0
     return 0
 
 

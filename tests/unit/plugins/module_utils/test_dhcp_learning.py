@@ -118,3 +118,40 @@ def test_bound_ips_is_a_list_or_dhcp():
     with pytest.raises(ValueError) as err:
         vmspec.desired_state({"name": "vm1", "nics": [{"dvs": "dvs1", "portgroup": "web", "bound_ips": "static"}]})
     assert "bound_ips must be a list of addresses or dhcp" in str(err.value)
+
+
+def test_a_learning_nic_without_a_lease_sends_nothing_but_dhcp():
+    # no lease yet (or it expired): not the MAC-only binding of a NIC without bound addresses
+    port = {"mac": MAC, "ofport": 5, "ips": [], "learn": "dhcp"}
+    flows = portsec.port_flows(port, {"ip_mac_binding": True}, None)
+    allowed = [ln for ln in flows if ",in_port=5," in ln and not ln.endswith("actions=drop")]
+    assert allowed and all("udp,nw_src=0.0.0.0" in ln or "ipv6" in ln or "icmp6" in ln for ln in allowed)
+    static = portsec.port_flows({"mac": MAC, "ofport": 5, "ips": []}, {"ip_mac_binding": True}, None)
+    assert any(ln.endswith(",ip,actions=goto_table:1") or ",ip,actions=goto_table:1" in ln for ln in static)
+
+
+def test_dhcp_isolation_drops_server_answers_from_any_port_and_router_advertisements():
+    flows = portsec.port_flows({"mac": MAC, "ofport": 5, "ips": []}, {"dhcp_isolation": True}, None)
+    drops = [ln for ln in flows if ln.endswith("actions=drop")]
+    for match in ("udp,tp_src=67", "udp,tp_dst=68", "udp6,tp_src=547", "udp6,tp_dst=546", "icmp6,icmp_type=134"):
+        assert any("in_port=5," + match in ln for ln in drops), match
+
+
+def test_a_group_member_gets_dhcp_answers_and_no_unicast_ip_in_broadcast_frames():
+    rules = portsec.normalize_rules([{"protocol": "tcp", "ports": [22]}], "web")
+    flows = portsec.port_flows({"mac": MAC, "ofport": 5, "ips": ["10.0.0.5"]}, {}, rules)
+    assert any("udp,tp_src=67,tp_dst=68,dl_dst=%s,actions=NORMAL" % MAC in ln for ln in flows)
+    assert any("ip,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,nw_dst=10.0.0.5,actions=drop" in ln for ln in flows)
+
+
+def test_a_clone_of_a_learning_nic_keeps_learning_under_its_new_mac():
+    from ansible_collections.kvmfusion.compute.plugins.module_utils import clones
+    leased = meta(learned=[{"ip": "192.168.78.101", "expires": NOW + 60}])
+    src = domain(leased)
+    ET.SubElement(src, "os")  # clone_xml rewrites the source's <os> (SMBIOS)
+    root = clones.clone_xml(src, "c1", "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f", {}, [], "c1", {},
+                            {"source": "vm1", "snapshot": None, "linked": False})
+    root = xmlutil.parse(xmlutil.tostring(root))
+    new = root.find("devices/interface/mac").get("address")
+    assert new != MAC
+    assert portsec.ports_meta(root) == {new: {"security_group": None, "ips": [], "learn": "dhcp", "learned": []}}

@@ -287,7 +287,11 @@ def test_ip_mac_binding_allows_only_the_bound_addresses_from_the_ports_mac():
     # an unconfigured guest may ask for DHCP; link-local IPv6 and duplicate address detection pass
     assert has(lines, 200, m + ",udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67,", "goto_table:1")
     assert has(lines, 200, m + ",ipv6,ipv6_src=fe80::/10,")
-    assert has(lines, 200, m + ",icmp6,ipv6_src=::,icmp_type=135,")
+    assert has(lines, 220, m + ",icmp6,ipv6_src=::,icmp_type=135,icmp_code=0,nd_sll=00:00:00:00:00:00,")
+    # neighbour discovery carries this NIC's MAC and claims only link-local or bound targets; the rest is dropped
+    assert has(lines, 220, m + ",icmp6,ipv6_src=fe80::/10,icmp_type=136,icmp_code=0,nd_target=2001:db8::7,nd_tll=%s," % MAC)
+    assert not any("nd_target=2001:db8::8" in ln for ln in lines)
+    assert has(lines, 210, "in_port=5,icmp6,icmp_type=136,", "drop") and has(lines, 210, "in_port=5,icmp6,icmp_type=135,", "drop")
     # everything else from the port is dropped, and nothing is let through from any address
     assert lines[-1] == "add table=0,priority=100,cookie=0x%x,in_port=5,actions=drop" % portsec.cookie(MAC)
     assert not has(lines, 190, m + ",ip,")
@@ -633,8 +637,11 @@ def test_batches_give_one_batch_per_dvs_port_and_skip_other_networks():
                        nic(mac="52:54:00:00:00:03", network="default", portgroup=None, dev="vnet5"))
     out = portsec.batches(ports, state_with(groups={"web": [TCP22]}, portgroups={"db": {"dhcp_isolation": True}}))
     assert [(br, p["dev"], p["ofport"]) for br, p, _l in out] == [("dvs1", "vnet3", 5), ("dvs1", "vnet4", 6)]
-    assert any("tp_dst=22" in ln for ln in out[0][2]) and not any("tp_src=67" in ln for ln in out[0][2])
-    assert any("tp_src=67" in ln for ln in out[1][2]) and not any("ct(" in ln for ln in out[1][2])
+
+    def isolating(lines):  # a DHCP server port's packets dropped from the VM's port
+        return any("in_port=" in ln and "tp_src=67" in ln and ln.endswith("actions=drop") for ln in lines)
+    assert any("tp_dst=22" in ln for ln in out[0][2]) and not isolating(out[0][2])
+    assert isolating(out[1][2]) and not any("ct(" in ln for ln in out[1][2])
 
 
 def test_batches_name_a_port_that_has_no_openflow_number_yet():
@@ -977,7 +984,7 @@ def test_hook_failing_to_reach_ovs_fails_a_start_but_not_a_stop(hook, capsys):
     assert "database connection failed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("op", ["prepare", "start", "migrate", "restore", "attach"])
+@pytest.mark.parametrize("op", ["prepare", "migrate", "restore", "attach"])
 def test_hook_ignores_other_operations(hook, op):
     hook.define_group("web", [TCP22])
     assert hook(op, VM_TWO_NICS) == 0
@@ -1009,3 +1016,20 @@ def test_hook_gives_up_on_a_port_that_never_gets_an_openflow_number(hook, capsys
     # about ten seconds of 0.1 s waits, then the failure
     assert 90 <= hook.clock.sleeps <= 110
     assert "port vnet3 of NIC %s has no OpenFlow number yet" % MAC in capsys.readouterr().err
+
+
+def test_hook_programs_plugged_ports_before_qemu_runs_and_leaves_the_rest_to_started(hook):
+    hook.define_group("web", [TCP22])
+    # "start": libvirt has plugged the taps, QEMU has not run yet: the rules are in place before any packet
+    assert hook("start", VM_TWO_NICS) == 0
+    assert [br for br, _l in hook.ovs.batches] == ["dvs1", "dvs1"] and hook.clock.sleeps == 0
+    # a port not in OVS yet is not waited for there ("started" does it)
+    hook.ovs.batches[:] = []
+    del hook.ovs.ofports["vnet3"]
+    assert hook("start", VM_TWO_NICS) == 0
+    assert hook.ovs.batches == [] and hook.clock.sleeps == 0
+
+
+def test_hook_fails_a_start_before_qemu_runs_for_a_group_this_cna_does_not_have(hook):
+    assert hook("start", VM_TWO_NICS) == 1  # libvirt then does not start QEMU at all
+    assert hook.ovs.batches == []

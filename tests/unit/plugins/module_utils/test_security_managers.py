@@ -423,3 +423,17 @@ def test_a_nic_hot_plugged_onto_a_port_group_gets_its_rules_at_once(host):
     assert mgr.actions == ["update nics", "hot-plug NIC 1", "program port security of the running VM's DVS ports"]
     assert [br for br, _lines in host.ovs.batches] == ["dvs1"]
     assert any("dl_src=%s" % MAC in ln for ln in host.ovs.batches[0][1])
+
+
+def test_a_nic_hot_unplugged_from_a_dvs_takes_its_rules_with_it(host):
+    # no hook runs on an unplug: the vm module removes the port's rules itself
+    host.add_network("dvs1", portgroups=PG_WEB)
+    vm = RunningVm(host, spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC), dict(dvs="dvs1", portgroup="web", mac=MAC2)]))
+    root = xmlutil.parse(vm.live)  # what libvirt shows of a running OVS port
+    for el in root.findall("devices/interface"):
+        ET.SubElement(el, "virtualport", type="openvswitch")
+    vm.live = xmlutil.tostring(root)
+    mgr = vm_manager(host)
+    mgr.present(spec(nics=[dict(dvs="dvs1", portgroup="web", mac=MAC)]), "kvm", [], "running")
+    assert mgr.actions == ["update nics", "hot-unplug NIC 1", "remove port security of NIC 1"]
+    assert host.ovs.batches == [("dvs1", ["delete cookie=0x%x/-1" % portsec.cookie(MAC2)])]
