@@ -46,7 +46,7 @@ def open_socket(dev):
     prog = b"".join(struct.pack("HBBI", *insn) for insn in FILTER)
     buf = ctypes.create_string_buffer(prog)
     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(FILTER), ctypes.addressof(buf)))
-    s.bind((dev, socket.htons(ETH_P_ALL)))
+    s.bind((dev, ETH_P_ALL))  # Python puts the protocol of an AF_PACKET address in network order itself
     s.setblocking(False)
     return s, buf
 
