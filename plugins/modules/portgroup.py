@@ -88,8 +88,9 @@ options:
     description:
       - A VM NIC of the port group sends only from its own MAC and from the addresses in its C(bound_ips) (see
         O(kvmfusion.compute.vm#module:nics)), ARP included; DHCP requests and IPv6 link-local traffic from its MAC
-        pass. IPv6 neighbour discovery carries its own MAC and claims only link-local or bound addresses. A NIC without C(bound_ips) is bound by MAC only; with C(bound_ips=dhcp) it is bound to the addresses its
-        guest leases by DHCP.
+        pass. IPv6 neighbour discovery carries its own MAC and claims only link-local or bound addresses. A NIC
+        without C(bound_ips) is bound by MAC only; with C(bound_ips=dhcp) it is bound to the addresses its guest
+        leases by DHCP.
     type: bool
     default: false
   force:
