@@ -5,8 +5,8 @@
 Issue (snapshots and clones): report seconds per clone and bytes per clone for linked clones, and
 compare with full clones of the same template in the same run. The template's 2 GiB disk is fully
 allocated (every byte written), so a full clone really copies 2 GiB. The guests are firmware-only
-KVM guests (64 MiB, host-model CPU without arch-capabilities, which this machine's KVM cannot start
-with): the disk is data, the figure is the clone work. Everything runs on the first lab CNA through
+KVM guests (64 MiB, the cluster CPU model the cna role computed: host-model cannot start
+on this machine's KVM): the disk is data, the figure is the clone work. Everything runs on the first lab CNA through
 kvmfusion.compute.clone, one task per batch.
 
     python3 bench/linked_clones.py [--linked 100] [--started 20] [--full 5]
@@ -61,8 +61,6 @@ SETUP = """
         memory: 64MiB
         graphics: none
         guest_agent: false
-        cpu_model: host-model
-        cpu_features: {arch-capabilities: disable}
         disks:
           - {datastore: bench-clone-ds, name: bench-tpl.qcow2, size: 2GiB}
 

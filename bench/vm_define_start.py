@@ -4,8 +4,9 @@
 
 Issue (VMs and templates): report per-VM seconds and compare with the same work through
 community.libvirt's `virt` module (bundled by the `ansible` package on PyPI) in the same run.
-The VMs are identical firmware-only KVM guests (64 MiB, no disk, no graphics; host-model CPU without
-arch-capabilities, which this machine's KVM cannot start with) so the figure is
+The VMs are identical firmware-only KVM guests (64 MiB, no disk, no graphics; ours get the cluster CPU
+model by default, theirs a hand-written host-model CPU without arch-capabilities, which this machine's
+KVM cannot start with) so the figure is
 the modules' own cost: the play runs against the first lab CNA, each module runs there.
 
     python3 bench/vm_define_start.py [--count 20] [--rounds 3]   (root; the lab must be up:
@@ -44,8 +45,6 @@ OURS = """
         memory: 64MiB
         graphics: none
         guest_agent: false
-        cpu_model: host-model
-        cpu_features: {arch-capabilities: disable}
         state: running
       loop: "{{ range(count | int) | list }}"
 """

@@ -75,6 +75,7 @@ class KvmfModule(object):
         os.umask(0o077)
         self._client = None
         self._dest_client = None
+        self._peers = []
         self.readonly = readonly
         spec = copy.deepcopy(COMMON_ARGSPEC)
         if two_hosts:
@@ -104,12 +105,16 @@ class KvmfModule(object):
             return uri_for_host(self.params["dest_host"], like=self.uri)
         return None
 
-    def peer_clients(self, hosts):
-        """Read-only clients of other CNAs (inventory host names, or URIs), reached the way ``uri`` reaches its host."""
+    def peer_clients(self, hosts, readonly=True):
+        """Clients of other CNAs (inventory host names, or URIs), reached the way ``uri`` reaches its host.
+
+        Read-only unless asked; they are closed with the module's own clients.
+        """
         out = []
         for h in hosts or []:
             uri = h if "://" in h else uri_for_host(h, like=self.uri)
-            out.append(Client(uri, readonly=True))
+            out.append(Client(uri, readonly=readonly))
+        self._peers.extend(out)
         return out
 
     @property
@@ -136,6 +141,9 @@ class KvmfModule(object):
             setattr(self, attr, None)
             if client is not None:
                 client.close()
+        peers, self._peers = self._peers, []
+        for client in peers:
+            client.close()
 
     def warn(self, msg):
         self.module.warn(_one_line(msg))

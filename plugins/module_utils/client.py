@@ -282,6 +282,34 @@ class Client(object):
             "domain_types": _domain_types(caps, arch),
         }
 
+    def domain_capabilities(self, virttype="kvm"):
+        """The domain capabilities XML for ``virttype`` domains (CPU models, host-model CPU, devices)."""
+        return self.call("read the %s domain capabilities of" % virttype, "the host", self.conn.getDomainCapabilities,
+                         None, None, None, virttype, 0)
+
+    def cpu_baseline(self, cpu_xmls, virttype="kvm"):
+        """The CPU every one of ``cpu_xmls`` can run and this host's ``virttype`` hypervisor provides (migratable)."""
+        return self.call("compute the CPU baseline on", "the host", self.conn.baselineHypervisorCPU,
+                         None, None, None, virttype, list(cpu_xmls), libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
+
+    def compare_cpu(self, cpu_xml, virttype="kvm"):
+        """None when this host's hypervisor can provide ``cpu_xml``, else libvirt's one-line reason."""
+        try:
+            self.conn.compareHypervisorCPU(None, None, None, virttype, cpu_xml,
+                                           libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+        except libvirt.libvirtError as e:
+            return _error_detail(e)
+        return None
+
+    def try_start_paused(self, xml):
+        """Start a transient domain paused and destroy it at once: None if it started, else libvirt's reason."""
+        try:
+            dom = self.conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except libvirt.libvirtError as e:
+            return _error_detail(e)
+        self.call("destroy", "probe domain", dom.destroy)
+        return None
+
     # domains
 
     def define_domain(self, xml, flags=0):

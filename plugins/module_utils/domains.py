@@ -14,7 +14,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import (
-    diskspec, disks, fileops, images, names, portsec, xmlutil)
+    cpumodel, diskspec, disks, fileops, images, names, portsec, xmlutil)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
     INTERFACE_ADDRESSES_SRC_AGENT,
@@ -24,6 +24,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     UNDEFINE_SNAPSHOTS_METADATA,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums, program_ports, security_state
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import PowerManager, state_of
@@ -88,6 +89,7 @@ class VmManager(Manager):
         if (p.get("hypervisor") or "auto") != "auto":
             d["hypervisor"] = hyper
         dom = self.client.domain(name)
+        self.cluster_cpu_default(d, p, hyper, dom)
         template = d.get("template")
         if template is None and dom is not None:
             template = is_template(self.client.domain_xml(name, inactive=True))
@@ -131,6 +133,33 @@ class VmManager(Manager):
         copy = images.definition_copy_path(self.client.domain_xml(name, inactive=True))
         if copy and self.local and self.actions:
             write_definition_copy(self.client, name, copy)
+
+    def cluster_cpu_default(self, d, p, hyper, dom):
+        """Resolve the cluster CPU model (the cna role's ``cluster_cpu`` fact) into ``d``.
+
+        New KVM VMs get it unless ``cpu_model`` is set; ``cpu_model: cluster`` asks for it on any VM. A
+        VM that has it keeps its features when ``cpu_features`` is set (the user's policies go on top).
+        """
+        wanted = p.get("cpu_model")
+        cluster = local_facts().get("cluster_cpu") if self.local else None
+        if wanted == "cluster" and not cluster:
+            raise ValueError("VM '%s': cpu_model cluster needs the cluster CPU model, which the cna role records in "
+                             "this CNA's facts (ansible_local.kvmfusion.cluster_cpu); it has none" % d["name"])
+        if not cluster:
+            return
+        if wanted is None:
+            if dom is None:
+                use = hyper == "kvm"
+            else:
+                have = cpumodel.parse_cpu_of_domain(self.client.domain_xml(d["name"], inactive=True))
+                use = "cpu_features" in d and cpumodel.same_family(have, cluster)
+            if not use:
+                return
+        elif wanted != "cluster":
+            return
+        d["cpu_model"] = cluster["model"]
+        d["cpu_vendor"] = cluster.get("vendor")
+        d["cpu_features"] = dict(cluster.get("features") or {}, **(d.get("cpu_features") or {}))
 
     def hypervisor(self, wanted):
         offered = self.client.host_info()["domain_types"]

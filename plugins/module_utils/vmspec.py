@@ -328,10 +328,12 @@ def _apply_cpu(root, d, hypervisor):
     """CPU model and features; topology and other children the user set stay."""
     old_cpu = root.find("cpu")
     keep = [c for c in (list(old_cpu) if old_cpu is not None else []) if c.tag not in ("model", "feature", "vendor")]
+    old_vendor = None
     if "cpu_model" not in d and old_cpu is not None:
-        # only the features change: the model stays what it is
+        # only the features change: the model (and its vendor) stays what it is
         old_mode = old_cpu.get("mode", "custom")
         old_model = old_mode if old_mode in ("host-model", "host-passthrough") else xmlutil.find_text(old_cpu, "model")
+        old_vendor = xmlutil.find_text(old_cpu, "vendor")
     else:
         old_model = None
     _remove(root, "cpu")
@@ -341,6 +343,9 @@ def _apply_cpu(root, d, hypervisor):
     elif model:
         cpu = ET.SubElement(root, "cpu", mode="custom", match="exact", check="partial")
         ET.SubElement(cpu, "model", fallback="forbid").text = model
+        vendor = d.get("cpu_vendor") if "cpu_model" in d else old_vendor
+        if vendor:
+            ET.SubElement(cpu, "vendor").text = vendor
     else:
         cpu = None
     if d.get("cpu_features"):
@@ -554,6 +559,8 @@ def managed_view(xml, d):
             v["cpu_model"] = cpu.get("mode")
         else:
             v["cpu_model"] = xmlutil.find_text(cpu, "model")
+    if "cpu_vendor" in d:
+        v["cpu_vendor"] = xmlutil.find_text(cpu, "vendor") if cpu is not None else None
     if "cpu_features" in d:
         v["cpu_features"] = dict((f.get("name"), f.get("policy")) for f in (cpu.findall("feature") if cpu is not None else []))
     devices = root.find("devices")

@@ -75,11 +75,19 @@ options:
     type: raw
   cpu_model:
     description:
-      - V(host-model) (default for KVM), V(host-passthrough), or a named model such as V(Skylake-Client) for
-        migration compatibility across CPU generations. TCG VMs default to QEMU's own model.
+      - V(cluster) (the default for new KVM VMs when the cluster has one), V(host-model), V(host-passthrough),
+        or a named model such as V(Skylake-Client).
+      - V(cluster) is the CPU model every compute node of the cluster can run, which the
+        P(kvmfusion.compute.cna#role) role computes with M(kvmfusion.compute.cluster_cpu_info) and records in each
+        CNA's facts (C(ansible_local.kvmfusion.cluster_cpu)). A VM with it can be live-migrated to any CNA of the
+        cluster. It is written as that named model, its vendor and its feature policies.
+      - Without the cluster fact, new KVM VMs get V(host-model). TCG VMs default to QEMU's own model.
+      - An existing VM keeps its model unless this is set.
     type: str
   cpu_features:
-    description: "CPU feature policies, for example C({arch-capabilities: disable})."
+    description:
+      - "CPU feature policies, for example C({avx2: require})."
+      - On a VM with the cluster model, they go on top of the model's own feature policies.
     type: dict
   firmware:
     description: V(bios) (SeaBIOS) or V(uefi) (OVMF).

@@ -149,7 +149,8 @@ def story(lab):
         "hosts": "cna",
         "gather_facts": False,
         "vars": {"__cna2_uri": lab.uri(cna2), "vault_san1_chap": "not-a-secret", "__lun": "/dev/null"},
-        "tasks": [ex("host_info", i) for i in range(3)] + [ex("datastore", i) for i in range(5)] + network_tasks
+        "tasks": [ex("host_info", i) for i in range(3)] + [ex("cluster_cpu_info", i) for i in range(2)]
+        + [ex("datastore", i) for i in range(5)] + network_tasks
         + [on_first(vm_tasks)] + [ex("datastore_info", i) for i in range(3)] + [ex("datastore", 5)],
     }]
 

@@ -42,6 +42,10 @@ LIBVIRT_CONSTANTS = dict(
     VIR_ERR_NO_DOMAIN_SNAPSHOT=72,
     VIR_ERR_AUTH_FAILED=45,
     VIR_DOMAIN_XML_SECURE=1,
+    VIR_CONNECT_BASELINE_CPU_MIGRATABLE=2,
+    VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE=1,
+    VIR_DOMAIN_START_PAUSED=1,
+    VIR_DOMAIN_START_AUTODESTROY=2,
     VIR_DOMAIN_XML_INACTIVE=2,
     VIR_SECRET_USAGE_TYPE_VOLUME=1,
     VIR_SECRET_USAGE_TYPE_CEPH=2,
@@ -72,6 +76,13 @@ def make_fake_libvirt():
     fake.openReadOnly = mock.MagicMock(name="openReadOnly", return_value=fake.conn)
     fake.registerErrorHandler = mock.MagicMock(name="registerErrorHandler")
     return fake
+
+
+@pytest.fixture(autouse=True)
+def _no_host_facts(monkeypatch, tmp_path_factory):
+    """Unit tests never read the facts of the machine they run on (a CNA has the cna role's)."""
+    from ansible_collections.kvmfusion.compute.plugins.module_utils import hosts
+    monkeypatch.setattr(hosts, "FACTS_PATH", str(tmp_path_factory.getbasetemp() / "no-such-kvmfusion.fact"))
 
 
 @pytest.fixture(autouse=True)
