@@ -1,0 +1,474 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Moving a VM between CNAs (seed 001: iterative memory copy, maximum downtime, prerequisites).
+
+Live: libvirt peer-to-peer migration (the source libvirtd drives it, so a lost controller does not
+strand it), persistent on the destination, undefined on the source. Cold (a stopped VM): libvirt's
+offline migration of the definition. Both check every prerequisite first (CPU model, memory and
+vCPUs, datastores, raw device mappings, port groups, disk modes), each refusal one line, before
+anything moves.
+
+libvirt 9.0 refuses to migrate a VM with snapshots; their metadata moves with it: each snapshot's
+XML is read (SECURE), its metadata removed on the source, the VM migrated, and the snapshots
+redefined on the destination (parents first, the current one marked). A failed migration
+redefines them on the source, where the VM still runs.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import threading
+import time
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, storage, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    CREATE_CURRENT,
+    CREATE_REDEFINE,
+    DELETE_METADATA_ONLY,
+    JOB_STATS_COMPLETED,
+    MIGRATE_ABORT_ON_ERROR,
+    MIGRATE_AUTO_CONVERGE,
+    MIGRATE_COMPRESSED,
+    MIGRATE_LIVE,
+    MIGRATE_NON_SHARED_DISK,
+    MIGRATE_OFFLINE,
+    MIGRATE_PARALLEL,
+    MIGRATE_PEER2PEER,
+    MIGRATE_PERSIST_DEST,
+    MIGRATE_POSTCOPY,
+    MIGRATE_TLS,
+    MIGRATE_UNDEFINE_SOURCE,
+    MIGRATE_UNSAFE,
+    NODEDEV_CAP_STORAGE,
+    SNAPSHOT_XML_SECURE,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
+from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
+from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import kib
+
+MODES = ("auto", "live", "cold")
+STORAGE = ("auto", "shared", "copy")
+COMPRESSION = ("none", "xbzrle", "mt", "zlib", "zstd")
+#: memory the destination keeps free beyond the VM's (QEMU's own overhead)
+MEMORY_MARGIN = 64 * 1024 * 1024
+POLL = 0.2
+
+
+def desired_state(p):
+    """Validate the vm_migration options (ValueError, one line)."""
+    d = {"name": names.validate_name(p["name"], kind="VM")}
+    for key, choices in (("mode", MODES), ("storage", STORAGE), ("compression", COMPRESSION)):
+        value = p.get(key) or choices[0]
+        if value not in choices:
+            raise ValueError("%s must be one of %s, got %r" % (key, ", ".join(choices), value))
+        d[key] = value
+    for key, lo, hi in (("max_downtime", 1, 600000), ("bandwidth", 1, 1 << 20), ("parallel_connections", 2, 255),
+                        ("timeout", 1, 86400), ("post_copy_after", 1, 1000)):
+        value = p.get(key)
+        if value is not None:
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ValueError("%s must be a whole number, got %r" % (key, p[key]))
+            if not lo <= value <= hi:
+                raise ValueError("%s must be between %d and %d, got %d" % (key, lo, hi, value))
+        d[key] = value
+    d["auto_converge"] = bool(p.get("auto_converge"))
+    d["post_copy"] = bool(p.get("post_copy"))
+    d["tls"] = p.get("tls")
+    if d["post_copy_after"] is not None and not d["post_copy"]:
+        raise ValueError("post_copy_after needs post_copy: true")
+    if d["compression"] in ("zlib", "zstd") and not d["parallel_connections"]:
+        raise ValueError("compression %s works with parallel connections only: set parallel_connections"
+                         % d["compression"])
+    return d
+
+
+def _snapshot_order(entries):
+    """Snapshot (name, parent, xml) entries ordered parents first."""
+    by_name = dict((e[0], e) for e in entries)
+    out, seen = [], set()
+
+    def visit(name):
+        if name in seen or name not in by_name:
+            return
+        seen.add(name)
+        visit(by_name[name][1])
+        out.append(by_name[name])
+    for name in sorted(by_name):
+        visit(name)
+    return out
+
+
+class MigrationManager(TwoHostManager):
+    """vm_migration: the VM on the destination CNA, running as it ran, or nothing changed."""
+
+    def converge(self, params):
+        d = desired_state(params)
+        name = d["name"]
+        obj = "VM '%s'" % name
+        src_host = self.source.host_info()["hostname"]
+        dst_host = self.dest.host_info()["hostname"]
+        self.refuse_same_host("migrate VM '%s'" % name)
+        src_dom, dst_dom = self.source.domain(name), self.dest.domain(name)
+        if dst_dom is not None and src_dom is None:
+            return self.result({"host": dst_host}, {"host": dst_host}, vm=name, host=dst_host, migration=None)
+        if dst_dom is not None:
+            raise ValueError("%s is defined on both %s and %s: remove the stale definition first"
+                             % (obj, src_host, dst_host))
+        if src_dom is None:
+            raise ValueError("unknown %s: it is on neither %s nor %s" % (obj, src_host, dst_host))
+        state = state_of(self.source, src_dom, name)
+        mode = d["mode"]
+        live = state in ("running", "paused")
+        if mode == "auto":
+            mode = "live" if live else "cold"
+        if mode == "live" and not live:
+            raise ValueError("%s is %s on %s: live migration needs it running (mode cold moves a stopped VM)"
+                             % (obj, state, src_host))
+        if mode == "cold" and live:
+            raise ValueError("%s is %s on %s: cold migration needs it stopped (mode live moves it running)"
+                             % (obj, state, src_host))
+        if state == "suspended":
+            raise ValueError("%s is suspended to %s's disk: resume it (then migrate it live) or discard the saved "
+                             "state first" % (obj, src_host))
+        plan = self.precheck(name, mode, d, dst_host)
+        before, after = {"host": src_host, "state": state}, {"host": dst_host, "state": state}
+        self.record("%s-migrate to %s (%s storage)" % (mode, dst_host, plan["storage"]))
+        if self.check_mode:
+            return self.result(before, after, vm=name, host=dst_host, migration=None)
+        snaps = self._lift_snapshots(src_dom, name)
+        try:
+            if mode == "live":
+                stats = self._live(src_dom, name, d, plan)
+            else:
+                stats = self._cold(src_dom, name, plan)
+        except Exception:
+            if self.source.domain(name) is not None and snaps:
+                self._put_snapshots(self.source, name, snaps)
+            raise
+        if snaps:
+            try:
+                self._put_snapshots(self.dest, name, snaps)
+            except Exception as e:  # pylint: disable=broad-except
+                self.warn("%s runs on %s but its snapshots could not be redefined there (%s); their XML is in "
+                          "migration.snapshots_xml" % (obj, dst_host, e))
+                stats["snapshots_xml"] = [s[2] for s in snaps]
+        if plan["storage"] == "copy":
+            self._remove_source_images(name, plan)
+        else:
+            self._refresh_definition_copy(name)
+        stats.update(mode=mode, storage=plan["storage"], source=src_host, destination=dst_host,
+                     snapshots=[s[0] for s in snaps])
+        return self.result(before, after, vm=name, host=dst_host, migration=stats)
+
+    # prerequisites -------------------------------------------------------------------------
+    def precheck(self, name, mode, d, dst_host):
+        """Everything the destination must offer, before anything moves: a plan, or one line."""
+        obj = "VM '%s'" % name
+        src, dst = self.source, self.dest
+        live = mode == "live"
+        xml = src.domain_xml(name, inactive=not live, secure=True)
+        root = xmlutil.parse(xml)
+        plan = {"disks": [], "unsafe": False, "storage": "shared"}
+        # CPU model
+        if root.get("type") == "kvm":
+            cpu = root.find("cpu")
+            if cpu is not None and cpu.get("mode") == "host-passthrough":
+                raise ValueError("%s has the host-passthrough CPU: it can only move between identical hosts; give it "
+                                 "the cluster CPU model (vm cpu_model: cluster) to migrate it" % obj)
+            if cpu is not None and cpu.get("mode", "custom") == "custom" and cpu.find("model") is not None:
+                reason = dst.compare_cpu(xmlutil.tostring(cpu), "kvm")
+                if reason:
+                    raise ValueError("%s: its CPU model %s cannot run on %s: %s"
+                                     % (obj, xmlutil.find_text(cpu, "model"), dst_host, reason))
+        # memory and vCPUs
+        host = dst.host_info()
+        vcpus = int(root.find("vcpu").get("current") or root.find("vcpu").text)
+        if vcpus > host["cpus"]:
+            raise ValueError("%s has %d vCPUs; %s has %d CPUs" % (obj, vcpus, dst_host, host["cpus"]))
+        if live:
+            mem = kib(root.find("currentMemory")) * 1024
+            free = dst.call("read free memory of", "the host", dst.conn.getFreeMemory)
+            if mem + MEMORY_MARGIN > free:
+                need = (mem + MEMORY_MARGIN) >> 20
+                raise ValueError("%s needs %d MiB; %s has %d MiB free" % (obj, need, dst_host, free >> 20))
+        # networks and port groups
+        for el in root.findall("devices/interface"):
+            if el.get("type") != "network":
+                continue
+            net_name = xmlutil.find_attr(el, "source", "network")
+            pg = xmlutil.find_attr(el, "source", "portgroup")
+            net = dst.network(net_name)
+            if net is None or not dst.call("read state of", "network '%s'" % net_name, net.isActive):
+                raise ValueError("%s: network %s of NIC %s is not active on %s" % (
+                    obj, net_name, xmlutil.find_attr(el, "mac", "address"), dst_host))
+            if pg and pg not in [g.get("name") for g in xmlutil.parse(
+                    dst.call("read", "network '%s'" % net_name, net.XMLDesc, 0)).findall("portgroup")]:
+                raise ValueError("%s: port group %s of switch %s is not on %s" % (obj, pg, net_name, dst_host))
+        # disks
+        copy = []
+        for el, src_path, dmode in attached_disks(src, name, inactive=not live):
+            if el.get("device", "disk") not in ("disk", "lun") or src_path is None:
+                continue
+            target = xmlutil.find_attr(el, "target", "dev")
+            if dmode == "independent_nonpersistent" and live:
+                raise ValueError("%s: disk %s is independent-nonpersistent: what the guest wrote to it since it "
+                                 "started would be lost by a live migration; stop the VM to move it" % (obj, target))
+            kind = el.get("type")
+            if kind == "block":
+                if src_path not in self._device_paths(dst):
+                    raise ValueError("%s: raw device mapping %s (disk %s) is not visible on %s" % (
+                        obj, src_path, target, dst_host))
+            elif kind == "volume":
+                pool, vol = xmlutil.find_attr(el, "source", "pool"), xmlutil.find_attr(el, "source", "volume")
+                if dst.volume(pool, vol) is None:
+                    raise ValueError("%s: volume %s of datastore %s (disk %s) is not on %s" % (
+                        obj, vol, pool, target, dst_host))
+            elif kind == "file":
+                shared, ds = self._shared_datastore(src_path, dst)
+                if ds is None:
+                    raise ValueError("%s: disk %s (%s) is on no datastore of %s" % (obj, target, src_path, src.uri))
+                if shared:
+                    plan["unsafe"] = True
+                else:
+                    copy.append((target, src_path, ds))
+            plan["disks"].append({"target": target, "source": src_path, "type": kind})
+        want = d["storage"]
+        if want == "shared" and copy:
+            raise ValueError("%s: disk %s is on datastore %s, which %s does not share: storage copy moves it"
+                             % (obj, copy[0][0], copy[0][2], dst_host))
+        if copy and want != "shared":
+            plan["storage"] = "copy"
+            if not live:
+                raise ValueError("%s: disk %s is on datastore %s, which %s does not share; a stopped VM's disks are "
+                                 "copied by starting it and migrating it live, or moved to a shared datastore first"
+                                 % (obj, copy[0][0], copy[0][2], dst_host))
+            for target, path, ds in copy:
+                chain = self._chain_length(path)
+                if chain > 1:
+                    raise ValueError("%s: disk %s is a chain of %d images (snapshots or a linked clone): a copy "
+                                     "would flatten it; delete its snapshots or move it to a shared datastore first"
+                                     % (obj, target, chain))
+                if dst.pool(ds) is None:
+                    raise ValueError("%s: datastore %s of disk %s is not on %s" % (obj, ds, target, dst_host))
+            plan["copied"] = [c[1] for c in copy]
+        elif want == "copy":
+            plan["storage"] = "copy"
+            plan["copied"] = []
+        return plan
+
+    def _device_paths(self, client):
+        """Every block device path (and its /dev/disk links) a CNA's node devices have."""
+        out = set()
+        for dev in client.call("list node devices", None, client.conn.listAllDevices, NODEDEV_CAP_STORAGE):
+            root = xmlutil.parse(client.call("read", "node device", dev.XMLDesc, 0))
+            out.update(el.text for el in root.iter("devnode") if el.text)
+            out.update(el.text for el in root.iter("block") if el.text)
+        return out
+
+    def _shared_datastore(self, path, dst):
+        """(whether the datastore holding ``path`` is the same shared datastore on ``dst``, its name or None)."""
+        vol = self.source.volume_by_path(path)
+        if vol is None:
+            return False, None
+        pool = self.source.call("find the datastore of", "volume '%s'" % path, vol.storagePoolLookupByVolume)
+        info = storage.facts(self.source, pool)
+        other = dst.pool(info["name"])
+        if other is None or not info["shared"]:
+            return False, info["name"]
+        same = dst.call("read UUID of", "datastore '%s'" % info["name"], other.UUIDString) == info["uuid"]
+        active = dst.call("read state of", "datastore '%s'" % info["name"], other.isActive)
+        return bool(same and active), info["name"]
+
+    def _chain_length(self, path):
+        vol = self.source.volume_by_path(path)
+        xml = self.source.call("read", "volume '%s'" % path, vol.XMLDesc, 0) if vol is not None else None
+        n = 1
+        root = xmlutil.parse(xml) if xml else None
+        while root is not None and root.find("backingStore/path") is not None:
+            n += 1
+            nxt = self.source.volume_by_path(xmlutil.find_text(root, "backingStore/path"))
+            root = xmlutil.parse(self.source.call("read", "volume", nxt.XMLDesc, 0)) if nxt is not None else None
+        return n
+
+    # snapshots travel as metadata ------------------------------------------------------------
+    def _lift_snapshots(self, dom, name):
+        """[(name, parent, xml, current)] of the VM's snapshots, whose metadata leaves the source."""
+        obj = "VM '%s'" % name
+        snaps = self.source.call("list snapshots of", obj, dom.listAllSnapshots, 0)
+        if not snaps:
+            return []
+        current = None
+        try:
+            current = self.source.call("read current snapshot of", obj, dom.snapshotCurrent, 0).getName()
+        except Exception:  # pylint: disable=broad-except
+            current = None
+        entries = []
+        for s in snaps:
+            xml = self.source.call("read", "snapshot of %s" % obj, s.getXMLDesc, SNAPSHOT_XML_SECURE)
+            root = xmlutil.parse(xml)
+            entries.append((s.getName(), xmlutil.find_text(root, "parent/name"), xml, s.getName() == current))
+        ordered = _snapshot_order(entries)
+        for entry in reversed(ordered):
+            snap = self.source.snapshot(name, entry[0])
+            self.source.call("move the metadata of", "snapshot '%s' of %s" % (entry[0], obj), snap.delete,
+                             DELETE_METADATA_ONLY)
+        return ordered
+
+    def _put_snapshots(self, client, name, snaps):
+        dom = client.domain(name)
+        for sname, _parent, xml, current in snaps:
+            client.call("redefine", "snapshot '%s' of VM '%s'" % (sname, name), dom.snapshotCreateXML, xml,
+                        CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
+
+    # the moves ----------------------------------------------------------------------------
+    def _flags(self, d, plan, live):
+        flags = MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
+        if not live:
+            return flags | MIGRATE_OFFLINE
+        flags |= MIGRATE_LIVE | MIGRATE_ABORT_ON_ERROR
+        if plan["unsafe"]:
+            # a datastore the collection knows is shared (same UUID on both CNAs) that libvirt cannot
+            # recognise as shared (a plain directory): libvirt's cache-safety check does not apply
+            flags |= MIGRATE_UNSAFE
+        if plan["storage"] == "copy":
+            flags |= MIGRATE_NON_SHARED_DISK
+        if d["auto_converge"]:
+            flags |= MIGRATE_AUTO_CONVERGE
+        if d["post_copy"]:
+            flags |= MIGRATE_POSTCOPY
+        if d["parallel_connections"]:
+            flags |= MIGRATE_PARALLEL
+        if d["compression"] != "none":
+            flags |= MIGRATE_COMPRESSED
+        if self._tls(d):
+            flags |= MIGRATE_TLS
+        return flags
+
+    def _tls(self, d):
+        if d["tls"] is not None:
+            return bool(d["tls"])
+        return local_facts().get("migration_transport") == "tls" if self.local else self.dest.uri.startswith("qemu+tls")
+
+    def options(self, d, plan):
+        """What the result reports as used."""
+        return {
+            "max_downtime": d["max_downtime"], "bandwidth": d["bandwidth"], "auto_converge": d["auto_converge"],
+            "post_copy": d["post_copy"], "parallel_connections": d["parallel_connections"],
+            "compression": d["compression"], "tls": self._tls(d), "unsafe": plan["unsafe"],
+        }
+
+    def _live(self, dom, name, d, plan):
+        obj = "VM '%s'" % name
+        src = self.source
+        params = {}
+        if d["bandwidth"]:
+            params["bandwidth"] = d["bandwidth"]
+        if d["parallel_connections"]:
+            params["parallel.connections"] = d["parallel_connections"]
+        if d["compression"] != "none":
+            params["compression"] = d["compression"]
+        # the destination keeps the VM's persistent definition (not its live one)
+        params["persistent_xml"] = src.domain_xml(name, inactive=True, secure=True)
+        if d["max_downtime"]:
+            src.call("set the maximum downtime of", obj, dom.migrateSetMaxDowntime, d["max_downtime"], 0)
+        flags = self._flags(d, plan, True)
+        outcome = {}
+
+        def migrate():
+            try:
+                src.call("live-migrate", obj, dom.migrateToURI3, self.dest.uri, params, flags)
+            except Exception as e:  # pylint: disable=broad-except
+                outcome["error"] = e
+        worker = threading.Thread(target=migrate, name="kvmfusion-migrate")
+        start = time.time()
+        worker.start()
+        aborted = switched = False
+        progress = []
+        while worker.is_alive():
+            worker.join(POLL)
+            if not worker.is_alive():
+                break
+            stats = self._job(dom)
+            if stats:
+                progress.append(stats)
+            elapsed = time.time() - start
+            if d["timeout"] and elapsed > d["timeout"] and not aborted and not switched:
+                aborted = True
+                try:
+                    src.call("abort the migration of", obj, dom.abortJob)
+                except Exception:  # pylint: disable=broad-except
+                    pass
+            if d["post_copy"] and not switched and stats and stats.get("memory_iteration", 0) >= (
+                    d["post_copy_after"] or 2):
+                switched = True
+                src.call("switch to post-copy", obj, dom.migrateStartPostCopy, 0)
+        if "error" in outcome:
+            where = "it still runs on %s" % src.host_info()["hostname"] if src.domain(name) is not None else \
+                "it is not on %s any more" % src.host_info()["hostname"]
+            why = "aborted after the %d s timeout" % d["timeout"] if aborted else str(outcome["error"])
+            raise ValueError("live migration of %s to %s failed (%s); %s" % (
+                obj, self.dest.host_info()["hostname"], why, where))
+        total = time.time() - start
+        return self._stats(name, d, plan, total, post_copy=switched)
+
+    def _job(self, dom):
+        try:
+            return dom.jobStats(0)
+        except Exception:  # pylint: disable=broad-except
+            return {}
+
+    def _stats(self, name, d, plan, total, post_copy=False):
+        done = {}
+        dest_dom = self.dest.domain(name)
+        if dest_dom is not None:
+            try:
+                done = self.dest.call("read the migration statistics of", "VM '%s'" % name, dest_dom.jobStats,
+                                      JOB_STATS_COMPLETED)
+            except Exception:  # pylint: disable=broad-except
+                done = {}
+        return {
+            "downtime_ms": done.get("downtime"),
+            "total_time_ms": done.get("time_elapsed", int(total * 1000)),
+            "setup_time_ms": done.get("setup_time"),
+            "transferred_bytes": done.get("data_processed"),
+            "memory_bytes": done.get("memory_processed"),
+            "disk_bytes": done.get("disk_processed"),
+            "memory_iterations": done.get("memory_iteration"),
+            "post_copy_used": post_copy,
+            "options": self.options(d, plan),
+        }
+
+    def _cold(self, dom, name, plan):
+        start = time.time()
+        self.source.call("move the definition of", "VM '%s'" % name, dom.migrateToURI3, self.dest.uri, {},
+                         self._flags({}, plan, False))
+        return {"downtime_ms": None, "total_time_ms": int((time.time() - start) * 1000), "setup_time_ms": None,
+                "transferred_bytes": 0, "memory_bytes": 0, "disk_bytes": 0, "memory_iterations": None,
+                "post_copy_used": False, "options": {}}
+
+    def _remove_source_images(self, name, plan):
+        """After a copy, the source's images go (the VM runs on the destination's copies), and with them the
+        definition copy beside them on the source."""
+        for path in plan.get("copied", []):
+            vol = self.source.volume_by_path(path)
+            if vol is not None:
+                self.source.call("delete", "the source copy %s" % path, vol.delete, 0)
+        if plan.get("copied") and self.local:
+            stale = images.definition_copy_name(os.path.dirname(plan["copied"][0]), name)
+            if os.path.lexists(stale):
+                os.unlink(stale)
+
+    def _refresh_definition_copy(self, name):
+        """On a shared datastore, the copy beside the system disk says what the destination now holds."""
+        path = images.definition_copy_path(self.dest.domain_xml(name, inactive=True))
+        if path and self.local and os.path.isdir(os.path.dirname(path)):
+            write_definition_copy(self.dest, name, path)
