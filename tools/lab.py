@@ -540,6 +540,23 @@ def cmd_up(args) -> int:
     return 0
 
 
+def cmd_kill(args) -> int:
+    """Power one host off hard (SIGKILL to its PID 1: a power loss); 'up' boots it again with its disks."""
+    state = load_state()
+    layout = state.get("layout") or {}
+    hosts = [h for h in host_plan(layout.get("cna", 0), layout.get("vrm", 0)) if h["name"] == args.host]
+    if not hosts:
+        raise LabError(f"no lab host {args.host!r}")
+    if not host_pid1(hosts[0], state):
+        log(f"{args.host}: already off")
+        return 0
+    left = kill_host(hosts[0], state)
+    if left:
+        raise LabError(f"{args.host}: pids {left} not reaped after the kill")
+    log(f"{args.host}: killed (power loss); 'tools/lab up' boots it again")
+    return 0
+
+
 def lab_processes() -> list[str]:
     """Processes still in any lab namespace (or zombies of our launchers)."""
     found = []
@@ -651,12 +668,14 @@ def main(argv=None) -> int:
     s.add_argument("host")
     s.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("inventory", help="print the inventory path")
+    k = sub.add_parser("kill", help="power one host off hard (a power loss); 'up' boots it again")
+    k.add_argument("host")
     args = p.parse_args(argv)
     if args.cmd == "up" and not (1 <= args.cna <= 8 and 0 <= args.vrm <= 2):
         p.error("--cna must be 1..8 and --vrm 0..2")
     try:
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "ssh": cmd_ssh,
-                "inventory": cmd_inventory}[args.cmd](args)
+                "inventory": cmd_inventory, "kill": cmd_kill}[args.cmd](args)
     except (LabError, subprocess.TimeoutExpired) as e:
         print(f"lab: {e}", file=sys.stderr)
         return 1

@@ -46,7 +46,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     NODEDEV_CAP_STORAGE,
     SNAPSHOT_XML_SECURE,
 )
-from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
+from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, volume_xml
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
@@ -110,6 +110,11 @@ def _snapshot_order(entries):
 class MigrationManager(TwoHostManager):
     """vm_migration: the VM on the destination CNA, running as it ran, or nothing changed."""
 
+    def __init__(self, client, dest, check_mode=False, run_command=None, journal=None):
+        super(MigrationManager, self).__init__(client, dest, check_mode=check_mode, run_command=run_command,
+                                               journal=journal)
+        self._places = None
+
     def converge(self, params):
         d = desired_state(params)
         name = d["name"]
@@ -142,17 +147,24 @@ class MigrationManager(TwoHostManager):
         plan = self.precheck(name, mode, d, dst_host)
         before, after = {"host": src_host, "state": state}, {"host": dst_host, "state": state}
         self.record("%s-migrate to %s (%s storage)" % (mode, dst_host, plan["storage"]))
+        for c in plan.get("create", []):
+            self.record("%s copy of %s on %s" % ("replace the partial" if c["stale"] else "create the",
+                                                 c["path"], dst_host))
         if self.check_mode:
             return self.result(before, after, vm=name, host=dst_host, migration=None)
         snaps = self._lift_snapshots(src_dom, name)
+        made = []
         try:
+            made = self._create_copy_targets(plan)
             if mode == "live":
                 stats = self._live(src_dom, name, d, plan)
             else:
                 stats = self._cold(src_dom, name, plan)
         except Exception:
-            if self.source.domain(name) is not None and snaps:
-                self._put_snapshots(self.source, name, snaps)
+            if self.source.domain(name) is not None:
+                if snaps:
+                    self._put_snapshots(self.source, name, snaps)
+                self._remove_copy_targets(made)
             raise
         if snaps:
             try:
@@ -233,13 +245,20 @@ class MigrationManager(TwoHostManager):
                     raise ValueError("%s: volume %s of datastore %s (disk %s) is not on %s" % (
                         obj, vol, pool, target, dst_host))
             elif kind == "file":
-                shared, ds = self._shared_datastore(src_path, dst)
-                if ds is None:
-                    raise ValueError("%s: disk %s (%s) is on no datastore of %s" % (obj, target, src_path, src.uri))
-                if shared:
+                chain = images.disk_chain(el, self.local) or [src_path]
+                places = [(path, self._datastore_of(path)) for path in chain]
+                for path, (ds, _shared) in places:
+                    if ds is None:
+                        raise ValueError("%s: image %s of disk %s is on no running datastore of %s" % (
+                            obj, path, target, src.host_info()["hostname"]))
+                if all(shared for _p, (_ds, shared) in places):
                     plan["unsafe"] = True
+                elif len(chain) > 1:
+                    raise ValueError("%s: disk %s is a chain of %d images (snapshots or a linked clone) not all on a "
+                                     "datastore %s shares: a copy would flatten it; delete its snapshots or move it "
+                                     "to a shared datastore first" % (obj, target, len(chain), dst_host))
                 else:
-                    copy.append((target, src_path, ds))
+                    copy.append((target, src_path, places[0][1][0]))
             plan["disks"].append({"target": target, "source": src_path, "type": kind})
         want = d["storage"]
         if want == "shared" and copy:
@@ -251,19 +270,71 @@ class MigrationManager(TwoHostManager):
                 raise ValueError("%s: disk %s is on datastore %s, which %s does not share; a stopped VM's disks are "
                                  "copied by starting it and migrating it live, or moved to a shared datastore first"
                                  % (obj, copy[0][0], copy[0][2], dst_host))
+            plan["create"] = []
             for target, path, ds in copy:
-                chain = self._chain_length(path)
-                if chain > 1:
-                    raise ValueError("%s: disk %s is a chain of %d images (snapshots or a linked clone): a copy "
-                                     "would flatten it; delete its snapshots or move it to a shared datastore first"
-                                     % (obj, target, chain))
-                if dst.pool(ds) is None:
-                    raise ValueError("%s: datastore %s of disk %s is not on %s" % (obj, ds, target, dst_host))
+                plan["create"].append(self._copy_target(obj, target, path, ds, dst_host))
             plan["copied"] = [c[1] for c in copy]
-        elif want == "copy":
-            plan["storage"] = "copy"
-            plan["copied"] = []
+            plan["copy_targets"] = [c[0] for c in copy]
         return plan
+
+    def _copy_target(self, obj, target, path, ds, dst_host):
+        """What the destination gets for a copied disk: a volume of the same name, format, size and
+        provisioning (thin stays thin: libvirt would make a fully allocated one) on its datastore of the
+        same name and path. An unattached image already at that path with the same size and format is the
+        partial copy of an interrupted migration (the source stays authoritative): it is replaced."""
+        dst = self.dest
+        pool = dst.pool(ds)
+        if pool is None or not dst.call("read state of", "datastore '%s'" % ds, pool.isActive):
+            raise ValueError("%s: datastore %s of disk %s is not running on %s" % (obj, ds, target, dst_host))
+        vol = self.source.volume_by_path(path)
+        if vol is None:
+            raise ValueError("%s: disk %s (%s) is not a volume of datastore %s" % (obj, target, path, ds))
+        src_root = xmlutil.parse(self.source.call("read", "volume '%s'" % path, vol.XMLDesc, 0))
+        fmt = xmlutil.find_attr(src_root, "target/format", "type") or "raw"
+        _t, capacity, allocation = self.source.call("read size of", "volume '%s'" % path, vol.info)
+        dst_dir = images.datastore_dir(dst, pool, ds, "copied disks")
+        if os.path.normpath(os.path.join(dst_dir, os.path.basename(path))) != os.path.normpath(path):
+            raise ValueError("%s: datastore %s is at %s on %s, not at %s: libvirt copies a disk to the same path"
+                             % (obj, ds, dst_dir, dst_host, os.path.dirname(path)))
+        plan = {"datastore": ds, "name": os.path.basename(path), "path": path, "format": fmt,
+                "capacity": capacity, "thick": allocation >= capacity, "stale": False}
+        old = dst.volume_by_path(path)
+        if old is not None:
+            users = [u for u, _t in images.users_of(dst, path, local=False)]
+            _t2, old_cap, _a = dst.call("read size of", "volume '%s'" % path, old.info)
+            old_fmt = xmlutil.find_attr(xmlutil.parse(dst.call("read", "volume '%s'" % path, old.XMLDesc, 0)),
+                                        "target/format", "type") or "raw"
+            if users or old_cap != capacity or old_fmt != fmt:
+                raise ValueError("%s: %s already has %s (%s): remove or rename it first" % (
+                    obj, dst_host, path, "used by %s" % ", ".join(sorted(set(users))) if users
+                    else "another image of that name"))
+            plan["stale"] = True
+        return plan
+
+    def _create_copy_targets(self, plan):
+        """Make the destination's volumes before the copy; returns their paths (removed again on failure)."""
+        made = []
+        for c in plan.get("create", []):
+            pool = self.dest.pool(c["datastore"])
+            if c["stale"]:
+                old = self.dest.volume_by_path(c["path"])
+                if old is not None:
+                    self.dest.call("remove the partial copy", c["path"], old.delete, 0)
+            xml = volume_xml(c["name"], c["capacity"], c["format"], allocation=c["capacity"] if c["thick"] else 0)
+            self.dest.call("create the copy target", "%s on %s" % (c["path"], self.dest.uri), pool.createXML, xml, 0)
+            made.append(c["path"])
+        return made
+
+    def _remove_copy_targets(self, made):
+        """After a failed copy: the destination's partial images go (the source is the disk)."""
+        for path in made:
+            try:
+                vol = self.dest.volume_by_path(path)
+                if vol is not None and not images.users_of(self.dest, path, local=False):
+                    self.dest.call("remove the partial copy", path, vol.delete, 0)
+            except Exception as e:  # pylint: disable=broad-except
+                self.warn("the partial copy %s on %s could not be removed (%s): the next migration of this VM "
+                          "replaces it" % (path, self.dest.uri, e))
 
     def _device_paths(self, client):
         """Every block device path (and its /dev/disk links) a CNA's node devices have."""
@@ -274,30 +345,25 @@ class MigrationManager(TwoHostManager):
             out.update(el.text for el in root.iter("block") if el.text)
         return out
 
-    def _shared_datastore(self, path, dst):
-        """(whether the datastore holding ``path`` is the same shared datastore on ``dst``, its name or None)."""
-        vol = self.source.volume_by_path(path)
-        if vol is None:
-            return False, None
-        pool = self.source.call("find the datastore of", "volume '%s'" % path, vol.storagePoolLookupByVolume)
-        info = storage.facts(self.source, pool)
-        other = dst.pool(info["name"])
-        if other is None or not info["shared"]:
-            return False, info["name"]
-        same = dst.call("read UUID of", "datastore '%s'" % info["name"], other.UUIDString) == info["uuid"]
-        active = dst.call("read state of", "datastore '%s'" % info["name"], other.isActive)
-        return bool(same and active), info["name"]
-
-    def _chain_length(self, path):
-        vol = self.source.volume_by_path(path)
-        xml = self.source.call("read", "volume '%s'" % path, vol.XMLDesc, 0) if vol is not None else None
-        n = 1
-        root = xmlutil.parse(xml) if xml else None
-        while root is not None and root.find("backingStore/path") is not None:
-            n += 1
-            nxt = self.source.volume_by_path(xmlutil.find_text(root, "backingStore/path"))
-            root = xmlutil.parse(self.source.call("read", "volume", nxt.XMLDesc, 0)) if nxt is not None else None
-        return n
+    def _datastore_of(self, path):
+        """(name of the running file-based datastore of this CNA holding ``path``, whether the destination has
+        the same shared datastore: same name, same UUID, running); (None, False) when no datastore holds it."""
+        if self._places is None:
+            self._places = {}
+            for pname in self.source.pool_names():
+                pool = self.source.pool(pname)
+                if pool is None or not self.source.call("read state of", "datastore '%s'" % pname, pool.isActive):
+                    continue
+                info = storage.facts(self.source, pool)
+                if info["type"] not in ("dir", "nfs") or not info.get("path"):
+                    continue
+                other = self.dest.pool(pname)
+                shared = bool(info["shared"] and other is not None
+                              and self.dest.call("read UUID of", "datastore '%s'" % pname, other.UUIDString)
+                              == info["uuid"]
+                              and self.dest.call("read state of", "datastore '%s'" % pname, other.isActive))
+                self._places[os.path.normpath(info["path"])] = (pname, shared)
+        return self._places.get(os.path.dirname(os.path.normpath(path)), (None, False))
 
     # snapshots travel as metadata ------------------------------------------------------------
     def _lift_snapshots(self, dom, name):
@@ -376,6 +442,9 @@ class MigrationManager(TwoHostManager):
             params["parallel.connections"] = d["parallel_connections"]
         if d["compression"] != "none":
             params["compression"] = d["compression"]
+        if plan["storage"] == "copy":
+            # only the disks the destination does not share: a shared disk copied onto itself would be destroyed
+            params["migrate_disks"] = list(plan["copy_targets"])
         # the destination keeps the VM's persistent definition (not its live one)
         params["persistent_xml"] = src.domain_xml(name, inactive=True, secure=True)
         if d["max_downtime"]:
@@ -418,7 +487,11 @@ class MigrationManager(TwoHostManager):
             raise ValueError("live migration of %s to %s failed (%s); %s" % (
                 obj, self.dest.host_info()["hostname"], why, where))
         total = time.time() - start
-        return self._stats(name, d, plan, total, post_copy=switched)
+        stats = self._stats(name, d, plan, total, post_copy=switched)
+        # the disk copy runs before the switch-over, driven by the source: its last progress has the figure
+        if not stats["disk_bytes"] and progress:
+            stats["disk_bytes"] = max(p.get("disk_processed", 0) for p in progress)
+        return stats
 
     def _job(self, dom):
         try:
