@@ -1,0 +1,465 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vm_migration: options, prechecks (each refusal one line, nothing moved), snapshots travelling, failures."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from unittest import mock
+
+import pytest
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, migration, storage, xmlutil
+
+SHARED = "/var/lib/kvmfusion/shared"
+LOCAL = "/var/lib/kvmfusion/datastores/local"
+MIB = 1024 ** 2
+
+
+def domain_xml(name="vm1", disks=None, nics="", cpu="", vcpus=1, memory_mib=128, dtype="kvm"):
+    disks = disks if disks is not None else [("file", SHARED + "/vm1.qcow2", "vda", "")]
+    dx = "".join("<disk type='%s' device='disk'><source %s='%s'/><target dev='%s'/>%s</disk>"
+                 % (kind, "dev" if kind == "block" else "file", path, target, extra)
+                 for kind, path, target, extra in disks)
+    return ("<domain type='%s'><name>%s</name><vcpu>%d</vcpu><currentMemory unit='KiB'>%d</currentMemory>"
+            "<memory unit='KiB'>%d</memory>%s<devices>%s%s</devices></domain>"
+            % (dtype, name, vcpus, memory_mib * 1024, memory_mib * 1024, cpu, dx, nics))
+
+
+class FakePool(object):
+    def __init__(self, name, path, shared, active=True, uuid=None):
+        self.n, self.path, self.shared, self.active = name, path, shared, active
+        self.uuid_ = uuid or (storage.shared_uuid(name) if shared else "0000-%s" % name)
+        self.created = []
+
+    def name(self):
+        return self.n
+
+    def isActive(self):
+        return self.active
+
+    def UUIDString(self):
+        return self.uuid_
+
+    def createXML(self, xml, flags):
+        self.created.append(xml)
+
+
+class FakeClient(object):
+    """A CNA at the client boundary."""
+
+    def __init__(self, host, domains=None, pools=None, networks=None, cpus=4, free=8 * 1024 * MIB, local=True,
+                 devices=(), cpu_ok=True):
+        self.host, self.uri = host, "qemu+ssh://root@%s/system" % host if not local else "qemu:///system"
+        self.is_local = local
+        self.domains = dict(domains or {})
+        self.pools = dict((p.n, p) for p in (pools or []))
+        self.networks = dict(networks or {})
+        self.cpus, self.free, self.devices, self.cpu_ok = cpus, free, set(devices), cpu_ok
+        self.conn = mock.MagicMock()
+        self.conn.getFreeMemory.return_value = free
+        self.conn.listAllDevices.return_value = []
+        self.volumes = {}
+
+    def host_info(self):
+        return {"hostname": self.host, "host_uuid": "uuid-" + self.host, "cpus": self.cpus, "arch": "x86_64",
+                "domain_types": ["kvm", "qemu"]}
+
+    def call(self, action, obj, fn, *args):
+        return fn(*args)
+
+    def domain(self, name):
+        return self.domains.get(name)
+
+    def domain_xml(self, name, inactive=False, secure=False):
+        dom = self.domains.get(name)
+        return dom.xml if dom is not None else None
+
+    def domain_names(self):
+        return sorted(self.domains)
+
+    def compare_cpu(self, xml, virttype):
+        return None if self.cpu_ok else "Host CPU does not provide required features: avx512f"
+
+    def network(self, name):
+        return self.networks.get(name)
+
+    def pool(self, name):
+        return self.pools.get(name)
+
+    def pool_names(self):
+        return sorted(self.pools)
+
+    def volume_by_path(self, path):
+        return self.volumes.get(path)
+
+
+def fake_dom(xml, state=1, snapshots=()):
+    dom = mock.MagicMock(name="dom")
+    dom.xml = xml
+    dom.name.return_value = xmlutil.find_text(xmlutil.parse(xml), "name")
+    dom.state.return_value = (state, 0)
+    dom.hasManagedSaveImage.return_value = 0
+    dom.listAllSnapshots.return_value = list(snapshots)
+    dom.jobStats.return_value = {"downtime": 25, "time_elapsed": 790, "data_processed": 623738,
+                                 "memory_processed": 623738, "memory_iteration": 2, "setup_time": 1}
+    return dom
+
+
+@pytest.fixture(autouse=True)
+def _pool_facts(monkeypatch):
+    """storage.facts reads a libvirt pool; here the fake pools say what they are."""
+    def facts(client, pool):
+        return {"name": pool.n, "type": "dir", "path": pool.path, "shared": pool.shared,
+                "uuid": pool.uuid_ if pool.shared else None}
+    monkeypatch.setattr(storage, "facts", facts)
+    monkeypatch.setattr(migration, "write_definition_copy", mock.MagicMock())
+
+
+def cnas(xml=None, state=1, snapshots=(), dst_pools=None, src_pools=None, **dst_kw):
+    src_pools = src_pools or [FakePool("shared", SHARED, True), FakePool("local", LOCAL, False)]
+    dst_pools = dst_pools if dst_pools is not None else [FakePool("shared", SHARED, True),
+                                                         FakePool("local", LOCAL, False)]
+    dom = fake_dom(xml or domain_xml(), state=state, snapshots=snapshots)
+    src = FakeClient("cna1", domains={"vm1": dom}, pools=src_pools)
+    dst = FakeClient("cna2", pools=dst_pools, local=False, **dst_kw)
+    return src, dst, dom
+
+
+def params(**kw):
+    p = dict(name="vm1", mode="auto", storage="auto", compression="none", auto_converge=False, post_copy=False)
+    p.update(kw)
+    return p
+
+
+def run(src, dst, check_mode=False, **kw):
+    mgr = migration.MigrationManager(src, dst, check_mode=check_mode)
+    return mgr, mgr.converge(params(**kw))
+
+
+def refused(src, dst, *fragments, **kw):
+    with pytest.raises(ValueError) as err:
+        run(src, dst, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for f in fragments:
+        assert f in msg, msg
+    return msg
+
+
+def assert_nothing_moved(dom, dst):
+    assert not dom.migrateToURI3.called
+    assert not dom.listAllSnapshots.return_value or not any(s.delete.called for s in dom.listAllSnapshots.return_value)
+    for pool in dst.pools.values():
+        assert pool.created == []
+
+
+# ---------------------------------------------------------------- options
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(mode="warp"), "mode must be one of auto, live, cold"),
+    (dict(max_downtime=0), "max_downtime must be between 1 and 600000"),
+    (dict(bandwidth="fast"), "bandwidth must be a whole number"),
+    (dict(parallel_connections=1), "parallel_connections must be between 2 and 255"),
+    (dict(post_copy_after=3), "post_copy_after needs post_copy: true"),
+    (dict(compression="zstd"), "compression zstd works with parallel connections only"),
+    (dict(name="../etc"), "invalid VM name"),
+])
+def test_bad_options_are_one_line(kw, fragment):
+    with pytest.raises(ValueError) as err:
+        migration.desired_state(params(**kw))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- where the VM is
+def test_a_vm_already_on_the_destination_is_no_change():
+    src, dst, dom = cnas()
+    dst.domains["vm1"], src.domains = dom, {}
+    mgr, res = run(src, dst)
+    assert not res.changed and res.actions == [] and res.values["host"] == "cna2"
+    assert res.values["migration"] is None
+
+
+def test_a_vm_on_both_hosts_or_neither_is_refused():
+    src, dst, dom = cnas()
+    dst.domains["vm1"] = fake_dom(domain_xml())
+    refused(src, dst, "VM 'vm1' is defined on both cna1 and cna2")
+    src.domains, dst.domains = {}, {}
+    refused(src, dst, "unknown VM 'vm1': it is on neither cna1 nor cna2")
+
+
+def test_the_same_host_as_destination_is_refused():
+    src, dst, dom = cnas()
+    dst.host_info = src.host_info
+    refused(src, dst, "are the same host")
+    assert_nothing_moved(dom, dst)
+
+
+@pytest.mark.parametrize("state, mode, fragment", [
+    (5, "live", "VM 'vm1' is shutoff on cna1: live migration needs it running"),
+    (1, "cold", "VM 'vm1' is running on cna1: cold migration needs it stopped"),
+])
+def test_mode_must_fit_the_vms_state(state, mode, fragment):
+    src, dst, dom = cnas(state=state)
+    refused(src, dst, fragment, mode=mode)
+    assert_nothing_moved(dom, dst)
+
+
+def test_a_vm_suspended_to_disk_is_refused():
+    src, dst, dom = cnas(state=5)
+    dom.hasManagedSaveImage.return_value = 1
+    refused(src, dst, "suspended to cna1's disk")
+
+
+# ---------------------------------------------------------------- prechecks
+def test_a_cpu_model_the_destination_lacks_is_refused():
+    cpu = "<cpu mode='custom' match='exact'><model>Skylake-Server</model></cpu>"
+    src, dst, dom = cnas(xml=domain_xml(cpu=cpu), cpu_ok=False)
+    refused(src, dst, "its CPU model Skylake-Server cannot run on cna2", "avx512f")
+    assert_nothing_moved(dom, dst)
+
+
+def test_host_passthrough_is_refused_with_the_way_out():
+    src, dst, dom = cnas(xml=domain_xml(cpu="<cpu mode='host-passthrough'/>"))
+    refused(src, dst, "host-passthrough", "cpu_model: cluster")
+
+
+def test_tcg_vms_need_no_cpu_check():
+    src, dst, dom = cnas(xml=domain_xml(dtype="qemu", cpu="<cpu mode='custom'><model>qemu64</model></cpu>"),
+                         cpu_ok=False)
+    mgr, res = run(src, dst, check_mode=True)
+    assert res.changed and res.actions == ["live-migrate to cna2 (shared storage)"]
+
+
+def test_not_enough_memory_or_cpus_is_refused():
+    src, dst, dom = cnas(xml=domain_xml(memory_mib=4096), free=2048 * MIB)
+    refused(src, dst, "VM 'vm1' needs 4160 MiB; cna2 has 2048 MiB free")
+    src, dst, dom = cnas(xml=domain_xml(vcpus=8), cpus=4)
+    refused(src, dst, "VM 'vm1' has 8 vCPUs; cna2 has 4 CPUs")
+    assert_nothing_moved(dom, dst)
+
+
+def test_a_stopped_vm_needs_no_free_memory():
+    src, dst, dom = cnas(xml=domain_xml(memory_mib=4096), free=2048 * MIB, state=5)
+    assert run(src, dst, check_mode=True)[1].actions == ["cold-migrate to cna2 (shared storage)"]
+
+
+def test_missing_switch_or_port_group_is_refused():
+    nic = "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='dvs1' portgroup='web'/></interface>"
+    src, dst, dom = cnas(xml=domain_xml(nics=nic))
+    refused(src, dst, "network dvs1 of NIC 52:54:00:00:00:01 is not active on cna2")
+    net = mock.MagicMock()
+    net.isActive.return_value = 1
+    net.XMLDesc.return_value = "<network><name>dvs1</name><portgroup name='db'/></network>"
+    dst.networks["dvs1"] = net
+    refused(src, dst, "port group web of switch dvs1 is not on cna2")
+    net.XMLDesc.return_value = "<network><name>dvs1</name><portgroup name='web'/></network>"
+    assert run(src, dst, check_mode=True)[1].changed
+
+
+def test_a_raw_device_mapping_the_destination_cannot_see_is_refused():
+    disks = [("file", SHARED + "/vm1.qcow2", "vda", ""), ("block", "/dev/disk/by-id/wwn-0x600a", "vdb", "")]
+    src, dst, dom = cnas(xml=domain_xml(disks=disks))
+    refused(src, dst, "raw device mapping /dev/disk/by-id/wwn-0x600a (disk vdb) is not visible on cna2")
+    dev = mock.MagicMock()
+    dev.XMLDesc.return_value = ("<device><devnode type='dev'>/dev/sdb</devnode>"
+                                "<devnode type='link'>/dev/disk/by-id/wwn-0x600a</devnode></device>")
+    dst.conn.listAllDevices.return_value = [dev]
+    assert run(src, dst, check_mode=True)[1].changed
+    dst.conn.listAllDevices.assert_called_with(constants.NODEDEV_CAP_STORAGE)
+
+
+def test_an_independent_nonpersistent_disk_blocks_a_live_move_only():
+    disks = [("file", SHARED + "/vm1.qcow2", "vda", "<transient/>")]
+    src, dst, dom = cnas(xml=domain_xml(disks=disks))
+    refused(src, dst, "disk vda is independent-nonpersistent")
+    src, dst, dom = cnas(xml=domain_xml(disks=disks), state=5)
+    assert run(src, dst, check_mode=True)[1].changed
+
+
+def test_a_disk_on_no_datastore_is_refused():
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", "/srv/elsewhere/x.qcow2", "vda", "")]))
+    refused(src, dst, "image /srv/elsewhere/x.qcow2 of disk vda is on no running datastore of cna1")
+
+
+def test_a_datastore_the_destination_does_not_share():
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2", "vda", "")]))
+    refused(src, dst, "disk vda is on datastore local, which cna2 does not share", storage="shared")
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2", "vda", "")]), state=5)
+    refused(src, dst, "a stopped VM's disks are copied by starting it")
+    # a shared datastore of the same name but another UUID is not the same storage
+    src, dst, dom = cnas(dst_pools=[FakePool("shared", SHARED, True, uuid="other")])
+    refused(src, dst, "datastore shared, which cna2 does not share", storage="shared")
+
+
+def test_a_copied_chain_would_flatten_and_is_refused(monkeypatch):
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2~s1", "vda", "")]))
+    monkeypatch.setattr(migration.images, "disk_chain", lambda el, local: [LOCAL + "/vm1.qcow2~s1", LOCAL + "/vm1.qcow2"])
+    refused(src, dst, "disk vda is a chain of 2 images", "would flatten it")
+
+
+# ---------------------------------------------------------------- moving
+def test_check_mode_moves_nothing():
+    src, dst, dom = cnas()
+    mgr, res = run(src, dst, check_mode=True)
+    assert res.changed and res.before == {"host": "cna1", "state": "running"}
+    assert res.after == {"host": "cna2", "state": "running"}
+    assert_nothing_moved(dom, dst)
+    assert not dom.migrateSetMaxDowntime.called
+
+
+def test_live_migration_flags_params_and_result():
+    src, dst, dom = cnas()
+
+    def arrive(uri, params, flags):
+        dst.domains["vm1"] = dom
+        src.domains.pop("vm1")
+    dom.migrateToURI3.side_effect = arrive
+    mgr, res = run(src, dst, max_downtime=100, bandwidth=200, auto_converge=True, parallel_connections=4,
+                   compression="zstd")
+    uri, params, flags = dom.migrateToURI3.call_args[0]
+    assert uri == dst.uri
+    for f in ("MIGRATE_LIVE", "MIGRATE_PEER2PEER", "MIGRATE_PERSIST_DEST", "MIGRATE_UNDEFINE_SOURCE",
+              "MIGRATE_ABORT_ON_ERROR", "MIGRATE_AUTO_CONVERGE", "MIGRATE_PARALLEL", "MIGRATE_COMPRESSED",
+              "MIGRATE_UNSAFE"):
+        assert flags & getattr(constants, f), f
+    assert not flags & (constants.MIGRATE_NON_SHARED_DISK | constants.MIGRATE_POSTCOPY | constants.MIGRATE_TLS)
+    assert params["bandwidth"] == 200 and params["parallel.connections"] == 4 and params["compression"] == "zstd"
+    assert "migrate_disks" not in params and "<domain" in params["persistent_xml"]
+    dom.migrateSetMaxDowntime.assert_called_once_with(100, 0)
+    m = res.values["migration"]
+    assert (m["downtime_ms"], m["total_time_ms"], m["transferred_bytes"], m["memory_iterations"]) == (25, 790, 623738, 2)
+    assert (m["mode"], m["storage"], m["source"], m["destination"]) == ("live", "shared", "cna1", "cna2")
+    assert m["options"]["max_downtime"] == 100 and m["options"]["unsafe"] is True
+    dom.jobStats.assert_called_with(constants.JOB_STATS_COMPLETED)
+
+
+def test_cold_migration_is_an_offline_move_of_the_definition():
+    src, dst, dom = cnas(state=5)
+    dom.migrateToURI3.side_effect = lambda *a: (dst.domains.update(vm1=dom), src.domains.pop("vm1"))
+    mgr, res = run(src, dst)
+    flags = dom.migrateToURI3.call_args[0][2]
+    assert flags & constants.MIGRATE_OFFLINE and not flags & constants.MIGRATE_LIVE
+    assert res.values["migration"]["mode"] == "cold" and res.values["migration"]["downtime_ms"] is None
+
+
+def snap(name, parent, current=False):
+    s = mock.MagicMock(name="snap-" + name)
+    s.getName.return_value = name
+    s.getXMLDesc.return_value = "<domainsnapshot><name>%s</name>%s</domainsnapshot>" % (
+        name, "<parent><name>%s</name></parent>" % parent if parent else "")
+    return s
+
+
+def test_snapshots_move_as_metadata_parents_first_current_marked():
+    snaps = [snap("c", "b"), snap("a", None), snap("b", "a")]
+    src, dst, dom = cnas(snapshots=snaps)
+    dom.snapshotCurrent.return_value = snaps[2]
+    src.snapshot = lambda vm, name: [s for s in snaps if s.getName() == name][0]
+    new_dom = fake_dom(domain_xml())
+
+    def arrive(*a):
+        dst.domains["vm1"] = new_dom
+        src.domains.pop("vm1")
+    dom.migrateToURI3.side_effect = arrive
+    mgr, res = run(src, dst)
+    for s in snaps:
+        s.delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
+        s.getXMLDesc.assert_called_once_with(constants.SNAPSHOT_XML_SECURE)
+    redefined = [(xmlutil.find_text(xmlutil.parse(c[0][0]), "name"), c[0][1]) for c in new_dom.snapshotCreateXML.call_args_list]
+    assert redefined == [("a", constants.CREATE_REDEFINE), ("b", constants.CREATE_REDEFINE | constants.CREATE_CURRENT),
+                         ("c", constants.CREATE_REDEFINE)]
+    assert res.values["migration"]["snapshots"] == ["a", "b", "c"]
+
+
+def test_a_failed_migration_leaves_the_vm_and_its_snapshots_on_the_source():
+    snaps = [snap("a", None)]
+    src, dst, dom = cnas(snapshots=snaps)
+    src.snapshot = lambda vm, name: snaps[0]
+    dom.migrateToURI3.side_effect = RuntimeError("connection to cna2 lost")
+    with pytest.raises(ValueError) as err:
+        run(src, dst)
+    assert "live migration of VM 'vm1' to cna2 failed (connection to cna2 lost); it still runs on cna1" in str(err.value)
+    snaps[0].delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
+    dom.snapshotCreateXML.assert_called_once_with(snaps[0].getXMLDesc.return_value, constants.CREATE_REDEFINE)
+
+
+def copy_setup(thick=False, dst_vol=None, users=()):
+    path = LOCAL + "/vm1.qcow2"
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", path, "vda", "")]))
+    vol = mock.MagicMock()
+    vol.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
+    vol.info.return_value = (0, 1024 * MIB, 1024 * MIB if thick else 10 * MIB)
+    src.volumes[path] = vol
+    if dst_vol is not None:
+        dst.volumes[path] = dst_vol
+    src_client_dirs = {"local": LOCAL}
+    return src, dst, dom, path, vol, src_client_dirs
+
+
+@pytest.fixture
+def dirs(monkeypatch):
+    monkeypatch.setattr(migration.images, "datastore_dir", lambda client, pool, name, who: pool.path)
+    monkeypatch.setattr(migration.images, "users_of", lambda client, path, local=True: [])
+
+
+def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs):
+    src, dst, dom, path, vol, _ = copy_setup()
+
+    def arrive(uri, params, flags):
+        assert len(dst.pools["local"].created) == 1  # made before the copy starts
+        dst.domains["vm1"] = dom
+        src.domains.pop("vm1")
+    dom.migrateToURI3.side_effect = arrive
+    mgr, res = run(src, dst)
+    uri, params, flags = dom.migrateToURI3.call_args[0]
+    assert flags & constants.MIGRATE_NON_SHARED_DISK and params["migrate_disks"] == ["vda"]
+    created = xmlutil.parse(dst.pools["local"].created[0])
+    assert xmlutil.find_text(created, "allocation") == "0" and xmlutil.find_attr(created, "target/format", "type") == "qcow2"
+    vol.delete.assert_called_once_with(0)  # the source's image goes once the VM runs on the destination
+    assert res.actions == ["live-migrate to cna2 (copy storage)", "create the copy of %s on cna2" % path]
+
+
+def test_a_failed_copy_removes_the_partial_target(dirs):
+    src, dst, dom, path, vol, _ = copy_setup()
+    partial = mock.MagicMock()
+
+    def fail(*a):
+        dst.volumes[path] = partial
+        raise RuntimeError("cna2 went away")
+    dom.migrateToURI3.side_effect = fail
+    with pytest.raises(ValueError):
+        run(src, dst)
+    partial.delete.assert_called_once_with(0)
+    assert not vol.delete.called
+
+
+def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkeypatch):
+    stale = mock.MagicMock()
+    stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
+    stale.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
+    src, dst, dom, path, vol, _ = copy_setup(dst_vol=stale)
+    mgr, res = run(src, dst, check_mode=True)
+    assert "replace the partial copy of %s on cna2" % path in res.actions
+    stale.info.return_value = (0, 2048 * MIB, 900 * MIB)
+    refused(src, dst, "cna2 already has %s (another image of that name)" % path)
+    stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
+    monkeypatch.setattr(migration.images, "users_of", lambda client, p, local=True: [("db9", "vda")])
+    refused(src, dst, "cna2 already has %s (used by db9)" % path)
+    assert not stale.delete.called
+
+
+def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
+    src, dst, dom = cnas()
+    monkeypatch.setattr(migration, "POLL", 0.01)
+    import threading
+    release = threading.Event()
+
+    def slow(*a):
+        release.wait(5)
+        raise RuntimeError("operation aborted: migration out job: canceled by client")
+    dom.migrateToURI3.side_effect = slow
+    dom.abortJob.side_effect = lambda: release.set()
+    with pytest.raises(ValueError) as err:
+        run(src, dst, timeout=1)
+    assert "failed (aborted after the 1 s timeout); it still runs on cna1" in str(err.value)
+    dom.abortJob.assert_called_once_with()
