@@ -553,6 +553,9 @@ def cmd_kill(args) -> int:
     left = kill_host(hosts[0], state)
     if left:
         raise LabError(f"{args.host}: pids {left} not reaped after the kill")
+    # A power loss also loses the kernel's network state (bridges, taps, routes, firewall): the namespace
+    # goes too, and 'up' makes a fresh one, as a rebooted machine starts with a fresh kernel.
+    host_net_down(hosts[0])
     log(f"{args.host}: killed (power loss); 'tools/lab up' boots it again")
     return 0
 

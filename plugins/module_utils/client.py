@@ -207,6 +207,12 @@ class Client(object):
                 return None
             raise LibvirtClientError("look up", obj, self.uri, code, _error_detail(e)) from e
 
+    @staticmethod
+    def is_missing(err, kind):
+        """Whether a LibvirtClientError says the object of ``kind`` does not exist (any more)."""
+        return isinstance(err, LibvirtClientError) and err.code is not None and \
+            err.code == getattr(libvirt, NOT_FOUND_CODES[kind], None)
+
     # lookups
 
     def domain(self, name):

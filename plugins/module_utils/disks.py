@@ -29,6 +29,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
     volume_xml,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.attachments import Attachments
+from ansible_collections.kvmfusion.compute.plugins.module_utils.client import LibvirtClientError
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 
@@ -509,7 +510,15 @@ def inventory(client, local, datastore=None, name=None, vm=None, refresh=False):
             vol = client.volume(pname, vname)
             if vol is None:
                 continue
-            f = volume_facts(client, vol, local)
+            try:
+                f = volume_facts(client, vol, local)
+            except LibvirtClientError as e:
+                if not client.is_missing(e, "volume"):
+                    raise
+                # gone since libvirt last listed the datastore (deleted by another CNA sharing it): the list
+                # is read again for the next task, and this one is not reported
+                client.call("refresh", "datastore '%s'" % pname, pool.refresh, 0)
+                continue
             # a datastore volume attached by name (iscsi_direct) is found by <datastore>/<volume>
             attached = users.get(f["path"], []) or users.get(volume_source(pname, vname), [])
             layer_of = sorted(set(a["declared"] for a in attached if a["declared"] != f["path"])) or [None]

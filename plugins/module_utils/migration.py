@@ -58,7 +58,7 @@ STORAGE = ("auto", "shared", "copy")
 COMPRESSION = ("none", "xbzrle", "mt", "zlib", "zstd")
 #: memory the destination keeps free beyond the VM's (QEMU's own overhead)
 MEMORY_MARGIN = 64 * 1024 * 1024
-POLL = 0.2
+POLL = 0.1
 
 
 def desired_state(p):
@@ -114,6 +114,7 @@ class MigrationManager(TwoHostManager):
         super(MigrationManager, self).__init__(client, dest, check_mode=check_mode, run_command=run_command,
                                                journal=journal)
         self._places = None
+        self._hosts = (None, None)
 
     def converge(self, params):
         d = desired_state(params)
@@ -121,6 +122,8 @@ class MigrationManager(TwoHostManager):
         obj = "VM '%s'" % name
         src_host = self.source.host_info()["hostname"]
         dst_host = self.dest.host_info()["hostname"]
+        # names kept: a failure message must not need the destination (it may be the thing that died)
+        self._hosts = (src_host, dst_host)
         self.refuse_same_host("migrate VM '%s'" % name)
         src_dom, dst_dom = self.source.domain(name), self.dest.domain(name)
         if dst_dom is not None and src_dom is None:
@@ -261,6 +264,9 @@ class MigrationManager(TwoHostManager):
                     copy.append((target, src_path, places[0][1][0]))
             plan["disks"].append({"target": target, "source": src_path, "type": kind})
         want = d["storage"]
+        for target, _path, ds in copy:
+            if dst.pool(ds) is None:
+                raise ValueError("%s: datastore %s of disk %s is not on %s" % (obj, ds, target, dst_host))
         if want == "shared" and copy:
             raise ValueError("%s: disk %s is on datastore %s, which %s does not share: storage copy moves it"
                              % (obj, copy[0][0], copy[0][2], dst_host))
@@ -481,11 +487,11 @@ class MigrationManager(TwoHostManager):
                 switched = True
                 src.call("switch to post-copy", obj, dom.migrateStartPostCopy, 0)
         if "error" in outcome:
-            where = "it still runs on %s" % src.host_info()["hostname"] if src.domain(name) is not None else \
-                "it is not on %s any more" % src.host_info()["hostname"]
+            src_host, dst_host = self._hosts
+            where = "it still runs on %s" % src_host if src.domain(name) is not None else \
+                "it is not on %s any more" % src_host
             why = "aborted after the %d s timeout" % d["timeout"] if aborted else str(outcome["error"])
-            raise ValueError("live migration of %s to %s failed (%s); %s" % (
-                obj, self.dest.host_info()["hostname"], why, where))
+            raise ValueError("live migration of %s to %s failed (%s); %s" % (obj, dst_host, why, where))
         total = time.time() - start
         stats = self._stats(name, d, plan, total, post_copy=switched)
         # the disk copy runs before the switch-over, driven by the source: its last progress has the figure

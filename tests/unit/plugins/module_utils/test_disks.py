@@ -936,3 +936,20 @@ def test_a_target_still_held_by_an_unacknowledged_unplug_is_not_reused(host):
     mgr = disks.DiskManager(Client(URI), check_mode=True)
     mgr.ensure(diskspec.desired_state(opts(name="data2", vm="vm1")))
     assert mgr.actions == ["attach as vdc (live and persistent)"]
+
+
+def test_a_volume_another_cna_deleted_is_left_out_and_its_datastore_reread(host):
+    """On a shared datastore, another CNA deletes a disk: this CNA's libvirt still lists it until the datastore is
+    refreshed, and reading it says it is gone. Listing disks (and every vm task, which reports its disks) goes on."""
+    pool = host.add_pool()
+    host.add_volume("kept")
+    gone = host.add_volume("gone")
+    gone.XMLDesc.side_effect = host.fake.libvirtError("Storage volume not found: no storage vol with matching path",
+                                                      host.fake.VIR_ERR_NO_STORAGE_VOL)
+    found = disks.inventory(Client(URI), True, datastore="ds1")
+    assert [d["name"] for d in found] == ["kept"]
+    pool.refresh.assert_called_once_with(0)
+    gone.XMLDesc.side_effect = host.fake.libvirtError("I/O error", 38)
+    with pytest.raises(Exception) as err:
+        disks.inventory(Client(URI), True, datastore="ds1")
+    assert "I/O error" in str(err.value)
