@@ -96,6 +96,8 @@ class VmManager(Manager):
         if template and p["state"] in ("running", "restarted", "paused", "suspended"):
             raise ValueError("VM '%s' is a template: templates cannot be started (clone it)" % name)
         previous = state_of(self.client, dom, name) if dom is not None else "undefined"
+        if dom is None:
+            self._refuse_if_defined_elsewhere(name, specs)
         try:
             before, after = self.present(d, hyper, specs, p["state"])[:2]
             dom = self.client.domain(name)
@@ -113,6 +115,26 @@ class VmManager(Manager):
             self._refresh_definition_copy(name)
             info = vm_facts(self.client, dom, self.local)
         return self.result(before, after, vm=info, previous_state=previous)
+
+    def _refuse_if_defined_elsewhere(self, name, specs):
+        """VM names are unique cluster-wide: a VM this CNA does not have, whose definition copy is on the datastore
+        of its system disk, is defined on another CNA (migrated there, or made there). Defining it here too would
+        make two VMs of one name on the same disks; the datastore, which every CNA sees, tells."""
+        if not specs or not self.local:
+            return
+        pool = self.client.pool(specs[0]["datastore"])
+        if pool is None or not self.client.call("read state of", "datastore '%s'" % specs[0]["datastore"],
+                                                pool.isActive):
+            return
+        try:
+            directory = images.datastore_dir(self.client, pool, specs[0]["datastore"], "definition copies")
+        except ValueError:
+            return
+        copy = images.definition_copy_name(directory, name)
+        if os.path.exists(copy):
+            raise ValueError("VM '%s' is not on %s but its definition copy %s is on datastore %s: it is defined on "
+                             "another CNA; run the task there (or remove the VM there first)"
+                             % (name, self.client.host_info()["hostname"], copy, specs[0]["datastore"]))
 
     def _undo_new_vm(self, name):
         dom = self.client.domain(name)

@@ -463,3 +463,32 @@ def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
         run(src, dst, timeout=1)
     assert "failed (aborted after the 1 s timeout); it still runs on cna1" in str(err.value)
     dom.abortJob.assert_called_once_with()
+
+
+def test_run_on_the_destination_itself_with_the_vm_there_is_no_change():
+    src, dst, dom = cnas()
+    dst.host_info = src.host_info
+    dst.domains["vm1"] = dom
+    mgr, res = run(src, dst)
+    assert not res.changed and res.values["host"] == "cna1" and not dom.migrateToURI3.called
+
+
+def test_a_datastore_the_destination_lacks_is_named():
+    src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2", "vda", "")]),
+                         dst_pools=[FakePool("shared", SHARED, True)])
+    refused(src, dst, "datastore local of disk vda is not on cna2")
+
+
+# ---------------------------------------------------------------- the vm module and a VM defined elsewhere
+def test_the_vm_module_does_not_define_a_vm_another_cna_has(tmp_path, monkeypatch):
+    from ansible_collections.kvmfusion.compute.plugins.module_utils import domains, images
+    pool = FakePool("shared", str(tmp_path), True)
+    client = FakeClient("cna1", pools=[pool])
+    monkeypatch.setattr(images, "datastore_dir", lambda c, p, n, who: p.path)
+    mgr = domains.VmManager(client, check_mode=True)
+    specs = [{"datastore": "shared", "name": "vm1.qcow2"}]
+    mgr._refuse_if_defined_elsewhere("vm1", specs)  # no copy: a new VM
+    (tmp_path / ".vm1~vm.xml").write_text("<domain/>")
+    with pytest.raises(ValueError) as err:
+        mgr._refuse_if_defined_elsewhere("vm1", specs)
+    assert "VM 'vm1' is not on cna1 but its definition copy" in str(err.value) and "another CNA" in str(err.value)
