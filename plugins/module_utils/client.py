@@ -241,6 +241,9 @@ class Client(object):
     def network(self, name):
         return self.lookup("network", "network '%s'" % name, self.conn.networkLookupByName, name)
 
+    def secret_by_uuid(self, uuid):
+        return self.lookup("secret", "secret %s" % uuid, self.conn.secretLookupByUUIDString, uuid)
+
     def secret_by_usage(self, usage_type, usage_id):
         return self.lookup("secret", "secret for usage '%s'" % usage_id,
                            self.conn.secretLookupByUsage, usage_type, usage_id)

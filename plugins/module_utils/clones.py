@@ -36,6 +36,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import META_NS, attached_disks, disk_source, repoint_disk
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template, random_mac
 
@@ -182,6 +183,13 @@ class CloneManager(Manager):
             wanted = clone_names([p["name"]])
         else:
             wanted = clone_names(p.get("names"), p.get("count"), p.get("name_pattern"), p.get("start_index", 1))
+        if (p.get("state") or "present") == "running":
+            # nothing new starts on a CNA in maintenance (before any clone is made)
+            for n in wanted:
+                dom = self.client.domain(n)
+                if dom is None or not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
+                    refuse_in_maintenance(self.client, "clone '%s' cannot start" % n)
+                    break
         changed, facts = self.clone(p["source"], wanted, snapshot=p.get("snapshot"), linked=p.get("linked", True),
                                     datastore=p.get("datastore"), provisioning=p.get("provisioning") or "thin",
                                     fmt=p.get("format"), state=p.get("state") or "present", hostname=p.get("hostname"),

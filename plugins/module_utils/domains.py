@@ -24,7 +24,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     UNDEFINE_SNAPSHOTS_METADATA,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
-from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts, refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums, program_ports, security_state
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import PowerManager, state_of
@@ -98,6 +98,8 @@ class VmManager(Manager):
         previous = state_of(self.client, dom, name) if dom is not None else "undefined"
         if dom is None:
             self._refuse_if_defined_elsewhere(name, specs)
+            if p["state"] in ("running", "restarted", "paused"):
+                refuse_in_maintenance(self.client, "VM '%s' cannot start" % name)
         try:
             before, after = self.present(d, hyper, specs, p["state"])[:2]
             dom = self.client.domain(name)

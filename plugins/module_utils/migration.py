@@ -48,7 +48,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, volume_xml
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
-from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts, refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import kib
@@ -206,6 +206,8 @@ class MigrationManager(TwoHostManager):
                 if reason:
                     raise ValueError("%s: its CPU model %s cannot run on %s: %s"
                                      % (obj, xmlutil.find_text(cpu, "model"), dst_host, reason))
+        # nothing lands on a CNA in maintenance
+        refuse_in_maintenance(dst, "%s cannot move there" % obj)
         # memory and vCPUs
         host = dst.host_info()
         vcpus = int(root.find("vcpu").get("current") or root.find("vcpu").text)

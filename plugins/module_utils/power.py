@@ -15,6 +15,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     SHUTDOWN_ACPI,
     SHUTDOWN_AGENT,
 )
+from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 
@@ -47,6 +48,8 @@ class PowerManager(Manager):
             # suspended to RAM by the guest itself: wake it (resume would be refused)
             self.act("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
             cur = "running"
+        if want in ("running", "restarted", "paused") and cur in ("shutoff", "crashed", "nostate", "suspended"):
+            refuse_in_maintenance(self.client, "VM '%s' cannot start" % name)
         if want == "running":
             if cur in ("shutoff", "crashed", "nostate", "suspended"):
                 self.act("restore from disk" if cur == "suspended" else "start", self.client.call, "start", obj, dom.create)

@@ -110,6 +110,12 @@ host:
       description: Number of libvirt networks.
       type: int
       sample: 1
+    maintenance:
+      description:
+        - The maintenance mark (M(kvmfusion.compute.host_maintenance)) with since when and why. It is null when the
+          host is in service.
+      type: dict
+      sample: {since: "2026-11-30T22:50:01Z", reason: kernel update}
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule

@@ -72,6 +72,8 @@ def make_fake_libvirt():
         setattr(fake, name, value)
     fake.libvirtError = FakeLibvirtError
     fake.conn = mock.MagicMock(name="virConnect")
+    # no host is in maintenance (a host in maintenance holds the secret hosts.MAINTENANCE_UUID)
+    fake.conn.secretLookupByUUIDString.side_effect = FakeLibvirtError("Secret not found", 66)
     fake.open = mock.MagicMock(name="open", return_value=fake.conn)
     fake.openReadOnly = mock.MagicMock(name="openReadOnly", return_value=fake.conn)
     fake.registerErrorHandler = mock.MagicMock(name="registerErrorHandler")

@@ -60,6 +60,7 @@ class FakeClient(object):
         self.conn.getFreeMemory.return_value = free
         self.conn.listAllDevices.return_value = []
         self.volumes = {}
+        self.secrets = {}
 
     def host_info(self):
         return {"hostname": self.host, "host_uuid": "uuid-" + self.host, "cpus": self.cpus, "arch": "x86_64",
@@ -92,6 +93,9 @@ class FakeClient(object):
 
     def volume_by_path(self, path):
         return self.volumes.get(path)
+
+    def secret_by_uuid(self, uuid):
+        return self.secrets.get(uuid)
 
 
 def fake_dom(xml, state=1, snapshots=()):
