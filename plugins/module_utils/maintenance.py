@@ -74,8 +74,8 @@ class MaintenanceManager(Manager):
         for vm, _why in blocked:
             dom = self.client.domain(vm)
             if dom is not None:
-                PowerManager(self.client, check_mode=False, run_command=self._run_command, shutdown_timeout=120,
-                             force=True).ensure(vm, dom, "stopped")
+                PowerManager(self.client, check_mode=False, run_command=self._run_command,
+                             shutdown_timeout=int(p.get("shutdown_timeout") or 120), force=True).ensure(vm, dom, "stopped")
                 shut.append(vm)
         if failures:
             raise ValueError("maintenance of %s is incomplete: %s could not move (%s); %s moved; the host stays in "
@@ -110,7 +110,7 @@ class MaintenanceManager(Manager):
         plan, blocked = [], []
         for vm in sorted(running, key=lambda v: (-running[v], v)):
             need = running[vm] + migration.MEMORY_MARGIN
-            why = list(reasons) or ["no other CNA was given (peers)"]
+            why = list(reasons) if (reasons or candidates) else ["no other CNA was given (peers)"]
             placed = False
             for cand in sorted(candidates, key=lambda c: (-c[2], c[1])):
                 peer, peer_host, free = cand
@@ -121,7 +121,8 @@ class MaintenanceManager(Manager):
                     mgr = migration.MigrationManager(self.client, peer, check_mode=True)
                     mgr.precheck(names.validate_name(vm, kind="VM"), "live", dict(opts, name=vm), peer_host)
                 except ValueError as e:
-                    why.append(str(e))
+                    # the reason, without the VM's name (the blocked list names it)
+                    why.append(str(e).replace("VM '%s': " % vm, "", 1))
                     continue
                 cand[2] -= need
                 plan.append((vm, peer, peer_host))

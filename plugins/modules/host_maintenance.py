@@ -20,7 +20,7 @@ description:
     precheck and has the most free memory left, counting the VMs already placed there. A peer in maintenance is not
     used.
   - A VM that has no destination blocks the maintenance, with its reason, before any change. With
-    O(shutdown_unmovable=true) it is shut down instead (gracefully, then forced after 120 seconds).
+    O(shutdown_unmovable=true) it is shut down instead (gracefully, then forced after O(shutdown_timeout) seconds).
   - Stopped VMs stay defined on the host.
   - A migration that fails leaves that VM running on the host, which stays in maintenance. The task fails, naming
     what moved and what did not, and a re-run goes on from there.
@@ -54,6 +54,10 @@ options:
     description: Shut down the VMs that cannot move instead of refusing the maintenance.
     type: bool
     default: false
+  shutdown_timeout:
+    description: Seconds a VM that cannot move gets to shut down (O(shutdown_unmovable)) before it is powered off.
+    type: int
+    default: 120
   parallel:
     description: How many migrations run at once (1 to 16).
     type: int
@@ -150,6 +154,7 @@ def main():
         peers=dict(type="list", elements="str", default=[]),
         reason=dict(type="str"),
         shutdown_unmovable=dict(type="bool", default=False),
+        shutdown_timeout=dict(type="int", default=120),
         parallel=dict(type="int", default=2),
         max_downtime=dict(type="int"),
         bandwidth=dict(type="int"),

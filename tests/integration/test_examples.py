@@ -60,8 +60,17 @@ def examples(module):
     raise AssertionError("%s has no EXAMPLES" % module)
 
 
+# The migration examples' VMs have their own names here: web1 and db1 of the other examples are on local
+# datastores under snapshots, which cannot move live (the migration target tests that refusal).
+MODULE_MAPPING = {
+    "vm_migration": [("name: web1", "name: mig-web1"), ("name: db1", "name: mig-db1"), ("name: old1", "name: mig-old1")],
+}
+
+
 def ex(module, index):
     task = examples(module)[index]
+    for old, new in MODULE_MAPPING.get(module, []):
+        task = yaml.safe_load(yaml.safe_dump(task).replace(old, new))
     name = task["name"]
     if name in CHECK_ONLY:
         task["check_mode"] = True
@@ -133,6 +142,19 @@ def story(lab):
         ex("disk_info", 0), ex("disk_info", 1), ex("disk_info", 2),
         ex("vm_info", 0), ex("vm_info", 1), ex("vm_info", 2),
     ]
+    fw = {"hypervisor": "kvm", "memory": "64MiB", "graphics": "none", "guest_agent": False}
+    migration_tasks = [
+        glue("VMs on the shared datastore to move", **{"kvmfusion.compute.vm": dict(
+            fw, name="{{ item.name }}", state="{{ item.state }}",
+            disks=[{"datastore": "shared", "name": "{{ item.name }}.qcow2", "size": "16MiB"}]),
+            "loop": [{"name": "mig-web1", "state": "running"}, {"name": "mig-db1", "state": "running"},
+                     {"name": "mig-old1", "state": "stopped"}]}),
+        ex("vm_migration", 0), ex("vm_migration", 1), ex("vm_migration", 2), ex("vm_migration", 3),
+        ex("host_maintenance", 0), ex("host_maintenance", 1), ex("host_maintenance", 2),
+        glue("the moved VMs go", **{"kvmfusion.compute.vm": {"name": "{{ item }}", "state": "absent",
+                                                             "delete_disks": True},
+                                    "delegate_to": cna2, "loop": ["mig-web1", "mig-db1", "mig-old1"]}),
+    ]
     network_tasks = [
         glue("a second NIC for the bond example", **{"ansible.builtin.shell": (
             "ip link show kvmfex-up2 >/dev/null 2>&1 || ip link add kvmfex-up2 type veth peer name kvmfex-up2p; "
@@ -150,7 +172,7 @@ def story(lab):
         "gather_facts": False,
         "vars": {"__cna2_uri": lab.uri(cna2), "vault_san1_chap": "not-a-secret", "__lun": "/dev/null"},
         "tasks": [ex("host_info", i) for i in range(3)] + [ex("cluster_cpu_info", i) for i in range(2)]
-        + [ex("datastore", i) for i in range(5)] + network_tasks
+        + [ex("datastore", i) for i in range(5)] + [on_first(migration_tasks)] + network_tasks
         + [on_first(vm_tasks)] + [ex("datastore_info", i) for i in range(3)] + [ex("datastore", 5)],
     }]
 
@@ -160,6 +182,12 @@ CLEANUP = """
   hosts: cna
   gather_facts: false
   tasks:
+    - name: Return the first CNA to service (the maintenance example)
+      kvmfusion.compute.host_maintenance: {state: active}
+      when: inventory_hostname == groups['cna'] | first
+    - name: Remove the migration examples' VMs wherever they are
+      kvmfusion.compute.vm: {name: "{{ item }}", state: absent, delete_disks: true}
+      loop: [mig-web1, mig-db1, mig-old1]
     - name: Remove VMs and clones with their disks (clones first)
       kvmfusion.compute.vm: {name: "{{ item }}", state: absent, delete_disks: true}
       loop: [desk-001, desk-002, db1-copy, db1-test-a, db1-test-b, web1, db1, old1]

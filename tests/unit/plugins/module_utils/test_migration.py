@@ -496,3 +496,120 @@ def test_the_vm_module_does_not_define_a_vm_another_cna_has(tmp_path, monkeypatc
     with pytest.raises(ValueError) as err:
         mgr._refuse_if_defined_elsewhere("vm1", specs)
     assert "VM 'vm1' is not on cna1 but its definition copy" in str(err.value) and "another CNA" in str(err.value)
+
+
+# ---------------------------------------------------------------- host maintenance
+from ansible_collections.kvmfusion.compute.plugins.module_utils import hosts, maintenance  # noqa: E402
+
+
+def evac_setup(vms, peers_free, peer_maint=()):
+    """cna1 running ``vms`` ({name: MiB}), peers cna2.. with ``peers_free`` MiB free each."""
+    src = FakeClient("cna1", pools=[FakePool("shared", SHARED, True)])
+    for name, mib in vms.items():
+        dom = fake_dom(domain_xml(name=name, memory_mib=mib,
+                                  disks=[("file", "%s/%s.qcow2" % (SHARED, name), "vda", "")]))
+        dom.isActive.return_value = 1
+        src.domains[name] = dom
+    peers = []
+    for i, free in enumerate(peers_free):
+        peer = FakeClient("cna%d" % (i + 2), pools=[FakePool("shared", SHARED, True)], free=free * MIB, local=False)
+        if peer.host in peer_maint:
+            secret = mock.MagicMock()
+            secret.XMLDesc.return_value = hosts.maintenance_xml("patching")
+            peer.secrets[hosts.MAINTENANCE_UUID] = secret
+        peers.append(peer)
+    src.secret_by_uuid = lambda uuid: None
+    src.conn.secretDefineXML = mock.MagicMock()
+    return src, peers
+
+
+def evacuate(src, peers, check_mode=True, **kw):
+    p = dict(state="maintenance", parallel=1, auto_converge=False)
+    p.update(kw)
+    mgr = maintenance.MaintenanceManager(src, peers, check_mode=check_mode)
+    return mgr, mgr.converge(p)
+
+
+def test_the_plan_puts_the_largest_vm_first_where_most_memory_is_left():
+    src, peers = evac_setup({"small": 64, "big": 1024, "mid": 512}, [1400, 900])
+    mgr, res = evacuate(src, peers)
+    # big (1024+64) to cna2 (1400 -> 312 left); mid (512+64) to cna3 (900 -> 324); small to cna3 (324 > 312)
+    assert res.actions == ["mark cna1 in maintenance", "migrate big to cna2", "migrate mid to cna3",
+                           "migrate small to cna3"]
+    assert res.before == {"maintenance": False, "running": ["big", "mid", "small"]}
+    assert not src.conn.secretDefineXML.called  # check mode
+    assert not any(d.migrateToURI3.called for d in src.domains.values())
+
+
+def test_a_vm_that_fits_nowhere_blocks_before_any_change():
+    src, peers = evac_setup({"big": 4096, "small": 64}, [1024], peer_maint=())
+    with pytest.raises(ValueError) as err:
+        evacuate(src, peers, check_mode=False)
+    msg = str(err.value)
+    assert "maintenance of cna1 is blocked: VM 'big': cna2 has 1024 MiB free for it" in msg and "\n" not in msg
+    assert not src.conn.secretDefineXML.called
+    assert not any(d.migrateToURI3.called for d in src.domains.values())
+
+
+def test_peers_in_maintenance_are_not_used_and_say_so():
+    src, peers = evac_setup({"vm1": 64}, [4096], peer_maint=("cna2",))
+    with pytest.raises(ValueError) as err:
+        evacuate(src, peers)
+    assert "VM 'vm1': cna2 is in maintenance" in str(err.value)
+
+
+def test_unmovable_vms_are_shut_down_when_allowed(monkeypatch):
+    src, peers = evac_setup({"vm1": 64}, [], peer_maint=())
+    stopped = []
+    monkeypatch.setattr(maintenance.PowerManager, "ensure", lambda self, name, dom, want: stopped.append((name, want)))
+    mgr, res = evacuate(src, peers, check_mode=False, shutdown_unmovable=True)
+    assert res.actions == ["mark cna1 in maintenance", "shut down vm1 (no other CNA was given (peers))"]
+    assert stopped == [("vm1", "stopped")] and res.values["shut_down"] == ["vm1"]
+    assert hosts.MAINTENANCE_UUID in src.conn.secretDefineXML.call_args[0][0]
+
+
+def test_a_failed_move_leaves_the_host_marked_and_names_what_moved():
+    src, peers = evac_setup({"a": 64, "b": 64}, [4096])
+    src.domains["a"].migrateToURI3.side_effect = RuntimeError("network unreachable")
+
+    def arrive(*args):
+        peers[0].domains["b"] = src.domains.pop("b")
+    src.domains["b"].migrateToURI3.side_effect = arrive
+    with pytest.raises(ValueError) as err:
+        evacuate(src, peers, check_mode=False)
+    msg = str(err.value)
+    assert "maintenance of cna1 is incomplete: a could not move" in msg and "b to cna2 moved" in msg
+    assert src.conn.secretDefineXML.called
+
+
+def test_a_host_in_maintenance_with_nothing_running_is_no_change_and_active_ends_it():
+    src, peers = evac_setup({}, [4096])
+    secret = mock.MagicMock()
+    secret.XMLDesc.return_value = hosts.maintenance_xml("patching")
+    src.secret_by_uuid = lambda uuid: secret
+    mgr, res = evacuate(src, peers, check_mode=False)
+    assert not res.changed and res.actions == []
+    mgr, res = evacuate(src, peers, check_mode=False, state="active")
+    assert res.changed and res.actions == ["end the maintenance of cna1"]
+    secret.undefine.assert_called_once_with()
+
+
+def test_a_start_is_refused_on_a_host_in_maintenance():
+    client = FakeClient("cna1")
+    secret = mock.MagicMock()
+    secret.XMLDesc.return_value = hosts.maintenance_xml("patching")
+    hosts.refuse_in_maintenance(client, "VM 'vm1' cannot start")  # in service: nothing to say
+    client.secrets[hosts.MAINTENANCE_UUID] = secret
+    with pytest.raises(ValueError) as err:
+        hosts.refuse_in_maintenance(client, "VM 'vm1' cannot start")
+    assert "VM 'vm1' cannot start: cna1 is in maintenance (since " in str(err.value)
+    assert ", patching); end it with host_maintenance state=active" in str(err.value)
+
+
+def test_no_migration_lands_on_a_host_in_maintenance():
+    src, dst, dom = cnas()
+    secret = mock.MagicMock()
+    secret.XMLDesc.return_value = hosts.maintenance_xml("")
+    dst.secrets[hosts.MAINTENANCE_UUID] = secret
+    refused(src, dst, "VM 'vm1' cannot move there: cna2 is in maintenance")
+    assert_nothing_moved(dom, dst)
