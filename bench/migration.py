@@ -242,7 +242,7 @@ def inside(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--vms", type=int, default=10)
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)

@@ -25,6 +25,8 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
     attachment_view,
     choose_target,
     desired_state,
+    follow,
+    moves_of,
     volume_source,
     volume_xml,
 )
@@ -136,6 +138,8 @@ class DiskManager(Attachments, Manager):
         exist yet: the target the real run will choose is predicted and appended to it.
         Returns (volume before, volume after, attachment before, attachment after, path).
         """
+        if d["vm"]:
+            d = self.follow_moves(d)
         pool, _vol, cur = self.volume_state(d)
         path = self.attach_path(pool, d, cur)
         if d["vm"] and planned_targets is None:
@@ -157,6 +161,22 @@ class DiskManager(Attachments, Manager):
             else:
                 att_before = self.detach(d["vm"], path)
         return vol_before, vol_after, att_before, att_after, path
+
+    def follow_moves(self, d):
+        """The declared disk where storage_migration moved it: the VM's metadata maps the declared datastore and
+        name to where the disk is now. The declared identity stays the user's; only a missing original follows."""
+        if self.client.domain(d["vm"]) is None:
+            return d
+        moves = moves_of(xmlutil.parse(self.client.domain_xml(d["vm"], inactive=True)))
+        key = (d["datastore"], d["name"])
+        if key not in moves:
+            return d
+        pool = self.client.pool(d["datastore"])
+        if pool is not None and self.client.call("read state of", "datastore '%s'" % d["datastore"], pool.isActive) \
+                and self._volume(pool, d) is not None:
+            return d  # a disk of that name is there (again): it is the one declared
+        ds, name = follow(moves, *key)
+        return dict(d, datastore=ds, name=name)
 
     # helpers ------------------------------------------------------------
     def _zero(self, path, size=None):

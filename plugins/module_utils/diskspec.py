@@ -290,3 +290,35 @@ def metadata_element(modes, namespaced=True):
             ET.SubElement(root, tag("disk"), source=src, mode=modes[src])
     ET.register_namespace(META_KEY, META_NS)
     return root
+
+
+# ---------------------------------------------------------------------------- disks that moved
+#: A VM's metadata records where storage_migration moved a disk the user declared: the declared
+#: (datastore, name) stays the disk's identity (the vm and disk modules follow it).
+MOVES_NS = "https://kvmfusion.compute/xmlns/moves/1"
+MOVES_KEY = "kvmfmoves"
+
+
+def moves_of(root):
+    """{(old datastore, old name): (new datastore, new name)} the VM's metadata records."""
+    out = {}
+    for el in root.findall("metadata/{%s}moves/{%s}disk" % (MOVES_NS, MOVES_NS)):
+        out[(el.get("from_datastore"), el.get("from_name"))] = (el.get("to_datastore"), el.get("to_name"))
+    return out
+
+
+def follow(moves, datastore, name):
+    """Where the disk declared as (datastore, name) is now, following recorded moves (ds1 -> ds2 -> ds3)."""
+    seen = set()
+    key = (datastore, name)
+    while key in moves and key not in seen:
+        seen.add(key)
+        key = moves[key]
+    return key
+
+
+def moves_xml(moves):
+    root = ET.Element("moves")
+    for (fds, fname), (tds, tname) in sorted(moves.items()):
+        ET.SubElement(root, "disk", from_datastore=fds, from_name=fname, to_datastore=tds, to_name=tname)
+    return xmlutil.tostring(root)

@@ -124,12 +124,11 @@ class MigrationManager(TwoHostManager):
         dst_host = self.dest.host_info()["hostname"]
         # names kept: a failure message must not need the destination (it may be the thing that died)
         self._hosts = (src_host, dst_host)
-        src_dom, dst_dom = self.source.domain(name), self.dest.domain(name)
-        same = self.source.host_info().get("host_uuid") == self.dest.host_info().get("host_uuid")
-        if dst_dom is not None and (src_dom is None or same):
-            # already there (also when the task runs on the destination itself): nothing to do
-            return self.result({"host": dst_host}, {"host": dst_host}, vm=name, host=dst_host, migration=None)
+        # the destination is another CNA: a source equal to it is bad input, whatever the VM's state
         self.refuse_same_host("migrate VM '%s'" % name)
+        src_dom, dst_dom = self.source.domain(name), self.dest.domain(name)
+        if dst_dom is not None and src_dom is None:
+            return self.result({"host": dst_host}, {"host": dst_host}, vm=name, host=dst_host, migration=None)
         if dst_dom is not None:
             raise ValueError("%s is defined on both %s and %s: remove the stale definition first"
                              % (obj, src_host, dst_host))

@@ -19,7 +19,7 @@ description:
     Then each CNA starts a paused, diskless throw-away domain with it and destroys it at once.
     KVM can refuse a feature that libvirt offers. Such a feature is disabled in the model,
     and RV(cluster_cpu.dropped) says which CNA refused it.
-  - The O(kvmfusion.compute.cna#role:cna) role runs this module once per cluster. It records the result in every CNA's
+  - The P(kvmfusion.compute.cna#role) role runs this module once per cluster. It records the result in every CNA's
     C(ansible_local.kvmfusion.cluster_cpu) fact. M(kvmfusion.compute.vm) gives new KVM VMs this model by default.
   - Changes nothing that persists. The probe domains are transient and are destroyed at once, also in check mode.
 author:

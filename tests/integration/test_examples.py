@@ -64,6 +64,7 @@ def examples(module):
 # datastores under snapshots, which cannot move live (the migration target tests that refusal).
 MODULE_MAPPING = {
     "vm_migration": [("name: web1", "name: mig-web1"), ("name: db1", "name: mig-db1"), ("name: old1", "name: mig-old1")],
+    "storage_migration": [("vm: db1", "vm: sm-db1"), ("vm: web1", "vm: sm-web1")],
 }
 
 
@@ -101,6 +102,17 @@ def story(lab):
             "virsh -c qemu:///system net-define /tmp/prod.xml && virsh -c qemu:///system net-start prod")}),
         glue("a datastore fast-ssd", **{"kvmfusion.compute.datastore": {
             "name": "fast-ssd", "type": "dir", "path": "/var/lib/kvmfusion/datastores/fast-ssd"}}),
+        glue("VMs whose disks move", **{"kvmfusion.compute.vm": {
+            "name": "{{ item.name }}", "hypervisor": "kvm", "memory": "64MiB", "graphics": "none",
+            "guest_agent": False, "state": "running", "disks": "{{ item.disks }}"},
+            "loop": [{"name": "sm-db1", "disks": [{"datastore": "local", "name": "sm-db1.qcow2", "size": "16MiB"}]},
+                     {"name": "sm-web1", "disks": [{"datastore": "fast-ssd", "name": "sm-web1.qcow2", "size": "16MiB"},
+                                                   {"datastore": "fast-ssd", "name": "sm-web1-data.qcow2",
+                                                    "size": "16MiB"}]}]}),
+        ex("storage_migration", 0), ex("storage_migration", 1),
+        glue("the VMs whose disks moved go", **{"kvmfusion.compute.vm": {"name": "{{ item }}", "state": "absent",
+                                                                         "delete_disks": True},
+                                                "loop": ["sm-db1", "sm-web1"]}),
         glue("db1, a Linux VM with a guest agent", **{"kvmfusion.compute.vm": {
             "name": "db1", "hypervisor": "qemu", "memory": "128MiB", "graphics": "none",
             "kernel": guest + "/vmlinuz", "initrd": guest + "/initrd.img", "cmdline": "console=ttyS0 panic=-1 quiet",
@@ -187,7 +199,7 @@ CLEANUP = """
       when: inventory_hostname == groups['cna'] | first
     - name: Remove the migration examples' VMs wherever they are
       kvmfusion.compute.vm: {name: "{{ item }}", state: absent, delete_disks: true}
-      loop: [mig-web1, mig-db1, mig-old1]
+      loop: [mig-web1, mig-db1, mig-old1, sm-db1, sm-web1]
     - name: Remove VMs and clones with their disks (clones first)
       kvmfusion.compute.vm: {name: "{{ item }}", state: absent, delete_disks: true}
       loop: [desk-001, desk-002, db1-copy, db1-test-a, db1-test-b, web1, db1, old1]

@@ -152,8 +152,8 @@ def facts(monkeypatch, tmp_path):
     path = tmp_path / "kvmfusion.fact"
     monkeypatch.setattr(hosts, "FACTS_PATH", str(path))
 
-    def write(cluster_cpu=CLUSTER):
-        path.write_text(json.dumps({"role": "cna", "cluster_cpu": cluster_cpu}))
+    def write(cluster_cpu=None):
+        path.write_text(json.dumps({"role": "cna", "cluster_cpu": cluster_cpu or CLUSTER}))
     return write
 
 

@@ -407,7 +407,7 @@ def dirs(monkeypatch):
 
 
 def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs):
-    src, dst, dom, path, vol, _ = copy_setup()
+    src, dst, dom, path, vol, _dirs = copy_setup()
 
     def arrive(uri, params, flags):
         assert len(dst.pools["local"].created) == 1  # made before the copy starts
@@ -424,7 +424,7 @@ def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs
 
 
 def test_a_failed_copy_removes_the_partial_target(dirs):
-    src, dst, dom, path, vol, _ = copy_setup()
+    src, dst, dom, path, vol, _dirs = copy_setup()
     partial = mock.MagicMock()
 
     def fail(*a):
@@ -441,7 +441,7 @@ def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkey
     stale = mock.MagicMock()
     stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
     stale.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
-    src, dst, dom, path, vol, _ = copy_setup(dst_vol=stale)
+    src, dst, dom, path, vol, _dirs = copy_setup(dst_vol=stale)
     mgr, res = run(src, dst, check_mode=True)
     assert "replace the partial copy of %s on cna2" % path in res.actions
     stale.info.return_value = (0, 2048 * MIB, 900 * MIB)
@@ -462,19 +462,18 @@ def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
         release.wait(5)
         raise RuntimeError("operation aborted: migration out job: canceled by client")
     dom.migrateToURI3.side_effect = slow
-    dom.abortJob.side_effect = lambda: release.set()
+    dom.abortJob.side_effect = release.set
     with pytest.raises(ValueError) as err:
         run(src, dst, timeout=1)
     assert "failed (aborted after the 1 s timeout); it still runs on cna1" in str(err.value)
     dom.abortJob.assert_called_once_with()
 
 
-def test_run_on_the_destination_itself_with_the_vm_there_is_no_change():
+def test_the_destination_as_source_is_refused_even_with_the_vm_there():
     src, dst, dom = cnas()
     dst.host_info = src.host_info
     dst.domains["vm1"] = dom
-    mgr, res = run(src, dst)
-    assert not res.changed and res.values["host"] == "cna1" and not dom.migrateToURI3.called
+    refused(src, dst, "are the same host")
 
 
 def test_a_datastore_the_destination_lacks_is_named():

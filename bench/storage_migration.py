@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: storage migration throughput against ``qemu-img convert`` of the same disk, and bytes moved.
+
+Targets (issue: migration): storage migration throughput >= 0.9x that of ``qemu-img convert`` of the same
+disk (the baseline, measured in the same run); a thin disk with 10% data moves about 10% of its size.
+
+    python3 bench/storage_migration.py [--size-mib 2048] [--data-pct 10] [--rounds 3]
+        (root, on the controller; the lab must be up and installed: ./dev lab)
+
+Method: runs itself on the first lab CNA (``--inside``) and drives the collection's own code (module_utils,
+as storage_migration does, without Ansible's start-up cost). A thin qcow2 disk of --size-mib with --data-pct
+of it written (random data in 1 MiB pieces spread over the disk) belongs to a firmware-only KVM VM. Per round,
+interleaved: (a) the baseline, ``qemu-img convert -O qcow2`` of the disk to the other datastore (then
+deleted); (b) a live move of the running VM's disk there (libvirt block copy, then the switch) and (c) back,
+stopped (convert, compare, rename). Throughput = the disk's size over the wall time. The bytes the target
+holds afterwards are printed against the data written. Medians and ratios are printed. Everything is
+removed at the end. Never fails on timing; exits non-zero only when a step fails.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+A, B = "bench-sm-a", "bench-sm-b"
+A_DIR, B_DIR = "/var/lib/kvmfusion/datastores/bench-sm-a", "/var/lib/kvmfusion/datastores/bench-sm-b"
+VM = "bench-sm"
+DISK = "bench-sm.qcow2"
+
+
+def sh(cmd, check=True):
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and res.returncode != 0:
+        raise SystemExit("%s failed: %s" % (" ".join(cmd[:4]), (res.stderr or res.stdout).strip()))
+    return res.stdout
+
+
+def virsh(*args, check=True):
+    return sh(["virsh", "-c", "qemu:///system"] + list(args), check=check)
+
+
+def collection():
+    tmp = tempfile.mkdtemp(prefix="kvmf-bench-")
+    os.makedirs(os.path.join(tmp, "ansible_collections", "kvmfusion"))
+    os.symlink(ROOT, os.path.join(tmp, "ansible_collections", "kvmfusion", "compute"))
+    sys.path.insert(0, tmp)
+    from ansible_collections.kvmfusion.compute.plugins.module_utils import (  # pylint: disable=import-error
+        client, fileops, hosts, storagemove)
+    return client, fileops, hosts, storagemove
+
+
+def inside(args):
+    client, fileops, hosts, storagemove = collection()
+    size = args.size_mib * 1024 * 1024
+    for name, path in ((A, A_DIR), (B, B_DIR)):
+        sh(["mkdir", "-p", path])
+        if name not in virsh("pool-list", "--all", "--name").split():
+            virsh("pool-define-as", name, "dir", "--target", path)
+            virsh("pool-start", name)
+    src = os.path.join(A_DIR, DISK)
+    try:
+        sh(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=1.1", src, str(size)])
+        rng = random.Random(42)
+        pieces = max(1, args.size_mib * args.data_pct // 100)
+        offsets = sorted(rng.sample(range(args.size_mib), pieces))
+        with tempfile.NamedTemporaryFile(suffix=".raw") as blob:
+            blob.write(os.urandom(1024 * 1024))
+            blob.flush()
+            cmds = []
+            for off in offsets:
+                cmds += ["-c", "write -s %s %dM 1M" % (blob.name, off)]
+            for i in range(0, len(cmds), 400):
+                sh(["qemu-io", "-f", "qcow2"] + cmds[i:i + 400] + [src])
+        written = pieces * 1024 * 1024
+        cpu = (hosts.local_facts().get("cluster_cpu") or {}).get("xml", "")
+        xml = ("<domain type='kvm'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+               "<os><type arch='x86_64' machine='pc'>hvm</type></os>%s<devices><disk type='file' device='disk'>"
+               "<driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>"
+               "</devices></domain>" % (VM, cpu, src))
+        with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as f:
+            f.write(xml)
+        virsh("define", f.name)
+        os.unlink(f.name)
+        virsh("pool-refresh", A)
+        base, live, cold, held = [], [], [], []
+        c = client.Client("qemu:///system")
+        for _r in range(args.rounds):
+            out = os.path.join(B_DIR, "baseline.qcow2")
+            t = time.time()
+            sh(["qemu-img", "convert", "-O", "qcow2", "-o", "compat=1.1", src, out])
+            base.append(time.time() - t)
+            os.unlink(out)
+            virsh("start", VM)
+            t = time.time()
+            storagemove.StorageMigrationManager(c).converge({"vm": VM, "datastore": B})
+            live.append(time.time() - t)
+            held.append(fileops.allocated_bytes(os.path.join(B_DIR, DISK)))
+            virsh("destroy", VM)
+            t = time.time()
+            storagemove.StorageMigrationManager(c).converge({"vm": VM, "datastore": A})
+            cold.append(time.time() - t)
+        mb = args.size_mib
+        b, lv, cd = statistics.median(base), statistics.median(live), statistics.median(cold)
+        print("disk: %d MiB thin qcow2, %d MiB of data (%d%%)" % (mb, written >> 20, args.data_pct))
+        print("qemu-img convert (baseline): %6.2f s  %7.0f MiB/s" % (b, mb / b))
+        print("live move (block copy):      %6.2f s  %7.0f MiB/s  throughput ratio to the baseline %.2f  "
+              "(target >= 0.9: %s)" % (lv, mb / lv, b / lv, "met" if b / lv >= 0.9 else "NOT met"))
+        print("stopped move (convert, compare, rename): %6.2f s  %7.0f MiB/s  ratio %.2f" % (cd, mb / cd, b / cd))
+        print("bytes the moved disk holds: %d MiB of %d MiB written (%.2fx the data, %.1f%% of its size)"
+              % (int(statistics.median(held)) >> 20, written >> 20, statistics.median(held) / written,
+                 100.0 * statistics.median(held) / size))
+    finally:
+        virsh("destroy", VM, check=False)
+        virsh("undefine", VM, check=False)
+        for name, path in ((A, A_DIR), (B, B_DIR)):
+            virsh("pool-destroy", name, check=False)
+            virsh("pool-undefine", name, check=False)
+            sh(["rm", "-rf", path])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    ap.add_argument("--size-mib", type=int, default=2048)
+    ap.add_argument("--data-pct", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inside:
+        return inside(args)
+    return subprocess.call([os.path.join(ROOT, "tools", "lab"), "ssh", "cna1", "--", "/usr/bin/python3",
+                            os.path.abspath(__file__), "--inside", "--size-mib", str(args.size_mib),
+                            "--data-pct", str(args.data_pct), "--rounds", str(args.rounds)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

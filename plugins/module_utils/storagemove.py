@@ -1,0 +1,389 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Storage migration: a VM's disks to another datastore, live or stopped, changing provisioning and format on the way.
+
+Seed 000/003 steps, on libvirt: the target image is made first (its format and provisioning as asked); a
+running VM's disk is mirrored into it by a libvirt block copy (writes go to both, the bulk copy runs,
+dirty blocks are copied again) and, once the mirror is in sync, the VM is switched to it (pivot); a stopped
+VM's disk is converted with ``qemu-img convert`` into a temporary name, compared, and renamed. Only
+allocated data moves. Then the definition points at the new image, the VM's metadata records the move (so
+the disk the user declared on the old datastore is still recognised), and the old images go.
+
+Until the switch the source is the disk: any failure (target full, timeout, a kill) leaves the VM on it and
+removes the target. Files are touched on this CNA only (a remote ``uri`` is refused).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import time
+import xml.etree.ElementTree as ET
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
+    AFFECT_LIVE,
+    METADATA_ELEMENT,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import (
+    META_KEY,
+    META_NS,
+    MOVES_KEY,
+    MOVES_NS,
+    attached_disks,
+    follow,
+    meta_modes,
+    metadata_element,
+    moves_of,
+    moves_xml,
+    repoint_disk,
+)
+from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
+from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
+
+PROVISIONING = fileops.PROVISIONING
+FORMATS = ("qcow2", "raw")
+#: virDomainBlockCopyFlags / virDomainBlockJobAbortFlags
+BLOCK_COPY_REUSE_EXT, BLOCK_COPY_TRANSIENT_JOB = 2, 4
+BLOCK_JOB_ABORT_PIVOT = 2
+#: qemu-img preallocation per provisioning
+PREALLOCATION = {"thin": "off", "thick_lazy_zeroed": "falloc", "thick_eager_zeroed": "full"}
+POLL = 0.1
+
+
+def desired_state(p):
+    d = {"vm": names.validate_name(p["vm"], kind="VM"),
+         "datastore": names.validate_name(p["datastore"], kind="datastore")}
+    for key, choices in (("provisioning", PROVISIONING), ("format", FORMATS)):
+        if p.get(key) is not None and p[key] not in choices:
+            raise ValueError("%s must be one of %s, got %r" % (key, ", ".join(choices), p[key]))
+        d[key] = p.get(key)
+    for key, lo, hi in (("bandwidth", 1, 1 << 20), ("timeout", 1, 86400)):
+        value = p.get(key)
+        if value is not None and not lo <= int(value) <= hi:
+            raise ValueError("%s must be between %d and %d, got %s" % (key, lo, hi, value))
+        d[key] = int(value) if value is not None else None
+    d["disks"] = list(p.get("disks") or [])
+    return d
+
+
+class StorageMigrationManager(Manager):
+    """storage_migration: the VM's disks on the wanted datastore, format and provisioning."""
+
+    def converge(self, params):
+        d = desired_state(params)
+        vm = d["vm"]
+        obj = "VM '%s'" % vm
+        self.need_local("moving %s's disks" % vm)
+        dom = self.client.domain(vm)
+        if dom is None:
+            raise ValueError("unknown %s on %s" % (obj, self.uri))
+        state = state_of(self.client, dom, vm)
+        if state == "suspended":
+            raise ValueError("%s is suspended to disk: resume or stop it first" % obj)
+        live = state in ("running", "paused")
+        dest_pool, dest_dir = self._datastore(d["datastore"])
+        plans = self.plan(dom, vm, d, live, dest_dir)
+        before = dict((p["target"], p["before"]) for p in plans)
+        after = dict((p["target"], p["after"]) for p in plans)
+        todo = [p for p in plans if p["before"] != p["after"]]
+        for p in todo:
+            self.record("%s %s to %s (%s %s)" % ("mirror" if live else "copy", p["target"], p["dest"], p["format"],
+                                                 p["provisioning"]))
+        if self.check_mode or not todo:
+            return self.result(before, after, vm=vm, disks=[self._report(p, None) for p in plans])
+        moved = []
+        for p in todo:
+            stats = self._move_one(dom, vm, p, live, d)
+            moved.append((p, stats))
+            self._record_move(dom, vm, p, live)
+            self._remove_old(p)
+        self._refresh(dest_pool, d["datastore"])
+        for name in set(p["from"][0] for p, _s in moved):
+            pool = self.client.pool(name)
+            if pool is not None:
+                self._refresh(pool, name)
+        done = dict((q["target"], s) for q, s in moved)
+        report = [self._report(p, done.get(p["target"])) for p in plans]
+        return self.result(before, after, vm=vm, disks=report)
+
+    # planning ------------------------------------------------------------------------------
+    def _datastore(self, name):
+        pool = self.client.pool(name)
+        if pool is None:
+            raise ValueError("unknown datastore '%s' on %s" % (name, self.uri))
+        if not self.client.call("read state of", "datastore '%s'" % name, pool.isActive):
+            raise ValueError("datastore '%s' on %s is not running" % (name, self.uri))
+        return pool, images.datastore_dir(self.client, pool, name, "moved disks")
+
+    def _datastore_of(self, path):
+        for pname in self.client.pool_names():
+            pool = self.client.pool(pname)
+            if pool is None or not self.client.call("read state of", "datastore '%s'" % pname, pool.isActive):
+                continue
+            try:
+                base = images.datastore_dir(self.client, pool, pname, "moved disks")
+            except ValueError:
+                continue
+            if os.path.normpath(base) == os.path.dirname(os.path.normpath(path)):
+                return pname
+        return None
+
+    def plan(self, dom, vm, d, live, dest_dir):
+        obj = "VM '%s'" % vm
+        chains = dict((xmlutil.find_attr(el, "target", "dev"), (el, src, mode, chain))
+                      for el, src, mode, chain in images.own_chains(self.client, vm, inactive=not live))
+        wanted = d["disks"] or [t for t, (el, src, mode, chain) in sorted(chains.items())
+                                if el.get("device", "disk") == "disk" and el.get("type", "file") == "file"]
+        snaps = [s.getName() for s in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0)]
+        plans = []
+        for want in wanted:
+            target = want if want in chains else next((t for t, c in chains.items()
+                                                       if c[3] and os.path.basename(c[3][-1]) == want), None)
+            if target is None:
+                raise ValueError("%s has no disk %s (give a target such as vda, or the disk's name)" % (obj, want))
+            el, src, mode, chain = chains[target]
+            if el.get("type", "file") != "file" or el.get("device", "disk") != "disk":
+                raise ValueError("%s: disk %s is not an image file on a datastore (a raw device mapping or a "
+                                 "datastore volume stays where it is)" % (obj, target))
+            if mode == "independent_nonpersistent":
+                raise ValueError("%s: disk %s is independent-nonpersistent: what the guest wrote to it would be "
+                                 "lost; change its mode first" % (obj, target))
+            base = chain[-1]
+            if len(chain) > 1 or snaps:
+                raise ValueError("%s: disk %s has snapshot layers (snapshots: %s): a move would flatten them and "
+                                 "the snapshots would lose their images; delete the snapshots first"
+                                 % (obj, target, ", ".join(snaps) or "none left, but layers remain"))
+            stand = images.dependants_of(self.client, [base], exclude_vm=vm)
+            if stand:
+                raise ValueError("%s: disk %s cannot move: %s" % (obj, target, images.describe_dependants(stand)))
+            cur_ds = self._datastore_of(base)
+            if cur_ds is None:
+                raise ValueError("%s: disk %s (%s) is on no running datastore of %s" % (obj, target, base, self.uri))
+            size = fileops.qcow2_virtual_size(src) if fileops.is_qcow2(src) else os.path.getsize(src)
+            cur_fmt = "qcow2" if fileops.is_qcow2(src) else "raw"
+            cur_prov = fileops.measure_provisioning(base, size, fmt=cur_fmt)["provisioning"]
+            cur_prov = cur_prov if cur_prov in PROVISIONING else "thick_lazy_zeroed"
+            fmt = d["format"] or cur_fmt
+            prov = d["provisioning"] or cur_prov
+            dest = os.path.join(dest_dir, os.path.basename(base))
+            before = {"datastore": cur_ds, "name": os.path.basename(base), "format": cur_fmt,
+                      "provisioning": cur_prov}
+            after = {"datastore": d["datastore"], "name": os.path.basename(base), "format": fmt, "provisioning": prov}
+            if before != after and os.path.normpath(dest) == os.path.normpath(base):
+                raise ValueError("%s: disk %s is on datastore %s already: converting it there is the disk "
+                                 "module's work (provisioning), or move it to another datastore" % (obj, target, cur_ds))
+            if before != after:
+                self._check_target(obj, target, dest, size, fmt, prov, base, d["datastore"])
+            plans.append({"target": target, "source": src, "chain": chain, "base": base, "dest": dest,
+                          "size": size, "format": fmt, "provisioning": prov, "from": (cur_ds, before["name"]),
+                          "to": (d["datastore"], after["name"]), "before": before, "after": after, "el": el})
+        return plans
+
+    def _check_target(self, obj, target, dest, size, fmt, prov, base, ds):
+        """The destination file must not exist (but a partial copy this module left is replaced), and fit."""
+        if os.path.lexists(dest):
+            if fileops.get_intent(dest) != "partial" and not os.path.lexists(images.temp_path(dest, "move")):
+                raise ValueError("%s: disk %s cannot move to %s: a file of that name is there already" % (
+                    obj, target, dest))
+        st = os.statvfs(os.path.dirname(dest))
+        free = st.f_bavail * st.f_frsize
+        need = size if prov != "thin" else fileops.allocated_bytes(base)
+        if need > free:
+            raise ValueError("%s: disk %s needs %d MiB on datastore %s, which has %d MiB free" % (
+                obj, target, need >> 20, ds, free >> 20))
+
+    # moving --------------------------------------------------------------------------------
+    def _make_target(self, path, size, fmt, prov):
+        """The empty target image, 0600, marked partial until the move completes."""
+        if os.path.lexists(path):
+            os.unlink(path)
+        opts = ["preallocation=%s" % PREALLOCATION[prov]]
+        if fmt == "qcow2":
+            opts.append("compat=1.1")
+        self.qemu_img(["create", "-q", "-f", fmt, "-o", ",".join(opts), path, str(size)])
+        os.chmod(path, 0o600)
+        self._mark(path, "partial")
+
+    @staticmethod
+    def _mark(path, value):
+        try:
+            os.setxattr(path, fileops.INTENT_XATTR, value.encode("ascii"))
+        except OSError:
+            pass
+
+    def _move_one(self, dom, vm, p, live, d):
+        start = time.time()
+        if live:
+            stats = self._mirror(dom, vm, p, d)
+        else:
+            stats = self._convert(vm, p)
+        stats["seconds"] = round(time.time() - start, 3)
+        return stats
+
+    def _mirror(self, dom, vm, p, d):
+        obj = "VM '%s'" % vm
+        if self.client.call("read the block jobs of", obj, dom.blockJobInfo, p["target"], 0):
+            # a copy a killed run started goes on without it: cancel it (the VM stays on its disk) and start over
+            self.client.call("cancel the earlier block copy of", obj, dom.blockJobAbort, p["target"], 0)
+            for _i in range(300):
+                if not self.client.call("read the block jobs of", obj, dom.blockJobInfo, p["target"], 0):
+                    break
+                time.sleep(POLL)
+        self._make_target(p["dest"], p["size"], p["format"], p["provisioning"])
+        disk = ET.Element("disk", type="file")
+        ET.SubElement(disk, "driver", type=p["format"])
+        ET.SubElement(disk, "source", file=p["dest"])
+        dest_xml = xmlutil.tostring(disk)
+        params = {"bandwidth": d["bandwidth"] * 1024 * 1024} if d["bandwidth"] else {}
+        started = False
+        try:
+            self.client.call("start the block copy of", "disk %s of %s" % (p["target"], obj), dom.blockCopy,
+                             p["target"], dest_xml, params, BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB)
+            started = True
+            deadline = time.time() + d["timeout"] if d["timeout"] else None
+            info = {}
+            while True:
+                info = self.client.call("read the block copy of", obj, dom.blockJobInfo, p["target"], 0) or {}
+                if not info:
+                    raise ValueError("the block copy of disk %s of %s ended before it was in sync" % (p["target"], obj))
+                if info.get("end") and info.get("cur") == info.get("end") and self._ready(vm, p["target"]):
+                    break
+                if deadline and time.time() > deadline:
+                    raise ValueError("the copy of disk %s of %s did not finish within the %d s timeout"
+                                     % (p["target"], obj, d["timeout"]))
+                time.sleep(POLL)
+            self.client.call("switch to the copy of", "disk %s of %s" % (p["target"], obj), dom.blockJobAbort,
+                             p["target"], BLOCK_JOB_ABORT_PIVOT)
+            for _i in range(600):
+                if not self.client.call("read the block copy of", obj, dom.blockJobInfo, p["target"], 0):
+                    break
+                time.sleep(POLL)
+            if self._active_file(vm, p["target"]) != p["dest"]:
+                raise ValueError("disk %s of %s is not on %s after the switch" % (p["target"], obj, p["dest"]))
+        except Exception:
+            if started and self._active_file(vm, p["target"]) != p["dest"]:
+                try:
+                    self.client.call("cancel the block copy of", obj, dom.blockJobAbort, p["target"], 0)
+                except Exception:  # pylint: disable=broad-except
+                    pass
+            if self._active_file(vm, p["target"]) != p["dest"] and os.path.lexists(p["dest"]):
+                os.unlink(p["dest"])
+            raise
+        self._mark(p["dest"], p["provisioning"])
+        return {"copied_bytes": info.get("end"), "mode": "live"}
+
+    def _ready(self, vm, target):
+        for el in xmlutil.parse(self.client.domain_xml(vm)).findall("devices/disk"):
+            if xmlutil.find_attr(el, "target", "dev") == target:
+                mirror = el.find("mirror")
+                return mirror is not None and mirror.get("ready") == "yes"
+        return False
+
+    def _active_file(self, vm, target):
+        for el, src, _m in attached_disks(self.client, vm, inactive=False):
+            if xmlutil.find_attr(el, "target", "dev") == target:
+                return src
+        return None
+
+    def _convert(self, vm, p):
+        tmp = images.temp_path(p["dest"], "move")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            opts = ["preallocation=%s" % PREALLOCATION[p["provisioning"]]] if p["provisioning"] != "thin" else []
+            if p["format"] == "qcow2":
+                opts.append("compat=1.1")
+            cmd = ["convert", "-q", "-O", p["format"]] + (["-o", ",".join(opts)] if opts else []) + [p["source"], tmp]
+            self.qemu_img(cmd)
+            os.chmod(tmp, 0o600)
+            # the copy is checked against the source before the source goes
+            self.qemu_img(["compare", "-q", p["source"], tmp])
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._mark(tmp, p["provisioning"])
+            if os.path.lexists(p["dest"]):
+                os.unlink(p["dest"])  # a partial copy an interrupted move left (checked in the plan)
+            os.rename(tmp, p["dest"])
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        return {"copied_bytes": fileops.allocated_bytes(p["dest"]), "mode": "cold"}
+
+    def _record_move(self, dom, vm, p, live):
+        """The persistent definition points at the new image; the metadata says where the declared disk went."""
+        # read with secrets (SECURE): the redefinition keeps a console password
+        xml = self.client.domain_xml(vm, inactive=True, secure=True)
+        # the copy beside the system disk: where it was before (libvirt may have repointed the definition already)
+        old_copy = images.definition_copy_name(os.path.dirname(p["base"]), vm)
+        root = xmlutil.parse(xml)
+        for el in root.findall("devices/disk"):
+            if xmlutil.find_attr(el, "target", "dev") == p["target"]:
+                repoint_disk(el, p["dest"], p["format"])
+        # the disk's mode (independent, ...) is recorded by its image path: it follows the image
+        modes = meta_modes(root)
+        old_paths = set(p["chain"]) | set([p["source"]])
+        moved_modes = dict((p["dest"] if src in old_paths else src, mode) for src, mode in modes.items())
+        meta = root.find("metadata")
+        if moved_modes != modes:
+            for old in meta.findall("{%s}disks" % META_NS):
+                meta.remove(old)
+            meta.append(metadata_element(moved_modes))
+            if live:
+                self.client.call("record the mode of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
+                                 xmlutil.tostring(metadata_element(moved_modes, namespaced=False)), META_KEY, META_NS,
+                                 AFFECT_LIVE)
+        moves = moves_of(root)
+        moves[p["from"]] = p["to"]
+        # a chain of moves collapses (the declared disk maps straight to where it is now); a disk back where it
+        # was declared needs no entry
+        moves = dict((k, follow(moves, *k)) for k in moves)
+        moves = dict((k, v) for k, v in moves.items() if k != v)
+        meta = root.find("metadata")
+        if meta is None:
+            meta = ET.SubElement(root, "metadata")
+        for old in meta.findall("{%s}moves" % MOVES_NS):
+            meta.remove(old)
+        new = ET.SubElement(meta, "{%s}moves" % MOVES_NS)
+        for child in xmlutil.parse(moves_xml(moves)):
+            ET.SubElement(new, "{%s}disk" % MOVES_NS, dict(child.attrib))
+        ET.register_namespace(MOVES_KEY, MOVES_NS)
+        self.client.define_domain(xmlutil.tostring(root))
+        if live:
+            self.client.call("record the move of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
+                             moves_xml(moves), MOVES_KEY, MOVES_NS, AFFECT_LIVE)
+        copy = images.definition_copy_path(self.client.domain_xml(vm, inactive=True))
+        if copy:
+            write_definition_copy(self.client, vm, copy)
+        if old_copy and old_copy != copy and os.path.lexists(old_copy):
+            os.unlink(old_copy)  # the system disk moved: its definition copy moved with it
+
+    def _remove_old(self, p):
+        """The images the disk left: its own chain (never a base others stand on: refused in the plan)."""
+        for path in p["chain"]:
+            if os.path.normpath(path) == os.path.normpath(p["dest"]):
+                continue
+            vol = self.client.volume_by_path(path)
+            if vol is not None:
+                self.client.call("delete", "the old image %s" % path, vol.delete, 0)
+            elif os.path.lexists(path):
+                os.unlink(path)
+
+    def _refresh(self, pool, name):
+        self.client.call("refresh", "datastore '%s'" % name, pool.refresh, 0)
+
+    @staticmethod
+    def _report(p, stats):
+        out = {"target": p["target"], "from": {"datastore": p["from"][0], "name": p["from"][1]},
+               "to": {"datastore": p["to"][0], "name": p["to"][1]}, "path": p["dest"],
+               "format": p["format"], "provisioning": p["provisioning"], "moved": stats is not None}
+        if stats:
+            out.update(stats)
+        return out
