@@ -221,9 +221,14 @@ def ssh_material() -> dict:
     return {"key": key, "pub": open(key + ".pub").read().strip(), "known_hosts": os.path.join(d, "known_hosts")}
 
 
-def host_identity(h: dict) -> None:
-    """Write the host's identity into its /etc and /root upper layers (before boot)."""
+def host_identity(h: dict, write_files: bool = True) -> None:
+    """Write the host's identity into its /etc and /root upper layers (before boot); with ``write_files`` False
+    (a running host) only read it."""
     d = h["dir"]
+    if not write_files:
+        h.update(json.load(open(os.path.join(d, "identity.json"))))
+        h["host_key"] = open(os.path.join(d, "etc.upper", "ssh/ssh_host_ed25519_key.pub")).read().split()[:2]
+        return
     for layer in ("etc", "var", "root"):
         os.makedirs(os.path.join(d, f"{layer}.upper"), exist_ok=True)
         os.makedirs(os.path.join(d, f"{layer}.work"), exist_ok=True)
@@ -273,7 +278,12 @@ def host_identity(h: dict) -> None:
     h["host_key"] = open(hk + ".pub").read().split()[:2]
 
 
-def write_shared_files(hosts: list[dict], ssh: dict) -> None:
+def write_shared_files(hosts: list[dict], ssh: dict, only: set | None = None) -> None:
+    """The controller's known_hosts, and each host's hosts/known_hosts/root SSH files.
+
+    Only hosts in ``only`` (all when None) get theirs: a running host's overlay upper dirs are not written
+    under it (overlayfs then answers ESTALE, and the cna role's authorized_keys would be clobbered).
+    """
     hosts_lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                    f"{GATEWAY}\tlab-controller"]
     hosts_lines += [f"{h['ip']}\t{h['name']}" for h in hosts]
@@ -281,6 +291,8 @@ def write_shared_files(hosts: list[dict], ssh: dict) -> None:
     write(ssh["known_hosts"], "\n".join(known) + "\n")
     priv = open(ssh["key"]).read()
     for h in hosts:
+        if only is not None and h["name"] not in only:
+            continue
         etc = os.path.join(h["dir"], "etc.upper")
         write(os.path.join(etc, "hosts"), "\n".join(hosts_lines + [f"127.0.1.1\t{h['name']}"]) + "\n")
         write(os.path.join(etc, "ssh/ssh_known_hosts"), "\n".join(known) + "\n")
@@ -512,9 +524,11 @@ def cmd_up(args) -> int:
     os.chmod(LAB_DIR, 0o755)
     ssh = ssh_material()
     network_up()
+    # identity and shared files go into the overlays of hosts about to boot, never under a running one
+    booting = set(h["name"] for h in hosts if not host_pid1(h, state))
     for h in hosts:
-        host_identity(h)
-    write_shared_files(hosts, ssh)
+        host_identity(h, write_files=h["name"] in booting)
+    write_shared_files(hosts, ssh, only=booting)
     state.setdefault("hosts", {})
     state["layout"] = want
     booted = []
