@@ -186,8 +186,9 @@ class StorageMigrationManager(Manager):
 
     def _check_target(self, obj, target, dest, size, fmt, prov, base, ds):
         """The destination file must not exist (but a partial copy this module left is replaced), and fit."""
+        # only a target this module marked partial (a killed run's) is ever replaced
         if os.path.lexists(dest):
-            if fileops.get_intent(dest) != "partial" and not os.path.lexists(images.temp_path(dest, "move")):
+            if fileops.get_intent(dest) != "partial":
                 raise ValueError("%s: disk %s cannot move to %s: a file of that name is there already" % (
                     obj, target, dest))
         st = os.statvfs(os.path.dirname(dest))
