@@ -48,6 +48,15 @@ def temp_path(path, purpose):
     return os.path.join(os.path.dirname(path), ".%s%s%s" % (os.path.basename(path), SEP, purpose))
 
 
+INCOMING = "incoming" + SEP
+
+
+def incoming_marker(path, vm_uuid):
+    """<dir>/.<file name>~incoming~<VM UUID>: an empty file announcing that ``path`` is being copied in by a
+    migration of that VM (the cna role's boot-time cleanup removes a copy whose migration never finished)."""
+    return temp_path(path, INCOMING + vm_uuid)
+
+
 def definition_copy_name(vm_dir, vm):
     """<dir>/.<vm>~vm.xml: the VM's definition beside its system disk."""
     return os.path.join(vm_dir, ".%s%svm.xml" % (vm, SEP))

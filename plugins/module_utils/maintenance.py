@@ -119,7 +119,9 @@ class MaintenanceManager(Manager):
                     continue
                 try:
                     mgr = migration.MigrationManager(self.client, peer, check_mode=True)
-                    mgr.precheck(names.validate_name(vm, kind="VM"), "live", dict(opts, name=vm), peer_host)
+                    dom = self.client.domain(names.validate_name(vm, kind="VM"))
+                    uuid = self.client.call("read the UUID of", "VM '%s'" % vm, dom.UUIDString)
+                    mgr.precheck(vm, "live", dict(opts, name=vm), peer_host, uuid)
                 except ValueError as e:
                     # the reason, without the VM's name (the blocked list names it)
                     why.append(str(e).replace("VM '%s': " % vm, "", 1))

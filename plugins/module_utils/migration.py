@@ -49,6 +49,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, volume_xml
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts, refuse_in_maintenance
+from ansible_collections.kvmfusion.compute.plugins.module_utils.images import incoming_marker
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import kib
@@ -148,7 +149,8 @@ class MigrationManager(TwoHostManager):
         if state == "suspended":
             raise ValueError("%s is suspended to %s's disk: resume it (then migrate it live) or discard the saved "
                              "state first" % (obj, src_host))
-        plan = self.precheck(name, mode, d, dst_host)
+        uuid = self.source.call("read the UUID of", obj, src_dom.UUIDString)
+        plan = self.precheck(name, mode, d, dst_host, uuid)
         before, after = {"host": src_host, "state": state}, {"host": dst_host, "state": state}
         self.record("%s-migrate to %s (%s storage)" % (mode, dst_host, plan["storage"]))
         for c in plan.get("create", []):
@@ -157,9 +159,9 @@ class MigrationManager(TwoHostManager):
         if self.check_mode:
             return self.result(before, after, vm=name, host=dst_host, migration=None)
         snaps = self._lift_snapshots(src_dom, name)
-        made = []
+        made, markers = [], []
         try:
-            made = self._create_copy_targets(plan)
+            made = self._create_copy_targets(plan, uuid, markers)
             if mode == "live":
                 stats = self._live(src_dom, name, d, plan)
             else:
@@ -169,7 +171,9 @@ class MigrationManager(TwoHostManager):
                 if snaps:
                     self._put_snapshots(self.source, name, snaps)
                 self._remove_copy_targets(made)
+            self._remove_markers(markers)
             raise
+        self._remove_markers(markers)
         if snaps:
             try:
                 self._put_snapshots(self.dest, name, snaps)
@@ -186,7 +190,7 @@ class MigrationManager(TwoHostManager):
         return self.result(before, after, vm=name, host=dst_host, migration=stats)
 
     # prerequisites -------------------------------------------------------------------------
-    def precheck(self, name, mode, d, dst_host):
+    def precheck(self, name, mode, d, dst_host, uuid):
         """Everything the destination must offer, before anything moves: a plan, or one line."""
         obj = "VM '%s'" % name
         src, dst = self.source, self.dest
@@ -281,12 +285,12 @@ class MigrationManager(TwoHostManager):
                                  % (obj, copy[0][0], copy[0][2], dst_host))
             plan["create"] = []
             for target, path, ds in copy:
-                plan["create"].append(self._copy_target(obj, target, path, ds, dst_host))
+                plan["create"].append(self._copy_target(obj, target, path, ds, dst_host, uuid))
             plan["copied"] = [c[1] for c in copy]
             plan["copy_targets"] = [c[0] for c in copy]
         return plan
 
-    def _copy_target(self, obj, target, path, ds, dst_host):
+    def _copy_target(self, obj, target, path, ds, dst_host, uuid):
         """What the destination gets for a copied disk: a volume of the same name, format, size and
         provisioning (thin stays thin: libvirt would make a fully allocated one) on its datastore of the
         same name and path. An unattached image already at that path with the same size and format is the
@@ -313,18 +317,29 @@ class MigrationManager(TwoHostManager):
             _t2, old_cap, _a = dst.call("read size of", "volume '%s'" % path, old.info)
             old_fmt = xmlutil.find_attr(xmlutil.parse(dst.call("read", "volume '%s'" % path, old.XMLDesc, 0)),
                                         "target/format", "type") or "raw"
-            if users or old_cap != capacity or old_fmt != fmt:
+            marked = dst.volume(ds, os.path.basename(incoming_marker(path, uuid)))
+            if users or old_cap != capacity or old_fmt != fmt or marked is None:
                 raise ValueError("%s: %s already has %s (%s): remove or rename it first" % (
                     obj, dst_host, path, "used by %s" % ", ".join(sorted(set(users))) if users
                     else "another image of that name"))
             plan["stale"] = True
         return plan
 
-    def _create_copy_targets(self, plan):
-        """Make the destination's volumes before the copy; returns their paths (removed again on failure)."""
+    def _create_copy_targets(self, plan, uuid, markers):
+        """Make the destination's volumes before the copy; returns their paths (removed again on failure).
+
+        Each target is announced first by an empty marker beside it (``.<file>~incoming~<VM UUID>``, a name
+        no object can have): if the destination dies mid-copy, the cna role's boot-time cleanup
+        (kvmfusion-incoming-cleanup) finds the marker, sees that no VM of that host uses the file, and
+        removes the partial copy. The markers go when the migration ends, either way."""
         made = []
         for c in plan.get("create", []):
             pool = self.dest.pool(c["datastore"])
+            marker = os.path.basename(incoming_marker(c["path"], uuid))
+            if self.dest.volume(c["datastore"], marker) is None:
+                self.dest.call("create the marker of the incoming copy", "%s on %s" % (marker, self.dest.uri),
+                               pool.createXML, volume_xml(marker, 0, "raw"), 0)
+            markers.append((c["datastore"], marker))
             if c["stale"]:
                 old = self.dest.volume_by_path(c["path"])
                 if old is not None:
@@ -344,6 +359,17 @@ class MigrationManager(TwoHostManager):
             except Exception as e:  # pylint: disable=broad-except
                 self.warn("the partial copy %s on %s could not be removed (%s): the next migration of this VM "
                           "replaces it" % (path, self.dest.uri, e))
+
+    def _remove_markers(self, markers):
+        """The migration ended (moved or not, partial copies handled): the incoming markers go."""
+        for ds, marker in markers:
+            try:
+                vol = self.dest.volume(ds, marker)
+                if vol is not None:
+                    self.dest.call("remove the marker", marker, vol.delete, 0)
+            except Exception as e:  # pylint: disable=broad-except
+                self.warn("the incoming-copy marker %s on %s could not be removed (%s): the destination's "
+                          "boot-time cleanup removes it" % (marker, self.dest.uri, e))
 
     def _device_paths(self, client):
         """Every block device path (and its /dev/disk links) a CNA's node devices have."""

@@ -5,6 +5,9 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import importlib.machinery
+import importlib.util
+import os
 from unittest import mock
 
 import pytest
@@ -31,6 +34,7 @@ class FakePool(object):
         self.n, self.path, self.shared, self.active = name, path, shared, active
         self.uuid_ = uuid or (storage.shared_uuid(name) if shared else "0000-%s" % name)
         self.created = []
+        self.vols = {}
 
     def name(self):
         return self.n
@@ -43,6 +47,11 @@ class FakePool(object):
 
     def createXML(self, xml, flags):
         self.created.append(xml)
+        name = xmlutil.find_text(xmlutil.parse(xml), "name")
+        vol = mock.MagicMock(name="vol-" + name)
+        vol.delete.side_effect = lambda flags: self.vols.pop(name)
+        self.vols[name] = vol
+        return vol
 
 
 class FakeClient(object):
@@ -94,6 +103,11 @@ class FakeClient(object):
     def volume_by_path(self, path):
         return self.volumes.get(path)
 
+    def volume(self, pool, name):
+        if pool not in self.pools:
+            return None
+        return self.pools[pool].vols.get(name) or self.volumes.get(self.pools[pool].path + "/" + name)
+
     def secret_by_uuid(self, uuid):
         return self.secrets.get(uuid)
 
@@ -102,6 +116,7 @@ def fake_dom(xml, state=1, snapshots=()):
     dom = mock.MagicMock(name="dom")
     dom.xml = xml
     dom.name.return_value = xmlutil.find_text(xmlutil.parse(xml), "name")
+    dom.UUIDString.return_value = "6f1c0c2e-0000-4000-8000-00000000beef"
     dom.state.return_value = (state, 0)
     dom.hasManagedSaveImage.return_value = 0
     dom.listAllSnapshots.return_value = list(snapshots)
@@ -410,14 +425,18 @@ def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs
     src, dst, dom, path, vol, _dirs = copy_setup()
 
     def arrive(uri, params, flags):
-        assert len(dst.pools["local"].created) == 1  # made before the copy starts
+        assert len(dst.pools["local"].created) == 2  # marker and target made before the copy starts
         dst.domains["vm1"] = dom
         src.domains.pop("vm1")
     dom.migrateToURI3.side_effect = arrive
     mgr, res = run(src, dst)
     uri, params, flags = dom.migrateToURI3.call_args[0]
     assert flags & constants.MIGRATE_NON_SHARED_DISK and params["migrate_disks"] == ["vda"]
-    created = xmlutil.parse(dst.pools["local"].created[0])
+    # the marker announcing the copy came first, and went once the VM had arrived
+    marker = xmlutil.parse(dst.pools["local"].created[0])
+    assert xmlutil.find_text(marker, "name") == ".vm1.qcow2~incoming~" + dom.UUIDString()
+    assert xmlutil.find_text(marker, "capacity") == "0" and dst.pools["local"].vols.keys() == {"vm1.qcow2"}
+    created = xmlutil.parse(dst.pools["local"].created[1])
     assert xmlutil.find_text(created, "allocation") == "0" and xmlutil.find_attr(created, "target/format", "type") == "qcow2"
     vol.delete.assert_called_once_with(0)  # the source's image goes once the VM runs on the destination
     assert res.actions == ["live-migrate to cna2 (copy storage)", "create the copy of %s on cna2" % path]
@@ -435,6 +454,20 @@ def test_a_failed_copy_removes_the_partial_target(dirs):
         run(src, dst)
     partial.delete.assert_called_once_with(0)
     assert not vol.delete.called
+    assert dst.pools["local"].vols == {} or list(dst.pools["local"].vols) == ["vm1.qcow2"]
+    assert not [n for n in dst.pools["local"].vols if "~incoming~" in n]  # the marker went too
+
+
+def test_a_partial_copy_is_replaced_only_when_its_marker_says_so(dirs):
+    stale = mock.MagicMock()
+    stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
+    stale.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
+    src, dst, dom, path, vol, _dirs = copy_setup(dst_vol=stale)
+    refused(src, dst, "cna2 already has %s (another image of that name)" % path)
+    # a marker of another VM does not count
+    dst.pools["local"].vols[".vm1.qcow2~incoming~0000"] = mock.MagicMock()
+    refused(src, dst, "cna2 already has %s (another image of that name)" % path)
+    assert not stale.delete.called
 
 
 def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkeypatch):
@@ -442,6 +475,7 @@ def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkey
     stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
     stale.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
     src, dst, dom, path, vol, _dirs = copy_setup(dst_vol=stale)
+    dst.pools["local"].vols[".vm1.qcow2~incoming~" + dom.UUIDString()] = mock.MagicMock()  # left by a dead destination
     mgr, res = run(src, dst, check_mode=True)
     assert "replace the partial copy of %s on cna2" % path in res.actions
     stale.info.return_value = (0, 2048 * MIB, 900 * MIB)
@@ -612,3 +646,98 @@ def test_no_migration_lands_on_a_host_in_maintenance():
     dst.secrets[hosts.MAINTENANCE_UUID] = secret
     refused(src, dst, "VM 'vm1' cannot move there: cna2 is in maintenance")
     assert_nothing_moved(dom, dst)
+
+
+# ---------------------------------------------------------------- the destination's boot-time cleanup
+CLEANUP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(migration.__file__)))),
+                       "roles", "cna", "files", "incoming_cleanup.py")
+
+
+def load_cleanup():
+    loader = importlib.machinery.SourceFileLoader("kvmfusion_incoming_cleanup", CLEANUP)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+class Vol(object):
+    def __init__(self, pool, name, backing=None):
+        self.pool, self.n, self.backing = pool, name, backing
+
+    def name(self):
+        return self.n
+
+    def XMLDesc(self, flags):
+        bs = "<backingStore><path>%s</path></backingStore>" % self.backing if self.backing else ""
+        return "<volume><name>%s</name>%s</volume>" % (self.n, bs)
+
+    def delete(self, flags):
+        del self.pool.vols[self.n]
+
+
+class Pool(object):
+    def __init__(self, path, names, kind="dir"):
+        self.path, self.kind = path, kind
+        self.vols = dict((n, Vol(self, n)) for n in names)
+        self.refreshed = False
+
+    def XMLDesc(self, flags):
+        return "<pool type='%s'><target><path>%s</path></target></pool>" % (self.kind, self.path)
+
+    def refresh(self, flags):
+        self.refreshed = True
+
+    def listAllVolumes(self, flags):
+        return list(self.vols.values())
+
+    def storageVolLookupByName(self, name):
+        if name not in self.vols:
+            raise RuntimeError("Storage volume not found: no storage vol with matching name '%s'" % name)
+        return self.vols[name]
+
+
+class Conn(object):
+    def __init__(self, pools, domains=()):
+        self.pools, self.domains = pools, list(domains)
+
+    def listAllStoragePools(self, flags):
+        return self.pools
+
+    def listAllDomains(self, flags):
+        return self.domains
+
+    def lookupByUUIDString(self, uuid):
+        for d in self.domains:
+            if d.uuid == uuid:
+                return d
+        raise RuntimeError("Domain not found: no domain with matching uuid '%s'" % uuid)
+
+
+def on_host(uuid, path):
+    dom = mock.MagicMock()
+    dom.uuid = uuid
+    dom.isPersistent.return_value = True
+    dom.XMLDesc.return_value = "<domain><devices><disk><source file='%s'/></disk></devices></domain>" % path
+    return dom
+
+
+def test_the_boot_cleanup_removes_only_copies_whose_migration_never_finished():
+    mod = load_cleanup()
+    assert mod.parse_marker(os.path.basename(migration.images.incoming_marker(LOCAL + "/a.qcow2", "u-1"))) == ("a.qcow2", "u-1")
+    assert mod.parse_marker("a.qcow2") is None and mod.parse_marker(".a.qcow2~new") is None
+    pool = Pool(LOCAL, ["dead.qcow2", ".dead.qcow2~incoming~u-dead",      # the host died in this copy
+                        "done.qcow2", ".done.qcow2~incoming~u-done",      # arrived; its marker outlived the run
+                        "base.qcow2", ".base.qcow2~incoming~u-gone",      # a clone stands on it since
+                        "clone.qcow2", ".never.qcow2~incoming~u-never",   # died before the copy target existed
+                        "user.qcow2"])                                    # no marker: never touched
+    pool.vols["clone.qcow2"].backing = LOCAL + "/base.qcow2"
+    other = Pool("/srv/iscsi", [".x~incoming~u-dead"], kind="iscsi")
+    lines = []
+    removed = mod.clean(Conn([pool, other], [on_host("u-done", LOCAL + "/done.qcow2")]), lines.append)
+    assert removed == [LOCAL + "/dead.qcow2"]
+    assert sorted(pool.vols) == ["base.qcow2", "clone.qcow2", "done.qcow2", "user.qcow2"]
+    assert pool.refreshed and list(other.vols) == [".x~incoming~u-dead"]
+    assert "%s/dead.qcow2: removed (the partial copy of a migration this host died in)" % LOCAL in lines
+    assert "%s/done.qcow2: kept (its VM runs here)" % LOCAL in lines
+    assert "%s/base.qcow2: kept (an image stands on it)" % LOCAL in lines
