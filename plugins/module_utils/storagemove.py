@@ -48,7 +48,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.power import sta
 PROVISIONING = fileops.PROVISIONING
 FORMATS = ("qcow2", "raw")
 #: virDomainBlockCopyFlags / virDomainBlockJobAbortFlags
-BLOCK_COPY_REUSE_EXT, BLOCK_COPY_TRANSIENT_JOB = 2, 4
+BLOCK_COPY_REUSE_EXT, BLOCK_COPY_TRANSIENT_JOB, BLOCK_COPY_SYNCHRONOUS_WRITES = 2, 4, 8
 BLOCK_JOB_ABORT_PIVOT = 2
 #: qemu-img preallocation per provisioning
 PREALLOCATION = {"thin": "off", "thick_lazy_zeroed": "falloc", "thick_eager_zeroed": "full"}
@@ -100,7 +100,8 @@ class StorageMigrationManager(Manager):
         for p in todo:
             stats = self._move_one(dom, vm, p, live, d)
             moved.append((p, stats))
-            self._record_move(dom, vm, p, live)
+            if not live:
+                self._record_move(dom, vm, p, live)
             self._remove_old(p)
         self._refresh(dest_pool, d["datastore"])
         for name in set(p["from"][0] for p, _s in moved):
@@ -244,7 +245,8 @@ class StorageMigrationManager(Manager):
         started = False
         try:
             self.client.call("start the block copy of", "disk %s of %s" % (p["target"], obj), dom.blockCopy,
-                             p["target"], dest_xml, params, BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB)
+                             p["target"], dest_xml, params,
+                             BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB | BLOCK_COPY_SYNCHRONOUS_WRITES)
             started = True
             deadline = time.time() + d["timeout"] if d["timeout"] else None
             info = {}
@@ -258,14 +260,24 @@ class StorageMigrationManager(Manager):
                     raise ValueError("the copy of disk %s of %s did not finish within the %d s timeout"
                                      % (p["target"], obj, d["timeout"]))
                 time.sleep(POLL)
-            self.client.call("switch to the copy of", "disk %s of %s" % (p["target"], obj), dom.blockJobAbort,
-                             p["target"], BLOCK_JOB_ABORT_PIVOT)
-            for _i in range(600):
-                if not self.client.call("read the block copy of", obj, dom.blockJobInfo, p["target"], 0):
-                    break
-                time.sleep(POLL)
-            if self._active_file(vm, p["target"]) != p["dest"]:
-                raise ValueError("disk %s of %s is not on %s after the switch" % (p["target"], obj, p["dest"]))
+            # In sync, and every guest write from now on lands on both images (synchronous writes): the
+            # persistent definition points at the copy before the switch, so a host dying at any moment boots
+            # the VM from an image holding every write (before this, from the source; the copy is partial).
+            done = self._define_move(vm, p)
+            try:
+                self.client.call("switch to the copy of", "disk %s of %s" % (p["target"], obj), dom.blockJobAbort,
+                                 p["target"], BLOCK_JOB_ABORT_PIVOT)
+                for _i in range(600):
+                    if not self.client.call("read the block copy of", obj, dom.blockJobInfo, p["target"], 0):
+                        break
+                    time.sleep(POLL)
+                if self._active_file(vm, p["target"]) != p["dest"]:
+                    raise ValueError("disk %s of %s is not on %s after the switch" % (p["target"], obj, p["dest"]))
+            except Exception:
+                if self._active_file(vm, p["target"]) != p["dest"]:
+                    self.client.define_domain(done["before"])  # the VM stays on its source: so does its definition
+                raise
+            self._moved(dom, vm, p, True, done)
         except Exception:
             if started and self._active_file(vm, p["target"]) != p["dest"]:
                 try:
@@ -320,10 +332,14 @@ class StorageMigrationManager(Manager):
 
     def _record_move(self, dom, vm, p, live):
         """The persistent definition points at the new image; the metadata says where the declared disk went."""
+        done = self._define_move(vm, p)
+        self._moved(dom, vm, p, live, done)
+
+    def _define_move(self, vm, p):
+        """The persistent definition repointed at the new image, with its moves and modes; returns what
+        _moved needs, and the definition as it was (to put back if the switch fails)."""
         # read with secrets (SECURE): the redefinition keeps a console password
         xml = self.client.domain_xml(vm, inactive=True, secure=True)
-        # the copy beside the system disk: where it was before (libvirt may have repointed the definition already)
-        old_copy = images.definition_copy_name(os.path.dirname(p["base"]), vm)
         root = xmlutil.parse(xml)
         for el in root.findall("devices/disk"):
             if xmlutil.find_attr(el, "target", "dev") == p["target"]:
@@ -337,10 +353,6 @@ class StorageMigrationManager(Manager):
             for old in meta.findall("{%s}disks" % META_NS):
                 meta.remove(old)
             meta.append(metadata_element(moved_modes))
-            if live:
-                self.client.call("record the mode of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
-                                 xmlutil.tostring(metadata_element(moved_modes, namespaced=False)), META_KEY, META_NS,
-                                 AFFECT_LIVE)
         moves = moves_of(root)
         moves[p["from"]] = p["to"]
         # a chain of moves collapses (the declared disk maps straight to where it is now); a disk back where it
@@ -357,9 +369,19 @@ class StorageMigrationManager(Manager):
             ET.SubElement(new, "{%s}disk" % MOVES_NS, dict(child.attrib))
         ET.register_namespace(MOVES_KEY, MOVES_NS)
         self.client.define_domain(xmlutil.tostring(root))
+        return {"before": xml, "moves": moves, "modes": moved_modes if moved_modes != modes else None}
+
+    def _moved(self, dom, vm, p, live, done):
+        """After the switch: the running VM's metadata and the definition copy follow the disk."""
+        if live and done["modes"] is not None:
+            self.client.call("record the mode of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
+                             xmlutil.tostring(metadata_element(done["modes"], namespaced=False)), META_KEY, META_NS,
+                             AFFECT_LIVE)
         if live:
             self.client.call("record the move of", "VM '%s'" % vm, dom.setMetadata, METADATA_ELEMENT,
-                             moves_xml(moves), MOVES_KEY, MOVES_NS, AFFECT_LIVE)
+                             moves_xml(done["moves"]), MOVES_KEY, MOVES_NS, AFFECT_LIVE)
+        # the copy beside the system disk: where it was before (the definition points at the new image now)
+        old_copy = images.definition_copy_name(os.path.dirname(p["base"]), vm)
         copy = images.definition_copy_path(self.client.domain_xml(vm, inactive=True))
         if copy:
             write_definition_copy(self.client, vm, copy)

@@ -17,9 +17,9 @@ description:
   - On the way, the provisioning (V(thin), V(thick_lazy_zeroed), V(thick_eager_zeroed)) and the format
     (V(qcow2), V(raw)) can change.
   - The target image is made first, with the format and provisioning asked for.
-  - B(A running VM) keeps running. A libvirt block copy mirrors each disk into its target. Writes go to both,
-    the bulk copy runs, and blocks written meanwhile are copied again. Once the copy is in sync, the VM
-    switches to the new image.
+  - B(A running VM) keeps running. A libvirt block copy mirrors each disk into its target. Guest writes go to
+    both images synchronously while the bulk copy runs. Once the copy is in sync, the VM's definition points at
+    the new image, and then the VM switches to it.
   - B(A stopped VM)'s disk is converted with C(qemu-img convert) under a temporary name. It is compared with the
     source, then takes its name.
   - Only allocated data moves. A thin disk with 10% data moves about 10% of its size.
@@ -29,6 +29,8 @@ description:
     declares the disk on its old datastore finds it where it went, and does not create it again.
   - Until the switch the source is the disk. Any failure (the target datastore full, O(timeout), the task killed)
     leaves the VM on it and removes the target. A partial target that a killed task left is replaced on the next run.
+  - If the CNA itself dies mid-copy, the VM is defined on its source disk when the CNA comes back. The partial
+    target is removed at that boot by the cleanup the P(kvmfusion.compute.cna#role) role installs.
   - A linked clone's disk becomes a full disk on the way (the template's data is copied into it); the template
     is not touched.
   - Refused, in one line and before any change, for a disk with snapshot layers (the snapshots would lose

@@ -30,6 +30,9 @@ description:
   - libvirt refuses to migrate a VM with snapshots. Their metadata moves with the VM, and the destination gets
     the same snapshot tree and current snapshot.
   - A failed or aborted migration (O(timeout)) leaves the VM running on its source, with its snapshots.
+    The partial copies of its disks on the destination are removed.
+    If the destination dies mid-copy, they are removed when it boots again, by the cleanup the
+    P(kvmfusion.compute.cna#role) role installs (each copy target is announced by a marker file first).
   - A VM that is already on the destination is not changed.
   - The result reports the downtime, total time and bytes transferred, as QEMU measured them.
 author:

@@ -13,8 +13,13 @@
 # markers when it ends. A marker still here at boot means this host died while the copy ran: the file it
 # announces is a partial copy (the source kept the VM and its disks), unless a VM of this host uses it
 # (the migration had finished) or another image of the datastore stands on it. Partial copies go; the
-# markers go. Nothing else is touched.
-"""Remove the partial disk copies of migrations this host died in the middle of."""
+# markers go.
+#
+# A storage migration (kvmfusion.compute.storage_migration) on this host marks its target image "partial"
+# (extended attribute user.kvmfusion.provisioning) until the VM runs on it, and converts a stopped VM's
+# disk into <dir>/.<file name>~move before renaming it. Such files, when no VM of this host uses them and
+# no image stands on them, are what a move this host died in left: they go too. Nothing else is touched.
+"""Remove the partial disk copies of migrations and storage moves this host died in the middle of."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -25,6 +30,19 @@ import xml.etree.ElementTree as ET
 
 SEP = "~"
 INCOMING = SEP + "incoming" + SEP
+MOVE_TEMP = SEP + "move"
+INTENT_XATTR = "user.kvmfusion.provisioning"
+
+
+def left_by_a_move(directory, name):
+    """Whether a datastore file is the partial target of a storage move: a temporary conversion, or an
+    image still marked partial."""
+    if name.startswith(".") and name.endswith(MOVE_TEMP):
+        return True
+    try:
+        return os.getxattr(os.path.join(directory, name), INTENT_XATTR) == b"partial"
+    except OSError:
+        return False
 
 
 def parse_marker(name):
@@ -84,11 +102,21 @@ def clean(conn, log):
             continue
         directory = root.findtext("target/path")
         pool.refresh(0)
-        markers = [(v, parse_marker(v.name())) for v in pool.listAllVolumes(0)]
+        volumes = pool.listAllVolumes(0)
+        markers = [(v, parse_marker(v.name())) for v in volumes]
         markers = [(v, m) for v, m in markers if m is not None]
-        if not markers:
+        moves = [v for v in volumes if parse_marker(v.name()) is None and left_by_a_move(directory, v.name())]
+        if not markers and not moves:
             continue
         standing = backing_files(pool)
+        for vol in moves:
+            path = os.path.normpath(os.path.join(directory, vol.name()))
+            if path in used or path in standing:
+                log("%s: kept (marked partial, but %s)" % (path, "a VM uses it" if path in used else "an image stands on it"))
+                continue
+            vol.delete(0)
+            removed.append(path)
+            log("%s: removed (the partial target of a storage move this host died in)" % path)
         for marker, (base, uuid) in markers:
             path = os.path.normpath(os.path.join(directory, base))
             try:

@@ -741,3 +741,19 @@ def test_the_boot_cleanup_removes_only_copies_whose_migration_never_finished():
     assert "%s/dead.qcow2: removed (the partial copy of a migration this host died in)" % LOCAL in lines
     assert "%s/done.qcow2: kept (its VM runs here)" % LOCAL in lines
     assert "%s/base.qcow2: kept (an image stands on it)" % LOCAL in lines
+
+
+def test_the_boot_cleanup_removes_what_a_storage_move_left_and_nothing_in_use(tmp_path):
+    mod = load_cleanup()
+    d = str(tmp_path)
+    names = ["moving.qcow2", ".moving2.qcow2~move", "in-use.qcow2", "done.qcow2", "plain.qcow2"]
+    for n in names:
+        open(os.path.join(d, n), "w").close()
+    for n, value in (("moving.qcow2", b"partial"), ("in-use.qcow2", b"partial"), ("done.qcow2", b"thin")):
+        os.setxattr(os.path.join(d, n), "user.kvmfusion.provisioning", value)
+    pool = Pool(d, names)
+    lines = []
+    removed = mod.clean(Conn([pool], [on_host("u-1", os.path.join(d, "in-use.qcow2"))]), lines.append)
+    assert sorted(removed) == sorted([os.path.join(d, "moving.qcow2"), os.path.join(d, ".moving2.qcow2~move")])
+    assert sorted(pool.vols) == ["done.qcow2", "in-use.qcow2", "plain.qcow2"]
+    assert "%s/in-use.qcow2: kept (marked partial, but a VM uses it)" % d in lines

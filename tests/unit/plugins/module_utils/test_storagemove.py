@@ -85,8 +85,10 @@ class Cna(object):
     def domain(self, name):
         return self.dom if name == "vm1" else None
 
+    live = None  # the running VM's XML where it differs from its definition (a block copy in progress)
+
     def domain_xml(self, name, inactive=False, secure=False):
-        return self.xml
+        return self.live if self.live is not None and not inactive else self.xml
 
     def call(self, action, obj, fn, *args):
         return fn(*args)
@@ -211,25 +213,32 @@ def live_cna(cna, fail=None):
 
     def copy(target, xml, params, flags):
         assert os.path.exists(dest)  # the target is made first
-        assert flags == storagemove.BLOCK_COPY_REUSE_EXT | storagemove.BLOCK_COPY_TRANSIENT_JOB
+        assert flags == (storagemove.BLOCK_COPY_REUSE_EXT | storagemove.BLOCK_COPY_TRANSIENT_JOB
+                         | storagemove.BLOCK_COPY_SYNCHRONOUS_WRITES)
         if fail == "copy":
             raise RuntimeError("No space left on device")
-        c.xml = c._xml(c.disk, c.fmt).replace("</disk>", "<mirror type='file' ready='yes'/></disk>")
+        c.live = c._xml(c.disk, c.fmt).replace("</disk>", "<mirror type='file' ready='yes'/></disk>")
 
     def info(target, flags):
         calls["info"] += 1
-        if "ready='yes'" in c.xml:
+        if c.live is not None and "ready='yes'" in c.live:
             return {"cur": 64 * MIB, "end": 64 * MIB, "type": 2}
         return {}
 
     def abort(target, flags):
         if flags == storagemove.BLOCK_JOB_ABORT_PIVOT:
-            c.xml = c._xml(dest, c.fmt)
+            # the definition already points at the copy when the switch happens
+            calls["defined_at_pivot"] = [xmlutil.find_attr(xmlutil.parse(x), "devices/disk/source", "file")
+                                         for x in c.defined]
+            if fail == "pivot":
+                raise RuntimeError("pivot refused")
+            c.live = c._xml(dest, c.fmt)
         else:
-            c.xml = c._xml(c.disk, c.fmt)
+            c.live = c._xml(c.disk, c.fmt)
     c.dom.blockCopy.side_effect = copy
     c.dom.blockJobInfo.side_effect = info
     c.dom.blockJobAbort.side_effect = abort
+    c.calls = calls
     return c, dest
 
 
@@ -242,6 +251,17 @@ def test_a_running_vm_is_mirrored_then_switched(cna):
     assert res.actions == ["mirror vda to %s (qcow2 thin)" % dest]
     assert not os.path.exists(c.disk) and os.path.exists(dest)
     assert diskspec.moves_of(xmlutil.parse(c.defined[-1])) == {("ds1", "data.qcow2"): ("ds2", "data.qcow2")}
+    assert c.calls["defined_at_pivot"] == [dest]
+
+
+def test_a_failed_switch_puts_the_definition_back_on_the_source(cna):
+    c, dest = live_cna(cna, fail="pivot")
+    before = c.xml
+    with pytest.raises(Exception) as err:
+        move(c)
+    assert "pivot refused" in str(err.value)
+    assert c.xml == before and len(c.defined) == 2  # repointed for the switch, then back
+    assert os.path.exists(c.disk) and not os.path.exists(dest)
 
 
 def test_a_failed_copy_leaves_the_vm_on_its_disk_and_no_target(cna):
