@@ -215,6 +215,10 @@ class Client(object):
 
     # lookups
 
+    def new_stream(self):
+        """A blocking stream on this connection (volume download and upload)."""
+        return self.call("open a stream", None, self.conn.newStream, 0)
+
     def domain(self, name):
         return self.lookup("domain", "domain '%s'" % name, self.conn.lookupByName, name)
 

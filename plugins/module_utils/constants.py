@@ -70,3 +70,8 @@ JOB_NONE, JOB_UNBOUNDED = 0, 2
 STATE_RUNNING, STATE_PAUSED, STATE_SHUTOFF = 1, 3, 5
 # virConnectListAllNodeDeviceFlags
 NODEDEV_CAP_STORAGE = 1 << 5
+
+# virStorageVolInfoFlags, virStorageVolDownloadFlags, virStorageVolUploadFlags
+VOL_GET_PHYSICAL = 1
+VOL_DOWNLOAD_SPARSE_STREAM = 1
+VOL_UPLOAD_SPARSE_STREAM = 1

@@ -439,6 +439,51 @@ class VmManager(Manager):
         return before
 
 
+#: virDomainJobOperation
+JOB_OPERATIONS = {1: "start", 2: "save", 3: "restore", 4: "incoming_migration", 5: "outgoing_migration",
+                  6: "snapshot", 7: "snapshot_revert", 8: "dump", 9: "backup", 10: "snapshot_delete"}
+#: virDomainBlockJobInfoFlags: the bandwidth in bytes/s (not MiB/s)
+BLOCK_JOB_INFO_BANDWIDTH_BYTES = 1
+#: virDomainBlockJobType
+BLOCK_JOB_TYPES = {1: "pull", 2: "copy", 3: "commit", 4: "active_commit", 5: "backup"}
+
+
+def _percent(done, total):
+    return round(100.0 * done / total, 1) if total else None
+
+
+def running_jobs(client, dom, name, root):
+    """What a running VM is doing now, as QEMU counts it: its domain job (a migration, a save...) and the block
+    jobs of its disks (a storage migration's copy, a commit). The progress of a vm_migration or
+    storage_migration task run with ``async``, read by polling vm_info."""
+    obj = "VM '%s'" % name
+    job = None
+    stats = client.call("read the job of", obj, dom.jobStats, 0) or {}
+    if stats.get("type"):
+        total = stats.get("data_total") or 0
+        job = {"operation": JOB_OPERATIONS.get(stats.get("operation"), "unknown"),
+               "elapsed_ms": stats.get("time_elapsed"),
+               "data_total": stats.get("data_total"), "data_processed": stats.get("data_processed"),
+               "data_remaining": stats.get("data_remaining"),
+               "memory_iteration": stats.get("memory_iteration"),
+               "memory_dirty_rate": stats.get("memory_dirty_rate"),
+               "disk_total": stats.get("disk_total"), "disk_processed": stats.get("disk_processed"),
+               "percent": _percent(stats.get("data_processed") or 0, total)}
+    block = []
+    for el in root.findall("devices/disk"):
+        target = xmlutil.find_attr(el, "target", "dev")
+        if not target:
+            continue
+        info = client.call("read the block jobs of", obj, dom.blockJobInfo, target, BLOCK_JOB_INFO_BANDWIDTH_BYTES) or {}
+        if info:
+            mirror = el.find("mirror")
+            block.append({"disk": target, "type": BLOCK_JOB_TYPES.get(info.get("type"), "unknown"),
+                          "cur": info.get("cur"), "end": info.get("end"), "bandwidth": info.get("bandwidth"),
+                          "percent": _percent(info.get("cur") or 0, info.get("end") or 0),
+                          "ready": mirror is not None and mirror.get("ready") == "yes"})
+    return job, block
+
+
 def vm_facts(client, dom, local):
     name = client.call("read name of", "VM", dom.name)
     obj = "VM '%s'" % name
@@ -465,6 +510,7 @@ def vm_facts(client, dom, local):
         n["ips"] = by_mac.get((n["mac"] or "").lower(), [])
         nics.append(n)
     qos = qos_view(root, {})
+    job, block_jobs = running_jobs(client, dom, name, live) if running else (None, [])
     return {
         "name": name,
         "uuid": client.call("read UUID of", obj, dom.UUIDString),
@@ -482,4 +528,6 @@ def vm_facts(client, dom, local):
         "qos": qos,
         "definition_copy": images.definition_copy_path(xml),
         "clone_of": clone_of(root),
+        "job": job,
+        "block_jobs": block_jobs,
     }

@@ -20,6 +20,7 @@ redefines them on the source, where the VM still runs.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import hashlib
 import os
 import threading
 import time
@@ -45,6 +46,9 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     MIGRATE_UNSAFE,
     NODEDEV_CAP_STORAGE,
     SNAPSHOT_XML_SECURE,
+    VOL_DOWNLOAD_SPARSE_STREAM,
+    VOL_GET_PHYSICAL,
+    VOL_UPLOAD_SPARSE_STREAM,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, volume_xml
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
@@ -108,6 +112,58 @@ def _snapshot_order(entries):
     return out
 
 
+class ContentHash(object):
+    """sha256 of a file's content as a sparse stream delivers it: runs of data and holes. The same content
+    gives the same hash whether a run of zeros arrives as a hole or as data (a preallocated copy reads back
+    its skipped holes as zeros): the hash covers the non-zero blocks (64 KiB, at their offsets) and the length."""
+
+    BLOCK = 65536
+    ZERO = bytes(BLOCK)
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.pos = 0
+        self.block = bytearray()
+        self.data_bytes = 0
+
+    def _complete(self):
+        """The block being filled is complete (or the stream ended): hashed unless it is all zeros."""
+        if self.block and bytes(self.block) != self.ZERO[:len(self.block)]:
+            self.digest.update(b"%d:" % (self.pos - len(self.block)))
+            self.digest.update(self.block)
+        self.block = bytearray()
+
+    def data(self, buf):
+        self.data_bytes += len(buf)
+        view, i = memoryview(buf), 0
+        while i < len(view):
+            piece = view[i:i + self.BLOCK - self.pos % self.BLOCK]
+            self.block += piece
+            self.pos += len(piece)
+            i += len(piece)
+            if self.pos % self.BLOCK == 0:
+                self._complete()
+
+    def hole(self, length):
+        if self.block:  # zeros finish the block being filled
+            n = min(length, self.BLOCK - self.pos % self.BLOCK)
+            self.block += bytes(n)
+            self.pos += n
+            length -= n
+            if self.pos % self.BLOCK == 0:
+                self._complete()
+        whole = length - length % self.BLOCK
+        self.pos += whole  # whole zero blocks: nothing to hash
+        if length % self.BLOCK:
+            self.block += bytes(length % self.BLOCK)
+            self.pos += length % self.BLOCK
+
+    def hexdigest(self):
+        self._complete()
+        self.digest.update(b"end:%d" % self.pos)
+        return self.digest.hexdigest()
+
+
 class MigrationManager(TwoHostManager):
     """vm_migration: the VM on the destination CNA, running as it ran, or nothing changed."""
 
@@ -165,7 +221,14 @@ class MigrationManager(TwoHostManager):
             if mode == "live":
                 stats = self._live(src_dom, name, d, plan)
             else:
+                began = time.time()
+                sent = self._send_copies(plan)
+                for ds in sorted(set(c["datastore"] for c in plan.get("create", []))):
+                    # libvirt reads the copies' format (made as raw byte copies) from the files
+                    self.dest.call("refresh", "datastore '%s'" % ds, self.dest.pool(ds).refresh, 0)
                 stats = self._cold(src_dom, name, plan)
+                stats["disk_bytes"] = stats["transferred_bytes"] = sent
+                stats["total_time_ms"] = int((time.time() - began) * 1000)
         except Exception:
             if self.source.domain(name) is not None:
                 if snaps:
@@ -279,13 +342,9 @@ class MigrationManager(TwoHostManager):
                              % (obj, copy[0][0], copy[0][2], dst_host))
         if copy and want != "shared":
             plan["storage"] = "copy"
-            if not live:
-                raise ValueError("%s: disk %s is on datastore %s, which %s does not share; a stopped VM's disks are "
-                                 "copied by starting it and migrating it live, or moved to a shared datastore first"
-                                 % (obj, copy[0][0], copy[0][2], dst_host))
             plan["create"] = []
             for target, path, ds in copy:
-                plan["create"].append(self._copy_target(obj, target, path, ds, dst_host, uuid))
+                plan["create"].append(dict(self._copy_target(obj, target, path, ds, dst_host, uuid), cold=not live))
             plan["copied"] = [c[1] for c in copy]
             plan["copy_targets"] = [c[0] for c in copy]
         return plan
@@ -309,21 +368,73 @@ class MigrationManager(TwoHostManager):
         if os.path.normpath(os.path.join(dst_dir, os.path.basename(path))) != os.path.normpath(path):
             raise ValueError("%s: datastore %s is at %s on %s, not at %s: libvirt copies a disk to the same path"
                              % (obj, ds, dst_dir, dst_host, os.path.dirname(path)))
+        _t, physical, _a = self.source.call("read size of", "volume '%s'" % path, vol.infoFlags, VOL_GET_PHYSICAL)
         plan = {"datastore": ds, "name": os.path.basename(path), "path": path, "format": fmt,
-                "capacity": capacity, "thick": allocation >= capacity, "stale": False}
+                "capacity": capacity, "physical": physical, "thick": allocation >= capacity, "stale": False}
         old = dst.volume_by_path(path)
         if old is not None:
+            # the partial copy of an interrupted migration of this VM: its marker says so, and no VM uses it
             users = [u for u, _t in images.users_of(dst, path, local=False)]
-            _t2, old_cap, _a = dst.call("read size of", "volume '%s'" % path, old.info)
-            old_fmt = xmlutil.find_attr(xmlutil.parse(dst.call("read", "volume '%s'" % path, old.XMLDesc, 0)),
-                                        "target/format", "type") or "raw"
             marked = dst.volume(ds, os.path.basename(incoming_marker(path, uuid)))
-            if users or old_cap != capacity or old_fmt != fmt or marked is None:
+            if users or marked is None:
                 raise ValueError("%s: %s already has %s (%s): remove or rename it first" % (
                     obj, dst_host, path, "used by %s" % ", ".join(sorted(set(users))) if users
                     else "another image of that name"))
             plan["stale"] = True
         return plan
+
+    def _send_copies(self, plan):
+        """A stopped VM's unshared disks, copied file for file through both CNAs' libvirt (each touches only its
+        own files): the source's image is read as a sparse stream and written into the destination's volume,
+        holes skipped, so a thin image stays thin and a preallocated target keeps its allocation. The
+        destination's image is then read back and must have the same content. Returns the bytes of data sent."""
+        sent = 0
+        for c in plan.get("create", []):
+            src_vol = self.source.volume_by_path(c["path"])
+            dst_vol = self.dest.volume_by_path(c["path"])
+            what = "%s to %s" % (c["path"], self._hosts[1])
+            src_stream, dst_stream = self.source.new_stream(), self.dest.new_stream()
+            self.source.call("read", c["path"], src_vol.download, src_stream, 0, 0, VOL_DOWNLOAD_SPARSE_STREAM)
+            self.dest.call("write the copy of", what, dst_vol.upload, dst_stream, 0, 0, VOL_UPLOAD_SPARSE_STREAM)
+            content = ContentHash()
+
+            def data(_stream, buf, _opaque):
+                done = 0
+                while done < len(buf):
+                    done += dst_stream.send(buf[done:])
+                content.data(buf)
+                return len(buf)
+
+            def hole(_stream, length, _opaque):
+                dst_stream.sendHole(length, 0)
+                content.hole(length)
+                return 0
+            try:
+                self.source.call("copy", what, src_stream.sparseRecvAll, data, hole, None)
+                self.source.call("finish reading", c["path"], src_stream.finish)
+                self.dest.call("finish writing", what, dst_stream.finish)
+            except Exception:
+                for stream in (src_stream, dst_stream):
+                    try:
+                        stream.abort()
+                    except Exception:  # pylint: disable=broad-except
+                        pass
+                raise
+            sent += content.data_bytes
+            if self._read_back(c) != content.hexdigest():
+                raise ValueError("the copy of %s on %s does not read back as it was sent" % (c["path"], self._hosts[1]))
+        return sent
+
+    def _read_back(self, c):
+        """The content hash of the destination's image, read back through its libvirt the way it was sent."""
+        vol = self.dest.volume_by_path(c["path"])
+        stream = self.dest.new_stream()
+        self.dest.call("read back", c["path"], vol.download, stream, 0, 0, VOL_DOWNLOAD_SPARSE_STREAM)
+        content = ContentHash()
+        self.dest.call("read back", c["path"], stream.sparseRecvAll, lambda _s, buf, _o: content.data(buf) or len(buf),
+                       lambda _s, length, _o: content.hole(length) or 0, None)
+        self.dest.call("finish reading back", c["path"], stream.finish)
+        return content.hexdigest()
 
     def _create_copy_targets(self, plan, uuid, markers):
         """Make the destination's volumes before the copy; returns their paths (removed again on failure).
@@ -344,7 +455,12 @@ class MigrationManager(TwoHostManager):
                 old = self.dest.volume_by_path(c["path"])
                 if old is not None:
                     self.dest.call("remove the partial copy", c["path"], old.delete, 0)
-            xml = volume_xml(c["name"], c["capacity"], c["format"], allocation=c["capacity"] if c["thick"] else 0)
+            if c.get("cold"):
+                # a byte copy of the image file follows: a raw volume of the file's size (libvirt reads the
+                # format from the file once it is there), allocated when the source is thick
+                xml = volume_xml(c["name"], c["physical"], "raw", allocation=c["physical"] if c["thick"] else 0)
+            else:
+                xml = volume_xml(c["name"], c["capacity"], c["format"], allocation=c["capacity"] if c["thick"] else 0)
             self.dest.call("create the copy target", "%s on %s" % (c["path"], self.dest.uri), pool.createXML, xml, 0)
             made.append(c["path"])
         return made

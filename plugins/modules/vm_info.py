@@ -119,6 +119,27 @@ vms:
       description: Where the copy of the definition beside the system disk lives.
       type: str
       sample: /var/lib/kvmfusion/shared/.web1~vm.xml
+    job:
+      description:
+        - What a running VM's domain job is doing now, as QEMU counts it, or null when it has none.
+        - C(operation) is C(outgoing_migration) on the source of a M(kvmfusion.compute.vm_migration) in
+          progress, C(incoming_migration) on its destination, or C(save), C(dump), C(snapshot)...
+        - Bytes C(data_total), C(data_processed), C(data_remaining) (memory and copied disks), the memory
+          round C(memory_iteration) and dirty rate (pages/s), C(disk_total) and C(disk_processed), and
+          C(percent) of the data processed.
+        - Poll it while a migration runs with C(async) to follow its progress.
+      type: dict
+      sample: {operation: outgoing_migration, elapsed_ms: 5210, data_total: 1090519040, data_processed: 402653184,
+               data_remaining: 687865856, memory_iteration: 1, memory_dirty_rate: 120, disk_total: 0,
+               disk_processed: 0, percent: 36.9}
+    block_jobs:
+      description:
+        - The block jobs of a running VM's disks (a M(kvmfusion.compute.storage_migration) copy in progress is
+          C(type=copy)) with bytes C(cur) of C(end), C(percent), the bandwidth limit in bytes/s, and whether a
+          copy is C(ready) (in sync, about to switch).
+      type: list
+      elements: dict
+      sample: [{disk: vda, type: copy, cur: 402653184, end: 1073741824, bandwidth: 0, percent: 37.5, ready: false}]
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule

@@ -142,6 +142,33 @@ EXAMPLES = r'''
     name: old1
     dest_host: cna2
     mode: cold
+
+- name: Move web1 back in the background
+  kvmfusion.compute.vm_migration:
+    name: web1
+    dest_host: "{{ inventory_hostname }}"
+  delegate_to: cna2
+  async: 600
+  poll: 0
+  register: moving
+
+- name: Follow it (vm_info on the source reports the migration job, with percent, until it ends)
+  kvmfusion.compute.vm_info:
+    name: web1
+  delegate_to: cna2
+  register: progress
+  until: progress.vms == [] or progress.vms[0].job is none
+  retries: 600
+  delay: 2
+
+- name: Collect the result
+  ansible.builtin.async_status:
+    jid: "{{ moving.ansible_job_id }}"
+  delegate_to: cna2
+  register: moved_back
+  until: moved_back.finished | bool
+  retries: 30
+  delay: 1
 '''
 
 RETURN = r'''

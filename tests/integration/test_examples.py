@@ -162,6 +162,7 @@ def story(lab):
             "loop": [{"name": "mig-web1", "state": "running"}, {"name": "mig-db1", "state": "running"},
                      {"name": "mig-old1", "state": "stopped"}]}),
         ex("vm_migration", 0), ex("vm_migration", 1), ex("vm_migration", 2), ex("vm_migration", 3),
+        ex("vm_migration", 4), ex("vm_migration", 5), ex("vm_migration", 6),
         ex("host_maintenance", 0), ex("host_maintenance", 1), ex("host_maintenance", 2),
         glue("the moved VMs go", **{"kvmfusion.compute.vm": {"name": "{{ item }}", "state": "absent",
                                                              "delete_disks": True},

@@ -1201,3 +1201,22 @@ def test_a_change_keeps_the_console_password(fake_libvirt, client):
     mgr.present(spec(vcpus=3, max_vcpus=4, graphics="vnc"), "kvm", [], "present")
     defined = fake_libvirt.conn.defineXMLFlags.call_args[0][0]
     assert 'passwd="s3cret"' in defined
+
+
+def test_running_jobs_report_a_migration_and_a_block_copy_in_progress():
+    client = mock.MagicMock()
+    client.call.side_effect = lambda action, obj, fn, *a: fn(*a)
+    dom = mock.MagicMock()
+    dom.jobStats.return_value = {"type": 2, "operation": 5, "time_elapsed": 5210, "data_total": 1000,
+                                 "data_processed": 369, "data_remaining": 631, "memory_iteration": 1}
+    dom.blockJobInfo.side_effect = lambda target, flags: (
+        {"type": 2, "cur": 3, "end": 8, "bandwidth": 1048576} if target == "vda" else {})
+    root = xmlutil.parse("<domain><devices><disk><target dev='vda'/><mirror ready='no'/></disk>"
+                         "<disk><target dev='vdb'/></disk></devices></domain>")
+    job, block = domains.running_jobs(client, dom, "vm1", root)
+    assert job["operation"] == "outgoing_migration" and job["percent"] == 36.9 and job["elapsed_ms"] == 5210
+    assert block == [{"disk": "vda", "type": "copy", "cur": 3, "end": 8, "bandwidth": 1048576, "percent": 37.5,
+                      "ready": False}]
+    dom.jobStats.return_value = {"type": 0}
+    dom.blockJobInfo.side_effect = lambda target, flags: {}
+    assert domains.running_jobs(client, dom, "vm1", root) == (None, [])

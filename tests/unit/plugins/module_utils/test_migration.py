@@ -45,6 +45,9 @@ class FakePool(object):
     def UUIDString(self):
         return self.uuid_
 
+    def refresh(self, flags):
+        self.refreshed = True
+
     def createXML(self, xml, flags):
         self.created.append(xml)
         name = xmlutil.find_text(xmlutil.parse(xml), "name")
@@ -52,6 +55,50 @@ class FakePool(object):
         vol.delete.side_effect = lambda flags: self.vols.pop(name)
         self.vols[name] = vol
         return vol
+
+
+class FakeStream(object):
+    """A libvirt stream between a volume and the caller: chunks are bytes (data) or ints (a hole's length)."""
+
+    def __init__(self):
+        self.chunks, self.sink, self.finished, self.aborted = [], None, False, False
+
+    def sparseRecvAll(self, data, hole, opaque):
+        for chunk in self.chunks:
+            if isinstance(chunk, int):
+                hole(self, chunk, opaque)
+            else:
+                data(self, chunk, opaque)
+
+    def send(self, buf):
+        n = min(len(buf), 7000)  # a partial send: the caller sends the rest
+        self.sink.write(bytes(buf[:n]))
+        return n
+
+    def sendHole(self, length, flags):
+        self.sink.hole(length)
+
+    def finish(self):
+        self.finished = True
+
+    def abort(self):
+        self.aborted = True
+
+
+class ImageFile(object):
+    """A volume's file: bytes, with holes read back as zeros (a preallocated copy)."""
+
+    def __init__(self, corrupt=False):
+        self.content, self.corrupt = bytearray(), corrupt
+
+    def write(self, buf):
+        if self.corrupt and buf:
+            buf = b"X" + buf[1:]
+            self.corrupt = False
+        self.content += buf
+
+    def hole(self, length):
+        self.content += bytes(length)
 
 
 class FakeClient(object):
@@ -101,7 +148,13 @@ class FakeClient(object):
         return sorted(self.pools)
 
     def volume_by_path(self, path):
+        for pool in self.pools.values():
+            if os.path.dirname(path) == pool.path and os.path.basename(path) in pool.vols:
+                return pool.vols[os.path.basename(path)]
         return self.volumes.get(path)
+
+    def new_stream(self):
+        return FakeStream()
 
     def volume(self, pool, name):
         if pool not in self.pools:
@@ -303,8 +356,6 @@ def test_a_disk_on_no_datastore_is_refused():
 def test_a_datastore_the_destination_does_not_share():
     src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2", "vda", "")]))
     refused(src, dst, "disk vda is on datastore local, which cna2 does not share", storage="shared")
-    src, dst, dom = cnas(xml=domain_xml(disks=[("file", LOCAL + "/vm1.qcow2", "vda", "")]), state=5)
-    refused(src, dst, "a stopped VM's disks are copied by starting it")
     # a shared datastore of the same name but another UUID is not the same storage
     src, dst, dom = cnas(dst_pools=[FakePool("shared", SHARED, True, uuid="other")])
     refused(src, dst, "datastore shared, which cna2 does not share", storage="shared")
@@ -408,6 +459,7 @@ def copy_setup(thick=False, dst_vol=None, users=()):
     vol = mock.MagicMock()
     vol.XMLDesc.return_value = "<volume><target><format type='qcow2'/></target></volume>"
     vol.info.return_value = (0, 1024 * MIB, 1024 * MIB if thick else 10 * MIB)
+    vol.infoFlags.return_value = (0, 1025 * MIB if thick else 11 * MIB, 1024 * MIB if thick else 10 * MIB)
     src.volumes[path] = vol
     if dst_vol is not None:
         dst.volumes[path] = dst_vol
@@ -444,18 +496,15 @@ def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs
 
 def test_a_failed_copy_removes_the_partial_target(dirs):
     src, dst, dom, path, vol, _dirs = copy_setup()
-    partial = mock.MagicMock()
 
     def fail(*a):
-        dst.volumes[path] = partial
+        assert list(dst.pools["local"].vols) == [".vm1.qcow2~incoming~" + dom.UUIDString(), "vm1.qcow2"]
         raise RuntimeError("cna2 went away")
     dom.migrateToURI3.side_effect = fail
     with pytest.raises(ValueError):
         run(src, dst)
-    partial.delete.assert_called_once_with(0)
     assert not vol.delete.called
-    assert dst.pools["local"].vols == {} or list(dst.pools["local"].vols) == ["vm1.qcow2"]
-    assert not [n for n in dst.pools["local"].vols if "~incoming~" in n]  # the marker went too
+    assert dst.pools["local"].vols == {}  # the partial copy and its marker went
 
 
 def test_a_partial_copy_is_replaced_only_when_its_marker_says_so(dirs):
@@ -478,9 +527,9 @@ def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkey
     dst.pools["local"].vols[".vm1.qcow2~incoming~" + dom.UUIDString()] = mock.MagicMock()  # left by a dead destination
     mgr, res = run(src, dst, check_mode=True)
     assert "replace the partial copy of %s on cna2" % path in res.actions
-    stale.info.return_value = (0, 2048 * MIB, 900 * MIB)
-    refused(src, dst, "cna2 already has %s (another image of that name)" % path)
-    stale.info.return_value = (0, 1024 * MIB, 900 * MIB)
+    stale.info.return_value = (0, 2048 * MIB, 900 * MIB)  # a partial byte copy (cold) has another size: still ours
+    mgr, res = run(src, dst, check_mode=True)
+    assert "replace the partial copy of %s on cna2" % path in res.actions
     monkeypatch.setattr(migration.images, "users_of", lambda client, p, local=True: [("db9", "vda")])
     refused(src, dst, "cna2 already has %s (used by db9)" % path)
     assert not stale.delete.called
@@ -757,3 +806,65 @@ def test_the_boot_cleanup_removes_what_a_storage_move_left_and_nothing_in_use(tm
     assert sorted(removed) == sorted([os.path.join(d, "moving.qcow2"), os.path.join(d, ".moving2.qcow2~move")])
     assert sorted(pool.vols) == ["done.qcow2", "in-use.qcow2", "plain.qcow2"]
     assert "%s/in-use.qcow2: kept (marked partial, but a VM uses it)" % d in lines
+
+
+def test_a_stopped_vms_unshared_disk_is_copied_through_libvirt_and_read_back(dirs):
+    src, dst, dom, path, vol, _dirs = copy_setup()
+    dom.state.return_value = (5, 0)
+    src_chunks = [b"QFI\xfb" + bytes(60000), 65536 * 3, b"data" * 20000, 4096, b"\x01" * 100]
+    vol.download.side_effect = lambda stream, off, length, flags: stream.chunks.extend(src_chunks)
+    image = ImageFile()
+
+    def created(xml, flags):
+        new = FakePool.createXML(dst.pools["local"], xml, flags)
+        new.upload.side_effect = lambda stream, off, length, flags: setattr(stream, "sink", image)
+        # read back as plain data (the skipped holes of a preallocated file read as zeros)
+        new.download.side_effect = lambda stream, off, length, flags: stream.chunks.append(bytes(image.content))
+        return new
+    dst.pools["local"].createXML = created
+    dom.migrateToURI3.side_effect = lambda *a: (dst.domains.update(vm1=dom), src.domains.pop("vm1"))
+    mgr, res = run(src, dst)
+    target = xmlutil.parse(dst.pools["local"].created[1])
+    # a byte copy of the file: raw, the file's size, thin like its source
+    assert xmlutil.find_attr(target, "target/format", "type") == "raw"
+    assert xmlutil.find_text(target, "capacity") == str(11 * MIB) and xmlutil.find_text(target, "allocation") == "0"
+    assert bytes(image.content[:4]) == b"QFI\xfb" and len(image.content) == 60004 + 65536 * 3 + 80000 + 4096 + 100
+    flags = dom.migrateToURI3.call_args[0][2]
+    assert flags & constants.MIGRATE_OFFLINE and not flags & constants.MIGRATE_NON_SHARED_DISK
+    assert res.values["migration"]["disk_bytes"] == 60004 + 80000 + 100
+    vol.delete.assert_called_once_with(0)  # the source's image went after the VM moved
+    assert list(dst.pools["local"].vols) == ["vm1.qcow2"]  # the marker went
+
+
+def test_a_cold_copy_that_reads_back_wrong_leaves_the_vm_and_removes_the_copy(dirs):
+    src, dst, dom, path, vol, _dirs = copy_setup()
+    dom.state.return_value = (5, 0)
+    vol.download.side_effect = lambda stream, off, length, flags: stream.chunks.extend([b"abc" * 1000, 8192])
+    image = ImageFile(corrupt=True)
+
+    def created(xml, flags):
+        new = FakePool.createXML(dst.pools["local"], xml, flags)
+        new.upload.side_effect = lambda stream, off, length, flags: setattr(stream, "sink", image)
+        new.download.side_effect = lambda stream, off, length, flags: stream.chunks.append(bytes(image.content))
+        return new
+    dst.pools["local"].createXML = created
+    msg = refused(src, dst, "does not read back as it was sent")
+    assert "it still" in msg or "vm1.qcow2" in msg
+    assert not dom.migrateToURI3.called and not vol.delete.called
+    assert list(dst.pools["local"].vols) == []  # the copy and its marker went
+
+
+def test_the_content_hash_sees_holes_and_zeros_alike():
+    def digest(chunks):
+        h = migration.ContentHash()
+        for c in chunks:
+            if isinstance(c, int):
+                h.hole(c)
+            else:
+                h.data(c)
+        return h.hexdigest()
+    a = digest([b"x" * 100, 70000, b"y" * 5])
+    assert a == digest([b"x" * 100 + bytes(70000) + b"y" * 5])
+    assert a == digest([b"x" * 50, b"x" * 50 + bytes(10), 69990, b"y" * 5])
+    assert a != digest([b"x" * 100, 70001, b"y" * 4])
+    assert a != digest([b"x" * 100, 70000, b"y" * 5, 1])  # the length counts
