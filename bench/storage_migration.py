@@ -5,7 +5,7 @@
 Targets (issue: migration): storage migration throughput >= 0.9x that of ``qemu-img convert`` of the same
 disk (the baseline, measured in the same run); a thin disk with 10% data moves about 10% of its size.
 
-    python3 bench/storage_migration.py [--size-mib 2048] [--data-pct 10] [--rounds 3]
+    python3 bench/storage_migration.py [--rounds 3] [--size-mib N --data-pct P]
         (root, on the controller; the lab must be up and installed: ./dev lab)
 
 Method: runs itself on the first lab CNA (``--inside``) and drives the collection's own code (module_utils,
@@ -143,16 +143,24 @@ def inside(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    ap.add_argument("--size-mib", type=int, default=2048)
+    ap.add_argument("--size-mib", type=int, default=None, help="one run with this disk (default: both runs below)")
     ap.add_argument("--data-pct", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:
         return inside(args)
-    return subprocess.call([os.path.join(ROOT, "tools", "lab"), "ssh", "cna1", "--", "/usr/bin/python3",
-                            os.path.abspath(__file__), "--inside", "--size-mib", str(args.size_mib),
-                            "--data-pct", str(args.data_pct), "--rounds", str(args.rounds)])
+    # Throughput: a fully written 8 GiB disk, more than the page cache absorbs here, so every copy runs at
+    # the disk's speed (a 2 GiB one is written at memory speed by qemu-img convert and never flushed: that
+    # measures the page cache). Bytes moved: a 2 GiB thin disk with 10% data.
+    runs = [(args.size_mib, args.data_pct, args.rounds)] if args.size_mib else [(8192, 100, args.rounds), (2048, 10, 1)]
+    rc = 0
+    for size, pct, rounds in runs:
+        print("== %d MiB disk, %d%% written, %d round(s)" % (size, pct, rounds), flush=True)
+        rc = rc or subprocess.call([os.path.join(ROOT, "tools", "lab"), "ssh", "cna1", "--", "/usr/bin/python3",
+                                    os.path.abspath(__file__), "--inside", "--size-mib", str(size),
+                                    "--data-pct", str(pct), "--rounds", str(rounds)])
+    return rc
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import loc
 from ansible_collections.kvmfusion.compute.plugins.module_utils.images import incoming_marker
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import snapshot_order
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import kib
 
 MODES = ("auto", "live", "cold")
@@ -94,22 +95,6 @@ def desired_state(p):
         raise ValueError("compression %s works with parallel connections only: set parallel_connections"
                          % d["compression"])
     return d
-
-
-def _snapshot_order(entries):
-    """Snapshot (name, parent, xml) entries ordered parents first."""
-    by_name = dict((e[0], e) for e in entries)
-    out, seen = [], set()
-
-    def visit(name):
-        if name in seen or name not in by_name:
-            return
-        seen.add(name)
-        visit(by_name[name][1])
-        out.append(by_name[name])
-    for name in sorted(by_name):
-        visit(name)
-    return out
 
 
 class ContentHash(object):
@@ -533,7 +518,7 @@ class MigrationManager(TwoHostManager):
             xml = self.source.call("read", "snapshot of %s" % obj, s.getXMLDesc, SNAPSHOT_XML_SECURE)
             root = xmlutil.parse(xml)
             entries.append((s.getName(), xmlutil.find_text(root, "parent/name"), xml, s.getName() == current))
-        ordered = _snapshot_order(entries)
+        ordered = snapshot_order(entries)
         for entry in reversed(ordered):
             snap = self.source.snapshot(name, entry[0])
             self.source.call("move the metadata of", "snapshot '%s' of %s" % (entry[0], obj), snap.delete,

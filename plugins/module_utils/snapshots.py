@@ -37,6 +37,22 @@ SNAP_NS = "https://kvmfusion.compute/xmlns/snapshots/1"
 SNAP_KEY = "kvmfsnap"
 
 
+def snapshot_order(entries):
+    """Snapshot (name, parent, xml) entries ordered parents first."""
+    by_name = dict((e[0], e) for e in entries)
+    out, seen = [], set()
+
+    def visit(name):
+        if name in seen or name not in by_name:
+            return
+        seen.add(name)
+        visit(by_name[name][1])
+        out.append(by_name[name])
+    for name in sorted(by_name):
+        visit(name)
+    return out
+
+
 def _quiesced_record(client, vm):
     xml = client.domain_xml(vm, inactive=True)
     root = xmlutil.parse(xml)

@@ -26,7 +26,11 @@ import xml.etree.ElementTree as ET
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
+    CREATE_CURRENT,
+    CREATE_REDEFINE,
+    DELETE_METADATA_ONLY,
     METADATA_ELEMENT,
+    SNAPSHOT_XML_SECURE,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import (
     META_KEY,
@@ -44,6 +48,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import record_quiesced, snapshot_order
 
 PROVISIONING = fileops.PROVISIONING
 FORMATS = ("qcow2", "raw")
@@ -68,6 +73,7 @@ def desired_state(p):
             raise ValueError("%s must be between %d and %d, got %s" % (key, lo, hi, value))
         d[key] = int(value) if value is not None else None
     d["disks"] = list(p.get("disks") or [])
+    d["flatten_snapshots"] = bool(p.get("flatten_snapshots"))
     return d
 
 
@@ -92,17 +98,34 @@ class StorageMigrationManager(Manager):
         after = dict((p["target"], p["after"]) for p in plans)
         todo = [p for p in plans if p["before"] != p["after"]]
         for p in todo:
-            self.record("%s %s to %s (%s %s)" % ("mirror" if live else "copy", p["target"], p["dest"], p["format"],
-                                                 p["provisioning"]))
+            self.record("%s %s to %s (%s %s%s)" % ("mirror" if live else "copy", p["target"], p["dest"], p["format"],
+                                                   p["provisioning"], ", %d layers flattened" % len(p["chain"])
+                                                   if len(p["chain"]) > 1 else ""))
+        snap_names = sorted(s.getName() for s in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0))
+        if todo and snap_names:
+            # only reached with flatten_snapshots (refused in the plan otherwise)
+            self.record("delete snapshots %s (a moved disk's layers become one image)" % ", ".join(snap_names))
         if self.check_mode or not todo:
             return self.result(before, after, vm=vm, disks=[self._report(p, None) for p in plans])
+        lifted = self._lift_snapshots(dom, vm) if snap_names else []
         moved = []
-        for p in todo:
-            stats = self._move_one(dom, vm, p, live, d)
-            moved.append((p, stats))
-            if not live:
-                self._record_move(dom, vm, p, live)
-            self._remove_old(p)
+        try:
+            for p in todo:
+                stats = self._move_one(dom, vm, p, live, d)
+                moved.append((p, stats))
+                if not live:
+                    self._record_move(dom, vm, p, live)
+                self._remove_old(p)
+        except Exception:
+            if lifted and not moved:
+                # nothing moved: the snapshots come back as they were
+                self._put_snapshots(dom, vm, lifted)
+            elif lifted:
+                self.warn("the snapshots of %s were deleted (disks already moved flattened): %s"
+                          % (obj, ", ".join(e[0] for e in lifted)))
+            raise
+        if lifted:
+            self._forget_snapshots(dom, vm, lifted)
         self._refresh(dest_pool, d["datastore"])
         for name in set(p["from"][0] for p, _s in moved):
             pool = self.client.pool(name)
@@ -151,22 +174,13 @@ class StorageMigrationManager(Manager):
             if el.get("type", "file") != "file" or el.get("device", "disk") != "disk":
                 raise ValueError("%s: disk %s is not an image file on a datastore (a raw device mapping or a "
                                  "datastore volume stays where it is)" % (obj, target))
-            if mode == "independent_nonpersistent":
-                raise ValueError("%s: disk %s is independent-nonpersistent: what the guest wrote to it would be "
-                                 "lost; change its mode first" % (obj, target))
             base = chain[-1]
-            if len(chain) > 1 or snaps:
-                raise ValueError("%s: disk %s has snapshot layers (snapshots: %s): a move would flatten them and "
-                                 "the snapshots would lose their images; delete the snapshots first"
-                                 % (obj, target, ", ".join(snaps) or "none left, but layers remain"))
-            stand = images.dependants_of(self.client, [base], exclude_vm=vm)
-            if stand:
-                raise ValueError("%s: disk %s cannot move: %s" % (obj, target, images.describe_dependants(stand)))
             cur_ds = self._datastore_of(base)
             if cur_ds is None:
                 raise ValueError("%s: disk %s (%s) is on no running datastore of %s" % (obj, target, base, self.uri))
             size = fileops.qcow2_virtual_size(src) if fileops.is_qcow2(src) else os.path.getsize(src)
-            cur_fmt = "qcow2" if fileops.is_qcow2(src) else "raw"
+            # the disk's format is its own image's (a snapshot layer on it is qcow2 whatever the disk is)
+            cur_fmt = "qcow2" if fileops.is_qcow2(base) else "raw"
             cur_prov = fileops.measure_provisioning(base, size, fmt=cur_fmt)["provisioning"]
             cur_prov = cur_prov if cur_prov in PROVISIONING else "thick_lazy_zeroed"
             fmt = d["format"] or cur_fmt
@@ -179,6 +193,19 @@ class StorageMigrationManager(Manager):
                 raise ValueError("%s: disk %s is on datastore %s already: converting it there is the disk "
                                  "module's work (provisioning), or move it to another datastore" % (obj, target, cur_ds))
             if before != after:
+                # a disk already where it is asked to be is not refused for what a move would need
+                if mode == "independent_nonpersistent":
+                    raise ValueError("%s: disk %s is independent-nonpersistent: what the guest wrote to it would be "
+                                     "lost; change its mode first" % (obj, target))
+                if (len(chain) > 1 or snaps) and not d["flatten_snapshots"]:
+                    raise ValueError("%s: disk %s has snapshot layers (snapshots: %s): a move would flatten them "
+                                     "and the snapshots would lose their images; delete the snapshots first, or ask "
+                                     "for flatten_snapshots (the layers become one image, the snapshots are deleted)"
+                                     % (obj, target, ", ".join(snaps) or "none left, but layers remain"))
+                # nothing may stand on any image of the chain (a linked clone of a snapshot stands on a layer)
+                stand = images.dependants_of(self.client, list(chain), exclude_vm=vm)
+                if stand:
+                    raise ValueError("%s: disk %s cannot move: %s" % (obj, target, images.describe_dependants(stand)))
                 self._check_target(obj, target, dest, size, fmt, prov, base, d["datastore"])
             plans.append({"target": target, "source": src, "chain": chain, "base": base, "dest": dest,
                           "size": size, "format": fmt, "provisioning": prov, "from": (cur_ds, before["name"]),
@@ -387,6 +414,41 @@ class StorageMigrationManager(Manager):
             write_definition_copy(self.client, vm, copy)
         if old_copy and old_copy != copy and os.path.lexists(old_copy):
             os.unlink(old_copy)  # the system disk moved: its definition copy moved with it
+
+    # snapshots of a flattened disk ---------------------------------------------------------
+    def _lift_snapshots(self, dom, vm):
+        """The VM's snapshots' definitions (read with SECURE), parents first; their metadata is deleted (their
+        images are about to be flattened). Returns [(name, parent, xml, current)]."""
+        obj = "VM '%s'" % vm
+        current = None
+        try:
+            current = self.client.call("read current snapshot of", obj, dom.snapshotCurrent, 0).getName()
+        except Exception:  # pylint: disable=broad-except
+            current = None
+        entries = []
+        for snap in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0):
+            xml = self.client.call("read", "snapshot of %s" % obj, snap.getXMLDesc, SNAPSHOT_XML_SECURE)
+            entries.append((snap.getName(), xmlutil.find_text(xmlutil.parse(xml), "parent/name"), xml,
+                            snap.getName() == current))
+        ordered = snapshot_order(entries)
+        for entry in reversed(ordered):
+            snap = self.client.snapshot(vm, entry[0])
+            self.client.call("delete the metadata of", "snapshot '%s' of %s" % (entry[0], obj), snap.delete,
+                             DELETE_METADATA_ONLY)
+        return ordered
+
+    def _put_snapshots(self, dom, vm, lifted):
+        for name, _parent, xml, current in lifted:
+            self.client.call("redefine", "snapshot '%s' of VM '%s'" % (name, vm), dom.snapshotCreateXML, xml,
+                             CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
+
+    def _forget_snapshots(self, dom, vm, lifted):
+        """After the flattening move: the deleted snapshots' memory files and quiesce records go too."""
+        for name, _parent, xml, _current in lifted:
+            mem = xmlutil.find_attr(xmlutil.parse(xml), "memory", "file")
+            if mem and os.path.lexists(mem):
+                os.unlink(mem)
+            record_quiesced(self.client, dom, name, None)
 
     def _remove_old(self, p):
         """The images the disk left: its own chain (never a base others stand on: refused in the plan)."""

@@ -34,7 +34,7 @@ description:
   - A linked clone's disk becomes a full disk on the way (the template's data is copied into it); the template
     is not touched.
   - Refused, in one line and before any change, for a disk with snapshot layers (the snapshots would lose
-    their images) and for an image that linked clones stand on (naming the clones).
+    their images; O(flatten_snapshots) allows it) and for an image that linked clones stand on (naming the clones).
     Also refused for an independent-nonpersistent disk, a raw device mapping, and a datastore without the space.
   - Files are touched only on the CNA that has them. A remote O(uri) is refused.
 author:
@@ -70,6 +70,15 @@ options:
   timeout:
     description: Give up a live copy that is not in sync after this many seconds (the VM stays on its source).
     type: int
+  flatten_snapshots:
+    description:
+      - A disk with snapshot layers is refused unless this is set. With it, each moved disk's chain of layers
+        becomes one image at the target (what the VM sees now), and the VM's snapshots are deleted, since their
+        images are gone. Their memory files go too.
+      - If nothing has moved when the task fails, the snapshots are put back.
+      - Layers of disks that do not move stay as they are, without snapshots.
+    type: bool
+    default: false
 seealso:
   - module: kvmfusion.compute.vm_migration
   - module: kvmfusion.compute.disk
@@ -91,6 +100,13 @@ EXAMPLES = r'''
     provisioning: thin
     format: qcow2
     bandwidth: 200
+
+- name: Move web1's system disk too, its snapshot layers flattened into one image (its snapshots are deleted)
+  kvmfusion.compute.storage_migration:
+    vm: web1
+    disks: [vda]
+    datastore: local
+    flatten_snapshots: true
 '''
 
 RETURN = r'''
@@ -136,6 +152,7 @@ def main():
         format=dict(type="str", choices=list(FORMATS)),
         bandwidth=dict(type="int"),
         timeout=dict(type="int"),
+        flatten_snapshots=dict(type="bool", default=False),
     )
     m = KvmfModule(argspec, supports_check_mode=True)
     m.run(lambda m: m.manager(StorageMigrationManager).converge(m.params))

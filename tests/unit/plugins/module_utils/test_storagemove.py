@@ -303,3 +303,73 @@ def test_a_disk_moved_there_and_back_keeps_no_move_and_its_mode(cna):
     assert diskspec.moves_of(root) == {}
     assert diskspec.meta_modes(root) == {c.disk: "independent_persistent"}
     assert os.path.exists(c.disk) and not os.path.exists(dest)
+
+
+# ---------------------------------------------------------------- snapshot layers: refused, or flattened as asked
+def test_a_chain_is_refused_unless_flattened_then_one_image_and_no_snapshots(cna, monkeypatch):
+    c = cna()
+    overlay = c.disk + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
+    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 1M", overlay], stdout=subprocess.DEVNULL)
+    c.xml = c._xml(overlay, "qcow2")
+    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
+        (el, src, mode, [overlay, c.disk]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    mem = os.path.join(c.ds1, ".vm1~s1.mem")
+    open(mem, "w").close()
+    snap = mock.MagicMock()
+    snap.getName.return_value = "s1"
+    snap.getXMLDesc.return_value = ("<domainsnapshot><name>s1</name><memory snapshot='external' file='%s'/>"
+                                    "</domainsnapshot>" % mem)
+    c.dom.listAllSnapshots.return_value = [snap]
+    c.dom.snapshotCurrent.return_value = snap
+    c.snapshot = lambda vm, name: snap
+    refused(c, "disk vda has snapshot layers (snapshots: s1)", "flatten_snapshots")
+    mgr, res = move(c, check_mode=True, flatten_snapshots=True)
+    assert not snap.delete.called and os.listdir(c.ds2) == []
+    mgr, res = move(c, flatten_snapshots=True)
+    dest = os.path.join(c.ds2, "data.qcow2")
+    assert res.actions == ["copy vda to %s (qcow2 thin, 2 layers flattened)" % dest,
+                           "delete snapshots s1 (a moved disk's layers become one image)"]
+    assert "backing file" not in subprocess.check_output(["qemu-img", "info", "-U", dest], text=True)
+    subprocess.check_call(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 1M 2M", "-c", "read -P 0x77 8M 1M", dest],
+                          stdout=subprocess.DEVNULL)
+    assert not os.path.exists(overlay) and not os.path.exists(c.disk) and not os.path.exists(mem)
+    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    assert xmlutil.find_attr(xmlutil.parse(c.xml), "devices/disk/source", "file") == dest
+
+
+def test_a_failed_flattening_move_puts_the_snapshots_back(cna, monkeypatch):
+    c = cna()
+    snap = mock.MagicMock()
+    snap.getName.return_value = "s1"
+    snap.getXMLDesc.return_value = "<domainsnapshot><name>s1</name></domainsnapshot>"
+    c.dom.listAllSnapshots.return_value = [snap]
+    c.dom.snapshotCurrent.return_value = snap
+    c.snapshot = lambda vm, name: snap
+    monkeypatch.setattr(storagemove.StorageMigrationManager, "_convert",
+                        lambda self, vm, p: (_ for _ in ()).throw(ValueError("No space left on device")))
+    with pytest.raises(ValueError):
+        move(c, flatten_snapshots=True)
+    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    c.dom.snapshotCreateXML.assert_called_once_with(snap.getXMLDesc.return_value,
+                                                    storagemove.CREATE_REDEFINE | storagemove.CREATE_CURRENT)
+    assert os.path.exists(c.disk) and c.defined == []
+
+
+def test_a_disk_already_moved_is_not_refused_for_layers_taken_since(cna, monkeypatch):
+    c = cna()
+    move(c, format="raw")
+    dest = os.path.join(c.ds2, "data.qcow2")
+    overlay = dest + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", dest, "-F", "raw", overlay])
+    c.xml = c._xml(overlay, "qcow2")
+    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
+        (el, src, mode, [overlay, dest]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    snap = mock.MagicMock()
+    snap.getName.return_value = "s1"
+    c.dom.listAllSnapshots.return_value = [snap]
+    mgr, res = move(c, format="raw")  # the play re-applied: the disk is where it was asked to be, as raw
+    assert not res.changed and res.actions == []
+    with pytest.raises(ValueError) as err:
+        move(c, datastore="ds1")
+    assert "has snapshot layers (snapshots: s1)" in str(err.value)
