@@ -231,6 +231,7 @@ class MigrationManager(TwoHostManager):
                 stats["snapshots_xml"] = [s[2] for s in snaps]
         if plan["storage"] == "copy":
             self._remove_source_images(name, plan)
+            self._send_definition_copy(name, plan)
         else:
             self._refresh_definition_copy(name)
         stats.update(mode=mode, storage=plan["storage"], source=src_host, destination=dst_host,
@@ -675,6 +676,31 @@ class MigrationManager(TwoHostManager):
             stale = images.definition_copy_name(os.path.dirname(plan["copied"][0]), name)
             if os.path.lexists(stale):
                 os.unlink(stale)
+
+    def _send_definition_copy(self, name, plan):
+        """After a copy, the definition copy beside the system disk, now on a destination datastore: written
+        through the destination's libvirt (a 0600 volume with the definition read with SECURE)."""
+        path = images.definition_copy_path(self.dest.domain_xml(name, inactive=True))
+        where = [c["datastore"] for c in plan.get("create", []) if path and os.path.dirname(c["path"]) == os.path.dirname(path)]
+        if not where:
+            return  # the system disk is on a shared datastore: the source refreshed nothing there to move
+        try:
+            data = self.dest.domain_xml(name, inactive=True, secure=True).encode("utf-8")
+            old = self.dest.volume_by_path(path)
+            if old is not None:
+                # a stale copy (derived: the definition itself is in the destination's libvirt)
+                self.dest.call("replace", "the definition copy %s" % path, old.delete, 0)
+            vol = self.dest.call("create", "the definition copy %s" % path, self.dest.pool(where[0]).createXML,
+                                 volume_xml(os.path.basename(path), len(data), "raw"), 0)
+            stream = self.dest.new_stream()
+            self.dest.call("write", "the definition copy %s" % path, vol.upload, stream, 0, len(data), 0)
+            done = 0
+            while done < len(data):
+                done += self.dest.call("write", "the definition copy %s" % path, stream.send, data[done:])
+            self.dest.call("write", "the definition copy %s" % path, stream.finish)
+        except Exception as e:  # pylint: disable=broad-except
+            self.warn("VM '%s' runs on %s, but its definition copy %s could not be written there (%s); the next "
+                      "change of the VM there writes it" % (name, self._hosts[1], path, e))
 
     def _refresh_definition_copy(self, name):
         """On a shared datastore, the copy beside the system disk says what the destination now holds."""

@@ -487,7 +487,7 @@ def test_copied_disks_get_a_thin_target_made_first_and_only_they_are_copied(dirs
     # the marker announcing the copy came first, and went once the VM had arrived
     marker = xmlutil.parse(dst.pools["local"].created[0])
     assert xmlutil.find_text(marker, "name") == ".vm1.qcow2~incoming~" + dom.UUIDString()
-    assert xmlutil.find_text(marker, "capacity") == "0" and dst.pools["local"].vols.keys() == {"vm1.qcow2"}
+    assert xmlutil.find_text(marker, "capacity") == "0" and dst.pools["local"].vols.keys() == {"vm1.qcow2", ".vm1~vm.xml"}
     created = xmlutil.parse(dst.pools["local"].created[1])
     assert xmlutil.find_text(created, "allocation") == "0" and xmlutil.find_attr(created, "target/format", "type") == "qcow2"
     vol.delete.assert_called_once_with(0)  # the source's image goes once the VM runs on the destination
@@ -813,11 +813,12 @@ def test_a_stopped_vms_unshared_disk_is_copied_through_libvirt_and_read_back(dir
     dom.state.return_value = (5, 0)
     src_chunks = [b"QFI\xfb" + bytes(60000), 65536 * 3, b"data" * 20000, 4096, b"\x01" * 100]
     vol.download.side_effect = lambda stream, off, length, flags: stream.chunks.extend(src_chunks)
-    image = ImageFile()
+    image, copy = ImageFile(), ImageFile()
 
     def created(xml, flags):
         new = FakePool.createXML(dst.pools["local"], xml, flags)
-        new.upload.side_effect = lambda stream, off, length, flags: setattr(stream, "sink", image)
+        sink = copy if xmlutil.find_text(xmlutil.parse(xml), "name").endswith("~vm.xml") else image
+        new.upload.side_effect = lambda stream, off, length, flags: setattr(stream, "sink", sink)
         # read back as plain data (the skipped holes of a preallocated file read as zeros)
         new.download.side_effect = lambda stream, off, length, flags: stream.chunks.append(bytes(image.content))
         return new
@@ -833,7 +834,9 @@ def test_a_stopped_vms_unshared_disk_is_copied_through_libvirt_and_read_back(dir
     assert flags & constants.MIGRATE_OFFLINE and not flags & constants.MIGRATE_NON_SHARED_DISK
     assert res.values["migration"]["disk_bytes"] == 60004 + 80000 + 100
     vol.delete.assert_called_once_with(0)  # the source's image went after the VM moved
-    assert list(dst.pools["local"].vols) == ["vm1.qcow2"]  # the marker went
+    # the marker went; the definition copy beside the system disk came along, written through libvirt
+    assert sorted(dst.pools["local"].vols) == [".vm1~vm.xml", "vm1.qcow2"]
+    assert bytes(copy.content) == dom.xml.encode() and "<mode>0600</mode>" in dst.pools["local"].created[-1]
 
 
 def test_a_cold_copy_that_reads_back_wrong_leaves_the_vm_and_removes_the_copy(dirs):
