@@ -58,6 +58,8 @@ BLOCK_JOB_ABORT_PIVOT = 2
 #: qemu-img preallocation per provisioning
 PREALLOCATION = {"thin": "off", "thick_lazy_zeroed": "falloc", "thick_eager_zeroed": "full"}
 POLL = 0.1
+#: bytes a live copy keeps in flight (libvirt's VIR_DOMAIN_BLOCK_COPY_BUF_SIZE)
+BUF_SIZE = 64 * 1024 * 1024
 
 
 def desired_state(p):
@@ -268,7 +270,11 @@ class StorageMigrationManager(Manager):
         ET.SubElement(disk, "driver", type=p["format"])
         ET.SubElement(disk, "source", file=p["dest"])
         dest_xml = xmlutil.tostring(disk)
-        params = {"bandwidth": d["bandwidth"] * 1024 * 1024} if d["bandwidth"] else {}
+        # QEMU's mirror moves BUF_SIZE in flight (its default, 16 MiB, ran at 0.78x qemu-img convert on a disk
+        # read and written past the page cache here; 64 MiB ran at about its speed: bench/storage_migration.py)
+        params = {"buf-size": BUF_SIZE}
+        if d["bandwidth"]:
+            params["bandwidth"] = d["bandwidth"] * 1024 * 1024
         started = False
         try:
             self.client.call("start the block copy of", "disk %s of %s" % (p["target"], obj), dom.blockCopy,

@@ -246,7 +246,7 @@ def test_a_running_vm_is_mirrored_then_switched(cna):
     c, dest = live_cna(cna)
     mgr, res = move(c, bandwidth=100)
     args = c.dom.blockCopy.call_args[0]
-    assert args[0] == "vda" and args[2] == {"bandwidth": 100 * MIB}
+    assert args[0] == "vda" and args[2] == {"bandwidth": 100 * MIB, "buf-size": storagemove.BUF_SIZE}
     c.dom.blockJobAbort.assert_called_with("vda", storagemove.BLOCK_JOB_ABORT_PIVOT)
     assert res.actions == ["mirror vda to %s (qcow2 thin)" % dest]
     assert not os.path.exists(c.disk) and os.path.exists(dest)
