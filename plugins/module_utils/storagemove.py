@@ -53,11 +53,13 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import
 PROVISIONING = fileops.PROVISIONING
 FORMATS = ("qcow2", "raw")
 #: virDomainBlockCopyFlags / virDomainBlockJobAbortFlags
-BLOCK_COPY_REUSE_EXT, BLOCK_COPY_TRANSIENT_JOB, BLOCK_COPY_SYNCHRONOUS_WRITES = 2, 4, 8
+BLOCK_COPY_SHALLOW, BLOCK_COPY_REUSE_EXT, BLOCK_COPY_TRANSIENT_JOB, BLOCK_COPY_SYNCHRONOUS_WRITES = 1, 2, 4, 8
 BLOCK_JOB_ABORT_PIVOT = 2
 #: qemu-img preallocation per provisioning
 PREALLOCATION = {"thin": "off", "thick_lazy_zeroed": "falloc", "thick_eager_zeroed": "full"}
 POLL = 0.1
+#: what a move does with a disk's snapshot layers
+LAYERS = ("keep", "flatten")
 #: bytes a live copy keeps in flight (libvirt's VIR_DOMAIN_BLOCK_COPY_BUF_SIZE)
 BUF_SIZE = 64 * 1024 * 1024
 
@@ -75,7 +77,10 @@ def desired_state(p):
             raise ValueError("%s must be between %d and %d, got %s" % (key, lo, hi, value))
         d[key] = int(value) if value is not None else None
     d["disks"] = list(p.get("disks") or [])
-    d["flatten_snapshots"] = bool(p.get("flatten_snapshots"))
+    layers = p.get("snapshot_layers") or "keep"
+    if layers not in LAYERS:
+        raise ValueError("snapshot_layers must be one of %s, got %r" % (", ".join(LAYERS), layers))
+    d["layers"] = layers
     return d
 
 
@@ -100,17 +105,24 @@ class StorageMigrationManager(Manager):
         after = dict((p["target"], p["after"]) for p in plans)
         todo = [p for p in plans if p["before"] != p["after"]]
         for p in todo:
+            if len(p["chain"]) > 1:
+                how = ", %d layers %s" % (len(p["chain"]), "kept" if p["keep"] else "flattened")
+            else:
+                how = ""
             self.record("%s %s to %s (%s %s%s)" % ("mirror" if live else "copy", p["target"], p["dest"], p["format"],
-                                                   p["provisioning"], ", %d layers flattened" % len(p["chain"])
-                                                   if len(p["chain"]) > 1 else ""))
+                                                   p["provisioning"], how))
         snap_names = sorted(s.getName() for s in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0))
+        flatten = d["layers"] == "flatten" and any(len(p["chain"]) > 1 for p in todo)
         if todo and snap_names:
-            # only reached with flatten_snapshots (refused in the plan otherwise)
-            self.record("delete snapshots %s (a moved disk's layers become one image)" % ", ".join(snap_names))
+            if flatten:
+                self.record("delete snapshots %s (a moved disk's layers become one image)" % ", ".join(snap_names))
+            else:
+                self.record("redefine snapshots %s with the moved images" % ", ".join(snap_names))
         if self.check_mode or not todo:
             return self.result(before, after, vm=vm, disks=[self._report(p, None) for p in plans])
+        # the snapshots' metadata leaves while their images move; it comes back pointing where they went
         lifted = self._lift_snapshots(dom, vm) if snap_names else []
-        moved = []
+        moved, where = [], {}
         try:
             for p in todo:
                 stats = self._move_one(dom, vm, p, live, d)
@@ -118,16 +130,24 @@ class StorageMigrationManager(Manager):
                 if not live:
                     self._record_move(dom, vm, p, live)
                 self._remove_old(p)
+                if p["keep"]:
+                    where.update(zip(p["chain"], p["dest_chain"]))
+                    for layer in p["dest_chain"]:
+                        self._mark(layer, p["provisioning"] if layer == p["dest"] else "thin")
+                elif len(p["chain"]) == 1:
+                    where[p["base"]] = p["dest"]
         except Exception:
-            if lifted and not moved:
-                # nothing moved: the snapshots come back as they were
-                self._put_snapshots(dom, vm, lifted)
+            if lifted and (not flatten or not moved):
+                # what moved is recorded: the snapshots come back, pointing where their images are
+                self._put_snapshots(dom, vm, lifted, where)
             elif lifted:
                 self.warn("the snapshots of %s were deleted (disks already moved flattened): %s"
                           % (obj, ", ".join(e[0] for e in lifted)))
             raise
-        if lifted:
+        if lifted and flatten:
             self._forget_snapshots(dom, vm, lifted)
+        elif lifted:
+            self._put_snapshots(dom, vm, lifted, where)
         self._refresh(dest_pool, d["datastore"])
         for name in set(p["from"][0] for p, _s in moved):
             pool = self.client.pool(name)
@@ -199,17 +219,21 @@ class StorageMigrationManager(Manager):
                 if mode == "independent_nonpersistent":
                     raise ValueError("%s: disk %s is independent-nonpersistent: what the guest wrote to it would be "
                                      "lost; change its mode first" % (obj, target))
-                if (len(chain) > 1 or snaps) and not d["flatten_snapshots"]:
-                    raise ValueError("%s: disk %s has snapshot layers (snapshots: %s): a move would flatten them "
-                                     "and the snapshots would lose their images; delete the snapshots first, or ask "
-                                     "for flatten_snapshots (the layers become one image, the snapshots are deleted)"
-                                     % (obj, target, ", ".join(snaps) or "none left, but layers remain"))
                 # nothing may stand on any image of the chain (a linked clone of a snapshot stands on a layer)
                 stand = images.dependants_of(self.client, list(chain), exclude_vm=vm)
                 if stand:
                     raise ValueError("%s: disk %s cannot move: %s" % (obj, target, images.describe_dependants(stand)))
-                self._check_target(obj, target, dest, size, fmt, prov, base, d["datastore"])
+                keep = d["layers"] == "keep" and len(chain) > 1
+                for layer in (chain if keep else [base]):
+                    self._check_target(obj, target, os.path.join(dest_dir, os.path.basename(layer)), size, fmt,
+                                       prov if layer == base else "thin", layer, d["datastore"])
+            keep = d["layers"] == "keep" and len(chain) > 1
+            # kept layers: each image of the chain moves under its own name; the disk's own image (the base)
+            # takes the format and provisioning asked for, the layers on it stay thin qcow2
+            dest_chain = [os.path.join(dest_dir, os.path.basename(layer)) for layer in chain] if keep else [dest]
             plans.append({"target": target, "source": src, "chain": chain, "base": base, "dest": dest,
+                          "keep": keep, "dest_chain": dest_chain, "dest_top": dest_chain[0],
+                          "top_format": "qcow2" if keep else fmt,
                           "size": size, "format": fmt, "provisioning": prov, "from": (cur_ds, before["name"]),
                           "to": (d["datastore"], after["name"]), "before": before, "after": after, "el": el})
         return plans
@@ -229,14 +253,15 @@ class StorageMigrationManager(Manager):
                 obj, target, need >> 20, ds, free >> 20))
 
     # moving --------------------------------------------------------------------------------
-    def _make_target(self, path, size, fmt, prov):
-        """The empty target image, 0600, marked partial until the move completes."""
+    def _make_target(self, path, size, fmt, prov, backing=None):
+        """The empty target image (on ``backing`` for a kept layer), 0600, marked partial until the move completes."""
         if os.path.lexists(path):
             os.unlink(path)
         opts = ["preallocation=%s" % PREALLOCATION[prov]]
         if fmt == "qcow2":
             opts.append("compat=1.1")
-        self.qemu_img(["create", "-q", "-f", fmt, "-o", ",".join(opts), path, str(size)])
+        on = ["-b", backing, "-F", "qcow2" if fileops.is_qcow2(backing) else "raw"] if backing else []
+        self.qemu_img(["create", "-q", "-f", fmt, "-o", ",".join(opts)] + on + [path, str(size)])
         os.chmod(path, 0o600)
         self._mark(path, "partial")
 
@@ -249,10 +274,27 @@ class StorageMigrationManager(Manager):
 
     def _move_one(self, dom, vm, p, live, d):
         start = time.time()
-        if live:
-            stats = self._mirror(dom, vm, p, d)
-        else:
-            stats = self._convert(vm, p)
+        made = []
+        try:
+            if p["keep"]:
+                # the layers under the one the VM writes, base first, each on the copy of its parent
+                lower = list(zip(p["chain"], p["dest_chain"]))[1 if live else 0:]
+                parent = None
+                for old, new in reversed(lower):
+                    self._copy_layer(old, new, parent, p)
+                    made.append(new)
+                    parent = new
+            if live:
+                stats = self._mirror(dom, vm, p, d)
+            elif p["keep"]:
+                stats = {"copied_bytes": sum(fileops.allocated_bytes(x) for x in p["dest_chain"]), "mode": "cold"}
+            else:
+                stats = self._convert(vm, p)
+        except Exception:
+            for path in made:
+                if os.path.lexists(path):
+                    os.unlink(path)
+            raise
         stats["seconds"] = round(time.time() - start, 3)
         return stats
 
@@ -265,10 +307,15 @@ class StorageMigrationManager(Manager):
                 if not self.client.call("read the block jobs of", obj, dom.blockJobInfo, p["target"], 0):
                     break
                 time.sleep(POLL)
-        self._make_target(p["dest"], p["size"], p["format"], p["provisioning"])
+        top = p["dest_top"]
+        if p["keep"]:
+            # the layer the VM writes, on the copies of the layers under it: only its own data is mirrored
+            self._make_target(top, p["size"], "qcow2", "thin", backing=p["dest_chain"][1])
+        else:
+            self._make_target(top, p["size"], p["format"], p["provisioning"])
         disk = ET.Element("disk", type="file")
-        ET.SubElement(disk, "driver", type=p["format"])
-        ET.SubElement(disk, "source", file=p["dest"])
+        ET.SubElement(disk, "driver", type=p["top_format"])
+        ET.SubElement(disk, "source", file=top)
         dest_xml = xmlutil.tostring(disk)
         # QEMU's mirror moves BUF_SIZE in flight (its default, 16 MiB, ran at 0.78x qemu-img convert on a disk
         # read and written past the page cache here; 64 MiB ran at about its speed: bench/storage_migration.py)
@@ -279,7 +326,8 @@ class StorageMigrationManager(Manager):
         try:
             self.client.call("start the block copy of", "disk %s of %s" % (p["target"], obj), dom.blockCopy,
                              p["target"], dest_xml, params,
-                             BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB | BLOCK_COPY_SYNCHRONOUS_WRITES)
+                             BLOCK_COPY_REUSE_EXT | BLOCK_COPY_TRANSIENT_JOB | BLOCK_COPY_SYNCHRONOUS_WRITES
+                             | (BLOCK_COPY_SHALLOW if p["keep"] else 0))
             started = True
             deadline = time.time() + d["timeout"] if d["timeout"] else None
             info = {}
@@ -304,23 +352,23 @@ class StorageMigrationManager(Manager):
                     if not self.client.call("read the block copy of", obj, dom.blockJobInfo, p["target"], 0):
                         break
                     time.sleep(POLL)
-                if self._active_file(vm, p["target"]) != p["dest"]:
-                    raise ValueError("disk %s of %s is not on %s after the switch" % (p["target"], obj, p["dest"]))
+                if self._active_file(vm, p["target"]) != top:
+                    raise ValueError("disk %s of %s is not on %s after the switch" % (p["target"], obj, top))
             except Exception:
-                if self._active_file(vm, p["target"]) != p["dest"]:
+                if self._active_file(vm, p["target"]) != top:
                     self.client.define_domain(done["before"])  # the VM stays on its source: so does its definition
                 raise
             self._moved(dom, vm, p, True, done)
         except Exception:
-            if started and self._active_file(vm, p["target"]) != p["dest"]:
+            if started and self._active_file(vm, p["target"]) != top:
                 try:
                     self.client.call("cancel the block copy of", obj, dom.blockJobAbort, p["target"], 0)
                 except Exception:  # pylint: disable=broad-except
                     pass
-            if self._active_file(vm, p["target"]) != p["dest"] and os.path.lexists(p["dest"]):
-                os.unlink(p["dest"])
+            if self._active_file(vm, p["target"]) != top and os.path.lexists(top):
+                os.unlink(top)
             raise
-        self._mark(p["dest"], p["provisioning"])
+        self._mark(top, "partial" if p["keep"] else p["provisioning"])
         return {"copied_bytes": info.get("end"), "mode": "live"}
 
     def _ready(self, vm, target):
@@ -335,6 +383,40 @@ class StorageMigrationManager(Manager):
             if xmlutil.find_attr(el, "target", "dev") == target:
                 return src
         return None
+
+    def _copy_layer(self, src, dest, parent, p):
+        """One image of a kept chain, converted to a temporary name on the copy of its parent (the base: with
+        the format and provisioning asked for), compared with the original chain, written out, renamed. It
+        stays marked partial until the whole disk has moved."""
+        tmp = images.temp_path(dest, "move")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            if parent is None:
+                fmt, prov = p["format"], p["provisioning"]
+                opts = ["preallocation=%s" % PREALLOCATION[prov]] if prov != "thin" else []
+                backing = []
+            else:
+                fmt, opts = "qcow2", []
+                # only what differs from the parent's copy is written: the layer's own data
+                backing = ["-B", parent, "-F", "qcow2" if fileops.is_qcow2(parent) else "raw"]
+            if fmt == "qcow2":
+                opts.append("compat=1.1")
+            self.qemu_img(["convert", "-q", "-O", fmt] + backing + (["-o", ",".join(opts)] if opts else []) + [src, tmp])
+            os.chmod(tmp, 0o600)
+            self.qemu_img(["compare", "-q", src, tmp])
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._mark(tmp, "partial")
+            if os.path.lexists(dest):
+                os.unlink(dest)  # a partial copy an interrupted move left (checked in the plan)
+            os.rename(tmp, dest)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
     def _convert(self, vm, p):
         tmp = images.temp_path(p["dest"], "move")
@@ -376,7 +458,7 @@ class StorageMigrationManager(Manager):
         root = xmlutil.parse(xml)
         for el in root.findall("devices/disk"):
             if xmlutil.find_attr(el, "target", "dev") == p["target"]:
-                repoint_disk(el, p["dest"], p["format"])
+                repoint_disk(el, p["dest_top"], p["top_format"])
         # the disk's mode (independent, ...) is recorded by its image path: it follows the image
         modes = meta_modes(root)
         old_paths = set(p["chain"]) | set([p["source"]])
@@ -443,8 +525,17 @@ class StorageMigrationManager(Manager):
                              DELETE_METADATA_ONLY)
         return ordered
 
-    def _put_snapshots(self, dom, vm, lifted):
+    def _put_snapshots(self, dom, vm, lifted, where=None):
+        """The snapshots redefined, parents first; every image path in them (the snapshot's disks and the VM's
+        definition it keeps) that moved is replaced by where it went."""
         for name, _parent, xml, current in lifted:
+            if where:
+                root = xmlutil.parse(xml)
+                for el in root.iter("source"):
+                    path = el.get("file")
+                    if path and os.path.normpath(path) in where:
+                        el.set("file", where[os.path.normpath(path)])
+                xml = xmlutil.tostring(root)
             self.client.call("redefine", "snapshot '%s' of VM '%s'" % (name, vm), dom.snapshotCreateXML, xml,
                              CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
 
@@ -459,7 +550,7 @@ class StorageMigrationManager(Manager):
     def _remove_old(self, p):
         """The images the disk left: its own chain (never a base others stand on: refused in the plan)."""
         for path in p["chain"]:
-            if os.path.normpath(path) == os.path.normpath(p["dest"]):
+            if os.path.normpath(path) in [os.path.normpath(x) for x in p["dest_chain"]]:
                 continue
             vol = self.client.volume_by_path(path)
             if vol is not None:

@@ -33,8 +33,9 @@ description:
     target is removed at that boot by the cleanup the P(kvmfusion.compute.cna#role) role installs.
   - A linked clone's disk becomes a full disk on the way (the template's data is copied into it); the template
     is not touched.
-  - Refused, in one line and before any change, for a disk with snapshot layers (the snapshots would lose
-    their images; O(flatten_snapshots) allows it) and for an image that linked clones stand on (naming the clones).
+  - A disk with snapshot layers moves with them, or as one image (O(snapshot_layers)).
+  - Refused, in one line and before any change, for an image that linked clones (or clones of a snapshot) stand on,
+    naming the clones.
     Also refused for an independent-nonpersistent disk, a raw device mapping, and a datastore without the space.
   - Files are touched only on the CNA that has them. A remote O(uri) is refused.
 author:
@@ -70,15 +71,20 @@ options:
   timeout:
     description: Give up a live copy that is not in sync after this many seconds (the VM stays on its source).
     type: int
-  flatten_snapshots:
+  snapshot_layers:
     description:
-      - A disk with snapshot layers is refused unless this is set. With it, each moved disk's chain of layers
-        becomes one image at the target (what the VM sees now), and the VM's snapshots are deleted, since their
-        images are gone. Their memory files go too.
-      - If nothing has moved when the task fails, the snapshots are put back.
-      - Layers of disks that do not move stay as they are, without snapshots.
-    type: bool
-    default: false
+      - What a move does with a disk's snapshot layers (the qcow2 overlays its snapshots put on it).
+      - V(keep) moves every image of the chain under its own name, each converted onto the copy of the image
+        under it and compared with the original. A running VM's active layer is mirrored last (only its own
+        data). The disk's own image takes O(format) and O(provisioning); the layers stay thin qcow2. The VM's
+        snapshots are redefined pointing at the moved images, so they can still be reverted to.
+      - V(flatten) makes each moved disk's chain one image at the target (what the VM sees now) and deletes the
+        VM's snapshots and their memory files, since their images are gone. Layers of disks that do not move stay,
+        without snapshots.
+      - Either way, if nothing has moved when the task fails, the snapshots are put back as they were.
+    type: str
+    choices: [keep, flatten]
+    default: keep
 seealso:
   - module: kvmfusion.compute.vm_migration
   - module: kvmfusion.compute.disk
@@ -101,12 +107,18 @@ EXAMPLES = r'''
     format: qcow2
     bandwidth: 200
 
-- name: Move web1's system disk too, its snapshot layers flattened into one image (its snapshots are deleted)
+- name: Move web1's system disk too, with its snapshot layers (its snapshots follow)
   kvmfusion.compute.storage_migration:
     vm: web1
     disks: [vda]
     datastore: local
-    flatten_snapshots: true
+
+- name: Move it back, its snapshot layers flattened into one image (its snapshots are deleted)
+  kvmfusion.compute.storage_migration:
+    vm: web1
+    disks: [vda]
+    datastore: fast-ssd
+    snapshot_layers: flatten
 '''
 
 RETURN = r'''
@@ -140,7 +152,7 @@ disks:
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.storagemove import FORMATS, PROVISIONING, StorageMigrationManager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.storagemove import FORMATS, LAYERS, PROVISIONING, StorageMigrationManager
 
 
 def main():
@@ -152,7 +164,7 @@ def main():
         format=dict(type="str", choices=list(FORMATS)),
         bandwidth=dict(type="int"),
         timeout=dict(type="int"),
-        flatten_snapshots=dict(type="bool", default=False),
+        snapshot_layers=dict(type="str", choices=list(LAYERS), default="keep"),
     )
     m = KvmfModule(argspec, supports_check_mode=True)
     m.run(lambda m: m.manager(StorageMigrationManager).converge(m.params))

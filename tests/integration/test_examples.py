@@ -110,9 +110,9 @@ def story(lab):
                                                    {"datastore": "fast-ssd", "name": "sm-web1-data.qcow2",
                                                     "size": "16MiB"}]}]}),
         ex("storage_migration", 0), ex("storage_migration", 1),
-        glue("a snapshot of web1 (the next example flattens its layers)", **{"kvmfusion.compute.snapshot": {
+        glue("a snapshot of web1 (the next examples move its layers)", **{"kvmfusion.compute.snapshot": {
             "vm": "sm-web1", "name": "before-move"}}),
-        ex("storage_migration", 2),
+        ex("storage_migration", 2), ex("storage_migration", 3),
         glue("the VMs whose disks moved go", **{"kvmfusion.compute.vm": {"name": "{{ item }}", "state": "absent",
                                                                          "delete_disks": True},
                                                 "loop": ["sm-db1", "sm-web1"]}),

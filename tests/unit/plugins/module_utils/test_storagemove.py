@@ -174,9 +174,7 @@ def test_refusals_before_any_change(cna, monkeypatch):
     refused(c, "unknown datastore 'ds9'", datastore="ds9")
     refused(c, "VM 'vm1' has no disk vdz", disks=["vdz"])
     refused(c, "disk vda is on datastore ds1 already", datastore="ds1", format="raw")
-    c.dom.listAllSnapshots.return_value = [mock.MagicMock(getName=mock.MagicMock(return_value="s1"))]
-    refused(c, "disk vda has snapshot layers (snapshots: s1)")
-    c.dom.listAllSnapshots.return_value = []
+    refused(c, "snapshot_layers must be one of keep, flatten, got 'merge'", snapshot_layers="merge")
     monkeypatch.setattr(images, "dependants_of", lambda client, paths, exclude_vm=None: {c.disk: [("clone1", "vda")]})
     refused(c, "is the base of clone1 (vda)")
     monkeypatch.setattr(images, "dependants_of", lambda client, paths, exclude_vm=None: {})
@@ -306,7 +304,7 @@ def test_a_disk_moved_there_and_back_keeps_no_move_and_its_mode(cna):
 
 
 # ---------------------------------------------------------------- snapshot layers: refused, or flattened as asked
-def test_a_chain_is_refused_unless_flattened_then_one_image_and_no_snapshots(cna, monkeypatch):
+def test_a_chain_flattened_as_asked_becomes_one_image_and_the_snapshots_go(cna, monkeypatch):
     c = cna()
     overlay = c.disk + "~s1.qcow2"
     subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
@@ -323,10 +321,9 @@ def test_a_chain_is_refused_unless_flattened_then_one_image_and_no_snapshots(cna
     c.dom.listAllSnapshots.return_value = [snap]
     c.dom.snapshotCurrent.return_value = snap
     c.snapshot = lambda vm, name: snap
-    refused(c, "disk vda has snapshot layers (snapshots: s1)", "flatten_snapshots")
-    mgr, res = move(c, check_mode=True, flatten_snapshots=True)
+    mgr, res = move(c, check_mode=True, snapshot_layers="flatten")
     assert not snap.delete.called and os.listdir(c.ds2) == []
-    mgr, res = move(c, flatten_snapshots=True)
+    mgr, res = move(c, snapshot_layers="flatten")
     dest = os.path.join(c.ds2, "data.qcow2")
     assert res.actions == ["copy vda to %s (qcow2 thin, 2 layers flattened)" % dest,
                            "delete snapshots s1 (a moved disk's layers become one image)"]
@@ -349,7 +346,7 @@ def test_a_failed_flattening_move_puts_the_snapshots_back(cna, monkeypatch):
     monkeypatch.setattr(storagemove.StorageMigrationManager, "_convert",
                         lambda self, vm, p: (_ for _ in ()).throw(ValueError("No space left on device")))
     with pytest.raises(ValueError):
-        move(c, flatten_snapshots=True)
+        move(c, snapshot_layers="flatten")
     snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
     c.dom.snapshotCreateXML.assert_called_once_with(snap.getXMLDesc.return_value,
                                                     storagemove.CREATE_REDEFINE | storagemove.CREATE_CURRENT)
@@ -370,6 +367,45 @@ def test_a_disk_already_moved_is_not_refused_for_layers_taken_since(cna, monkeyp
     c.dom.listAllSnapshots.return_value = [snap]
     mgr, res = move(c, format="raw")  # the play re-applied: the disk is where it was asked to be, as raw
     assert not res.changed and res.actions == []
-    with pytest.raises(ValueError) as err:
-        move(c, datastore="ds1")
-    assert "has snapshot layers (snapshots: s1)" in str(err.value)
+    mgr, res = move(c, datastore="ds1", check_mode=True)  # moving it back keeps its layer
+    assert res.actions == ["copy vda to %s (raw thin, 2 layers kept)" % c.disk, "redefine snapshots s1 with the moved images"]
+
+
+def test_a_chain_kept_moves_layer_by_layer_and_the_snapshots_follow(cna, monkeypatch):
+    c = cna()
+    overlay = c.disk + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
+    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 1M", overlay], stdout=subprocess.DEVNULL)
+    c.xml = c._xml(overlay, "qcow2")
+    chains = {"now": [overlay, c.disk]}
+    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
+        (el, src, mode, chains["now"]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    snap = mock.MagicMock()
+    snap.getName.return_value = "s1"
+    snap.getXMLDesc.return_value = ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'>"
+                                    "<source file='%s'/></disk></disks><domain><devices><disk><source file='%s'/>"
+                                    "</disk></devices></domain></domainsnapshot>" % (overlay, c.disk))
+    c.dom.listAllSnapshots.return_value = [snap]
+    c.dom.snapshotCurrent.return_value = snap
+    c.snapshot = lambda vm, name: snap
+    mgr, res = move(c, provisioning="thick_lazy_zeroed")
+    base2, top2 = os.path.join(c.ds2, "data.qcow2"), os.path.join(c.ds2, "data.qcow2~s1.qcow2")
+    assert res.actions == ["copy vda to %s (qcow2 thick_lazy_zeroed, 2 layers kept)" % base2,
+                           "redefine snapshots s1 with the moved images"]
+    info = subprocess.check_output(["qemu-img", "info", "-U", top2], text=True)
+    assert "backing file: %s" % base2 in info
+    assert "backing file" not in subprocess.check_output(["qemu-img", "info", "-U", base2], text=True)
+    subprocess.check_call(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 1M 2M", "-c", "read -P 0x77 8M 1M", top2],
+                          stdout=subprocess.DEVNULL)
+    # the base alone still holds what the snapshot saw (the layer's data is not in it)
+    subprocess.check_call(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0 8M 1M", base2], stdout=subprocess.DEVNULL)
+    assert fileops.get_intent(base2) == "thick_lazy_zeroed" and fileops.get_intent(top2) == "thin"
+    assert sorted(os.listdir(c.ds1)) == [] and sorted(os.listdir(c.ds2)) == ["data.qcow2", "data.qcow2~s1.qcow2"]
+    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    redefined = xmlutil.parse(c.dom.snapshotCreateXML.call_args[0][0])
+    assert [el.get("file") for el in redefined.iter("source")] == [top2, base2]
+    assert xmlutil.find_attr(xmlutil.parse(c.xml), "devices/disk/source", "file") == top2
+    chains["now"] = [top2, base2]
+    c.dom.snapshotCreateXML.reset_mock()
+    mgr, res = move(c, provisioning="thick_lazy_zeroed")
+    assert not res.changed
