@@ -236,6 +236,14 @@ class StorageMigrationManager(Manager):
                           "top_format": "qcow2" if keep else fmt,
                           "size": size, "format": fmt, "provisioning": prov, "from": (cur_ds, before["name"]),
                           "to": (d["datastore"], after["name"]), "before": before, "after": after, "el": el})
+        moving = set(p["target"] for p in plans if p["before"] != p["after"])
+        if d["layers"] == "flatten" and any(len(chains[t][3]) > 1 for t in moving):
+            # the snapshots go: a disk keeping its layers would keep images no snapshot accounts for (and that
+            # deleting the VM with its disks could not tell from a linked clone's base)
+            stay = sorted(t for t, c in chains.items() if len(c[3]) > 1 and t not in moving)
+            if stay:
+                raise ValueError("%s: flattening deletes the snapshots (%s), but disk %s keeps their layers and does "
+                                 "not move: move it too, or keep the layers" % (obj, ", ".join(snaps), ", ".join(stay)))
         return plans
 
     def _check_target(self, obj, target, dest, size, fmt, prov, base, ds):

@@ -79,8 +79,8 @@ options:
         data). The disk's own image takes O(format) and O(provisioning); the layers stay thin qcow2. The VM's
         snapshots are redefined pointing at the moved images, so they can still be reverted to.
       - V(flatten) makes each moved disk's chain one image at the target (what the VM sees now) and deletes the
-        VM's snapshots and their memory files, since their images are gone. Layers of disks that do not move stay,
-        without snapshots.
+        VM's snapshots and their memory files, since their images are gone. Every disk with layers must then move
+        (refused otherwise, naming the disk).
       - Either way, if nothing has moved when the task fails, the snapshots are put back as they were.
     type: str
     choices: [keep, flatten]
@@ -113,10 +113,9 @@ EXAMPLES = r'''
     disks: [vda]
     datastore: local
 
-- name: Move it back, its snapshot layers flattened into one image (its snapshots are deleted)
+- name: Move all of web1's disks back, their snapshot layers flattened into one image each (its snapshots are deleted)
   kvmfusion.compute.storage_migration:
     vm: web1
-    disks: [vda]
     datastore: fast-ssd
     snapshot_layers: flatten
 '''

@@ -409,3 +409,20 @@ def test_a_chain_kept_moves_layer_by_layer_and_the_snapshots_follow(cna, monkeyp
     c.dom.snapshotCreateXML.reset_mock()
     mgr, res = move(c, provisioning="thick_lazy_zeroed")
     assert not res.changed
+
+
+def test_flattening_is_refused_while_another_disk_keeps_the_layers(cna, monkeypatch):
+    c = cna()
+    overlay = c.disk + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
+    other = os.path.join(c.ds1, "other.qcow2")
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", other, "16M"])
+    other_top = other + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", other, "-F", "qcow2", other_top])
+    c.xml = c._xml(overlay, "qcow2").replace("</devices>", "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                                             "<source file='%s'/><target dev='vdb' bus='virtio'/></disk></devices>" % other_top)
+    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
+        (el, src, mode, [src, src[:-len("~s1.qcow2")]]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    c.dom.listAllSnapshots.return_value = [mock.MagicMock(getName=mock.MagicMock(return_value="s1"))]
+    refused(c, "flattening deletes the snapshots (s1), but disk vdb keeps their layers and does not move",
+            disks=["vda"], snapshot_layers="flatten")
