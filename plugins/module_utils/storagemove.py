@@ -187,6 +187,7 @@ class StorageMigrationManager(Manager):
                                 if el.get("device", "disk") == "disk" and el.get("type", "file") == "file"]
         snaps = [s.getName() for s in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0)]
         plans = []
+        planned = 0
         for want in wanted:
             target = want if want in chains else next((t for t, c in chains.items()
                                                        if c[3] and os.path.basename(c[3][-1]) == want), None)
@@ -224,9 +225,14 @@ class StorageMigrationManager(Manager):
                 if stand:
                     raise ValueError("%s: disk %s cannot move: %s" % (obj, target, images.describe_dependants(stand)))
                 keep = d["layers"] == "keep" and len(chain) > 1
+                # the disk's own image as asked, and (kept) the layers on it as they are: all must fit
+                need = size if prov != "thin" else fileops.allocated_bytes(base)
+                if keep:
+                    need += sum(fileops.allocated_bytes(layer) for layer in chain[:-1])
                 for layer in (chain if keep else [base]):
-                    self._check_target(obj, target, os.path.join(dest_dir, os.path.basename(layer)), size, fmt,
-                                       prov if layer == base else "thin", layer, d["datastore"])
+                    self._check_target(obj, target, os.path.join(dest_dir, os.path.basename(layer)))
+                planned += need  # every disk of the task lands on the same datastore
+                self._check_space(obj, target, dest_dir, planned, d["datastore"])
             keep = d["layers"] == "keep" and len(chain) > 1
             # kept layers: each image of the chain moves under its own name; the disk's own image (the base)
             # takes the format and provisioning asked for, the layers on it stay thin qcow2
@@ -246,16 +252,19 @@ class StorageMigrationManager(Manager):
                                  "not move: move it too, or keep the layers" % (obj, ", ".join(snaps), ", ".join(stay)))
         return plans
 
-    def _check_target(self, obj, target, dest, size, fmt, prov, base, ds):
-        """The destination file must not exist (but a partial copy this module left is replaced), and fit."""
+    @staticmethod
+    def _check_target(obj, target, dest):
+        """The destination file must not exist (but a partial copy this module left is replaced)."""
         # only a target this module marked partial (a killed run's) is ever replaced
         if os.path.lexists(dest):
             if fileops.get_intent(dest) != "partial":
                 raise ValueError("%s: disk %s cannot move to %s: a file of that name is there already" % (
                     obj, target, dest))
-        st = os.statvfs(os.path.dirname(dest))
+
+    @staticmethod
+    def _check_space(obj, target, dest_dir, need, ds):
+        st = os.statvfs(dest_dir)
         free = st.f_bavail * st.f_frsize
-        need = size if prov != "thin" else fileops.allocated_bytes(base)
         if need > free:
             raise ValueError("%s: disk %s needs %d MiB on datastore %s, which has %d MiB free" % (
                 obj, target, need >> 20, ds, free >> 20))

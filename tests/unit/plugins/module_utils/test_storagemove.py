@@ -426,3 +426,19 @@ def test_flattening_is_refused_while_another_disk_keeps_the_layers(cna, monkeypa
     c.dom.listAllSnapshots.return_value = [mock.MagicMock(getName=mock.MagicMock(return_value="s1"))]
     refused(c, "flattening deletes the snapshots (s1), but disk vdb keeps their layers and does not move",
             disks=["vda"], snapshot_layers="flatten")
+
+
+def test_the_space_check_counts_every_disk_and_kept_layer(cna, monkeypatch):
+    c = cna()
+    overlay = c.disk + "~s1.qcow2"
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
+    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 4M", overlay], stdout=subprocess.DEVNULL)
+    c.xml = c._xml(overlay, "qcow2")
+    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
+        (el, src, mode, [overlay, c.disk]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    c.dom.listAllSnapshots.return_value = [mock.MagicMock(getName=mock.MagicMock(return_value="s1"))]
+    # the base alone (2 MiB of data and its metadata) fits in 3 MiB; with the layer's 4 MiB it does not
+    need = fileops.allocated_bytes(c.disk) + fileops.allocated_bytes(overlay)
+    assert fileops.allocated_bytes(c.disk) < 3 * MIB < need
+    monkeypatch.setattr(os, "statvfs", lambda path: mock.MagicMock(f_bavail=3 * 256, f_frsize=4096))
+    refused(c, "disk vda needs %d MiB on datastore ds2, which has 3 MiB free" % (need >> 20))
