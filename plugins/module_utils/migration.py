@@ -27,9 +27,6 @@ import time
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, storage, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
-    CREATE_CURRENT,
-    CREATE_REDEFINE,
-    DELETE_METADATA_ONLY,
     JOB_STATS_COMPLETED,
     MIGRATE_ABORT_ON_ERROR,
     MIGRATE_AUTO_CONVERGE,
@@ -45,7 +42,6 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     MIGRATE_UNDEFINE_SOURCE,
     MIGRATE_UNSAFE,
     NODEDEV_CAP_STORAGE,
-    SNAPSHOT_XML_SECURE,
     VOL_DOWNLOAD_SPARSE_STREAM,
     VOL_GET_PHYSICAL,
     VOL_UPLOAD_SPARSE_STREAM,
@@ -56,7 +52,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import loc
 from ansible_collections.kvmfusion.compute.plugins.module_utils.images import incoming_marker
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import TwoHostManager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
-from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import snapshot_order
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import lift_snapshots, put_snapshots
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import kib
 
 MODES = ("auto", "live", "cold")
@@ -505,32 +501,10 @@ class MigrationManager(TwoHostManager):
     # snapshots travel as metadata ------------------------------------------------------------
     def _lift_snapshots(self, dom, name):
         """[(name, parent, xml, current)] of the VM's snapshots, whose metadata leaves the source."""
-        obj = "VM '%s'" % name
-        snaps = self.source.call("list snapshots of", obj, dom.listAllSnapshots, 0)
-        if not snaps:
-            return []
-        current = None
-        try:
-            current = self.source.call("read current snapshot of", obj, dom.snapshotCurrent, 0).getName()
-        except Exception:  # pylint: disable=broad-except
-            current = None
-        entries = []
-        for s in snaps:
-            xml = self.source.call("read", "snapshot of %s" % obj, s.getXMLDesc, SNAPSHOT_XML_SECURE)
-            root = xmlutil.parse(xml)
-            entries.append((s.getName(), xmlutil.find_text(root, "parent/name"), xml, s.getName() == current))
-        ordered = snapshot_order(entries)
-        for entry in reversed(ordered):
-            snap = self.source.snapshot(name, entry[0])
-            self.source.call("move the metadata of", "snapshot '%s' of %s" % (entry[0], obj), snap.delete,
-                             DELETE_METADATA_ONLY)
-        return ordered
+        return lift_snapshots(self.source, dom, name)
 
     def _put_snapshots(self, client, name, snaps):
-        dom = client.domain(name)
-        for sname, _parent, xml, current in snaps:
-            client.call("redefine", "snapshot '%s' of VM '%s'" % (sname, name), dom.snapshotCreateXML, xml,
-                        CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
+        put_snapshots(client, client.domain(name), name, snaps)
 
     # the moves ----------------------------------------------------------------------------
     def _flags(self, d, plan, live):

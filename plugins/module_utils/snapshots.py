@@ -23,9 +23,12 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     AFFECT_CONFIG,
     AFFECT_LIVE,
     CREATE_ATOMIC,
+    CREATE_CURRENT,
     CREATE_DISK_ONLY,
     CREATE_LIVE,
     CREATE_QUIESCE,
+    CREATE_REDEFINE,
+    DELETE_METADATA_ONLY,
     METADATA_ELEMENT,
     SNAPSHOT_XML_SECURE,
 )
@@ -51,6 +54,45 @@ def snapshot_order(entries):
     for name in sorted(by_name):
         visit(name)
     return out
+
+
+def lift_snapshots(client, dom, vm, purpose="move the metadata of"):
+    """The VM's snapshots as [(name, parent, xml, current)], parents first, their XML read with SECURE; their
+    metadata is deleted (a migration or a move of their images redefines them with put_snapshots)."""
+    obj = "VM '%s'" % vm
+    snaps = client.call("list snapshots of", obj, dom.listAllSnapshots, 0)
+    if not snaps:
+        return []
+    current = None
+    try:
+        current = client.call("read current snapshot of", obj, dom.snapshotCurrent, 0).getName()
+    except Exception:  # pylint: disable=broad-except
+        current = None
+    entries = []
+    for snap in snaps:
+        xml = client.call("read", "snapshot of %s" % obj, snap.getXMLDesc, SNAPSHOT_XML_SECURE)
+        entries.append((snap.getName(), xmlutil.find_text(xmlutil.parse(xml), "parent/name"), xml,
+                        snap.getName() == current))
+    ordered = snapshot_order(entries)
+    for entry in reversed(ordered):
+        snap = client.snapshot(vm, entry[0])
+        client.call(purpose, "snapshot '%s' of %s" % (entry[0], obj), snap.delete, DELETE_METADATA_ONLY)
+    return ordered
+
+
+def put_snapshots(client, dom, vm, lifted, where=None):
+    """Redefine lifted snapshots, parents first, the current one marked; every image path in them (their disks
+    and the definition they keep) found in ``where`` ({old path: new path}) is replaced by where it went."""
+    for name, _parent, xml, current in lifted:
+        if where:
+            root = xmlutil.parse(xml)
+            for el in root.iter("source"):
+                path = el.get("file")
+                if path and os.path.normpath(path) in where:
+                    el.set("file", where[os.path.normpath(path)])
+            xml = xmlutil.tostring(root)
+        client.call("redefine", "snapshot '%s' of VM '%s'" % (name, vm), dom.snapshotCreateXML, xml,
+                    CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
 
 
 def _quiesced_record(client, vm):

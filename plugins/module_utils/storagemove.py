@@ -26,11 +26,7 @@ import xml.etree.ElementTree as ET
 from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, images, names, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_LIVE,
-    CREATE_CURRENT,
-    CREATE_REDEFINE,
-    DELETE_METADATA_ONLY,
     METADATA_ELEMENT,
-    SNAPSHOT_XML_SECURE,
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import (
     META_KEY,
@@ -48,7 +44,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
-from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import record_quiesced, snapshot_order
+from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import lift_snapshots, put_snapshots, record_quiesced
 
 PROVISIONING = fileops.PROVISIONING
 FORMATS = ("qcow2", "raw")
@@ -121,7 +117,7 @@ class StorageMigrationManager(Manager):
         if self.check_mode or not todo:
             return self.result(before, after, vm=vm, disks=[self._report(p, None) for p in plans])
         # the snapshots' metadata leaves while their images move; it comes back pointing where they went
-        lifted = self._lift_snapshots(dom, vm) if snap_names else []
+        lifted = lift_snapshots(self.client, dom, vm, "delete the metadata of") if snap_names else []
         moved, where = [], {}
         try:
             for p in todo:
@@ -139,7 +135,7 @@ class StorageMigrationManager(Manager):
         except Exception:
             if lifted and (not flatten or not moved):
                 # what moved is recorded: the snapshots come back, pointing where their images are
-                self._put_snapshots(dom, vm, lifted, where)
+                put_snapshots(self.client, dom, vm, lifted, where)
             elif lifted:
                 self.warn("the snapshots of %s were deleted (disks already moved flattened): %s"
                           % (obj, ", ".join(e[0] for e in lifted)))
@@ -147,7 +143,7 @@ class StorageMigrationManager(Manager):
         if lifted and flatten:
             self._forget_snapshots(dom, vm, lifted)
         elif lifted:
-            self._put_snapshots(dom, vm, lifted, where)
+            put_snapshots(self.client, dom, vm, lifted, where)
         self._refresh(dest_pool, d["datastore"])
         for name in set(p["from"][0] for p, _s in moved):
             pool = self.client.pool(name)
@@ -521,41 +517,6 @@ class StorageMigrationManager(Manager):
             os.unlink(old_copy)  # the system disk moved: its definition copy moved with it
 
     # snapshots of a flattened disk ---------------------------------------------------------
-    def _lift_snapshots(self, dom, vm):
-        """The VM's snapshots' definitions (read with SECURE), parents first; their metadata is deleted (their
-        images are about to be flattened). Returns [(name, parent, xml, current)]."""
-        obj = "VM '%s'" % vm
-        current = None
-        try:
-            current = self.client.call("read current snapshot of", obj, dom.snapshotCurrent, 0).getName()
-        except Exception:  # pylint: disable=broad-except
-            current = None
-        entries = []
-        for snap in self.client.call("list snapshots of", obj, dom.listAllSnapshots, 0):
-            xml = self.client.call("read", "snapshot of %s" % obj, snap.getXMLDesc, SNAPSHOT_XML_SECURE)
-            entries.append((snap.getName(), xmlutil.find_text(xmlutil.parse(xml), "parent/name"), xml,
-                            snap.getName() == current))
-        ordered = snapshot_order(entries)
-        for entry in reversed(ordered):
-            snap = self.client.snapshot(vm, entry[0])
-            self.client.call("delete the metadata of", "snapshot '%s' of %s" % (entry[0], obj), snap.delete,
-                             DELETE_METADATA_ONLY)
-        return ordered
-
-    def _put_snapshots(self, dom, vm, lifted, where=None):
-        """The snapshots redefined, parents first; every image path in them (the snapshot's disks and the VM's
-        definition it keeps) that moved is replaced by where it went."""
-        for name, _parent, xml, current in lifted:
-            if where:
-                root = xmlutil.parse(xml)
-                for el in root.iter("source"):
-                    path = el.get("file")
-                    if path and os.path.normpath(path) in where:
-                        el.set("file", where[os.path.normpath(path)])
-                xml = xmlutil.tostring(root)
-            self.client.call("redefine", "snapshot '%s' of VM '%s'" % (name, vm), dom.snapshotCreateXML, xml,
-                             CREATE_REDEFINE | (CREATE_CURRENT if current else 0))
-
     def _forget_snapshots(self, dom, vm, lifted):
         """After the flattening move: the deleted snapshots' memory files and quiesce records go too."""
         for name, _parent, xml, _current in lifted:

@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec, disks, fileops, images, storagemove, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec, disks, fileops, images, storagemove, xmlutil
 
 MIB = 1024 ** 2
 
@@ -303,15 +303,23 @@ def test_a_disk_moved_there_and_back_keeps_no_move_and_its_mode(cna):
     assert os.path.exists(c.disk) and not os.path.exists(dest)
 
 
-# ---------------------------------------------------------------- snapshot layers: refused, or flattened as asked
-def test_a_chain_flattened_as_asked_becomes_one_image_and_the_snapshots_go(cna, monkeypatch):
-    c = cna()
+# ---------------------------------------------------------------- snapshot layers: kept, or flattened as asked
+def layered(c, monkeypatch, write="write -P 0x77 8M 1M", chains=None):
+    """The VM's disk with a snapshot layer on it (data written into the layer); returns the layer's path."""
     overlay = c.disk + "~s1.qcow2"
     subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
-    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 1M", overlay], stdout=subprocess.DEVNULL)
+    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", write, overlay], stdout=subprocess.DEVNULL)
     c.xml = c._xml(overlay, "qcow2")
+    now = chains if chains is not None else {"now": [overlay, c.disk]}
+    now.setdefault("now", [overlay, c.disk])
     monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
-        (el, src, mode, [overlay, c.disk]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+        (el, src, mode, now["now"]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    return overlay
+
+
+def test_a_chain_flattened_as_asked_becomes_one_image_and_the_snapshots_go(cna, monkeypatch):
+    c = cna()
+    overlay = layered(c, monkeypatch)
     mem = os.path.join(c.ds1, ".vm1~s1.mem")
     open(mem, "w").close()
     snap = mock.MagicMock()
@@ -331,7 +339,7 @@ def test_a_chain_flattened_as_asked_becomes_one_image_and_the_snapshots_go(cna, 
     subprocess.check_call(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 1M 2M", "-c", "read -P 0x77 8M 1M", dest],
                           stdout=subprocess.DEVNULL)
     assert not os.path.exists(overlay) and not os.path.exists(c.disk) and not os.path.exists(mem)
-    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    snap.delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
     assert xmlutil.find_attr(xmlutil.parse(c.xml), "devices/disk/source", "file") == dest
 
 
@@ -347,9 +355,9 @@ def test_a_failed_flattening_move_puts_the_snapshots_back(cna, monkeypatch):
                         lambda self, vm, p: (_ for _ in ()).throw(ValueError("No space left on device")))
     with pytest.raises(ValueError):
         move(c, snapshot_layers="flatten")
-    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    snap.delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
     c.dom.snapshotCreateXML.assert_called_once_with(snap.getXMLDesc.return_value,
-                                                    storagemove.CREATE_REDEFINE | storagemove.CREATE_CURRENT)
+                                                    constants.CREATE_REDEFINE | constants.CREATE_CURRENT)
     assert os.path.exists(c.disk) and c.defined == []
 
 
@@ -373,13 +381,8 @@ def test_a_disk_already_moved_is_not_refused_for_layers_taken_since(cna, monkeyp
 
 def test_a_chain_kept_moves_layer_by_layer_and_the_snapshots_follow(cna, monkeypatch):
     c = cna()
-    overlay = c.disk + "~s1.qcow2"
-    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
-    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 1M", overlay], stdout=subprocess.DEVNULL)
-    c.xml = c._xml(overlay, "qcow2")
-    chains = {"now": [overlay, c.disk]}
-    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
-        (el, src, mode, chains["now"]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    chains = {}
+    overlay = layered(c, monkeypatch, chains=chains)
     snap = mock.MagicMock()
     snap.getName.return_value = "s1"
     snap.getXMLDesc.return_value = ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'>"
@@ -401,7 +404,7 @@ def test_a_chain_kept_moves_layer_by_layer_and_the_snapshots_follow(cna, monkeyp
     subprocess.check_call(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0 8M 1M", base2], stdout=subprocess.DEVNULL)
     assert fileops.get_intent(base2) == "thick_lazy_zeroed" and fileops.get_intent(top2) == "thin"
     assert sorted(os.listdir(c.ds1)) == [] and sorted(os.listdir(c.ds2)) == ["data.qcow2", "data.qcow2~s1.qcow2"]
-    snap.delete.assert_called_once_with(storagemove.DELETE_METADATA_ONLY)
+    snap.delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
     redefined = xmlutil.parse(c.dom.snapshotCreateXML.call_args[0][0])
     assert [el.get("file") for el in redefined.iter("source")] == [top2, base2]
     assert xmlutil.find_attr(xmlutil.parse(c.xml), "devices/disk/source", "file") == top2
@@ -430,12 +433,7 @@ def test_flattening_is_refused_while_another_disk_keeps_the_layers(cna, monkeypa
 
 def test_the_space_check_counts_every_disk_and_kept_layer(cna, monkeypatch):
     c = cna()
-    overlay = c.disk + "~s1.qcow2"
-    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-b", c.disk, "-F", "qcow2", overlay])
-    subprocess.check_call(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 8M 4M", overlay], stdout=subprocess.DEVNULL)
-    c.xml = c._xml(overlay, "qcow2")
-    monkeypatch.setattr(images, "own_chains", lambda client, vm, inactive=True, local=True: [
-        (el, src, mode, [overlay, c.disk]) for el, src, mode in diskspec.attached_disks(client, vm, inactive)])
+    overlay = layered(c, monkeypatch, write="write -P 0x77 8M 4M")
     c.dom.listAllSnapshots.return_value = [mock.MagicMock(getName=mock.MagicMock(return_value="s1"))]
     # the base alone (2 MiB of data and its metadata) fits in 3 MiB; with the layer's 4 MiB it does not
     need = fileops.allocated_bytes(c.disk) + fileops.allocated_bytes(overlay)
