@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import contextlib
 import json
 import os
 import types
@@ -89,11 +90,13 @@ def _no_host_facts(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _fresh_module_warnings(monkeypatch):
-    """AnsibleModule collects warnings in a process-wide list: each test starts with none."""
+    """AnsibleModule collects warnings process-wide (a list in ansible-core 2.18, a dict in 2.19): each test
+    starts with none."""
     from ansible.module_utils.common import warnings as ansible_warnings
     for name in ("_global_warnings", "_global_deprecations"):
-        if isinstance(getattr(ansible_warnings, name, None), list):
-            monkeypatch.setattr(ansible_warnings, name, [])
+        current = getattr(ansible_warnings, name, None)
+        if isinstance(current, (list, dict)):
+            monkeypatch.setattr(ansible_warnings, name, type(current)())
 
 
 @pytest.fixture
@@ -105,13 +108,26 @@ def fake_libvirt(monkeypatch):
 
 @pytest.fixture
 def set_module_args(monkeypatch):
-    """Feed AnsibleModule its arguments the way the module wrapper does."""
+    """Feed AnsibleModule its arguments the way the module wrapper does: with ansible-core's own helper where it
+    has one (2.19: the arguments come with a serialization profile), else by setting them as 2.18 reads them."""
+    try:
+        from ansible.module_utils.testing import patch_module_args  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        patch_module_args = None
+    patches = contextlib.ExitStack()
+
     def _set(args=None, check_mode=False, diff=False):
         payload = dict(args or {})
         payload["_ansible_check_mode"] = check_mode
         payload["_ansible_diff"] = diff
-        monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": payload})))
-    return _set
+        if patch_module_args is not None:
+            # 2.19 includes a failure's traceback only when the controller asks for it (as with -vvv)
+            payload["_ansible_tracebacks_for"] = ["error"]
+            patches.enter_context(patch_module_args(payload))
+        else:
+            monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": payload})))
+    yield _set
+    patches.close()
 
 
 @pytest.fixture
@@ -121,8 +137,17 @@ def module_result(capsys):
         with pytest.raises(SystemExit) as exc:
             fn(*args, **kwargs)
         out = capsys.readouterr().out
-        return exc.value.code, json.loads(out)
+        return exc.value.code, _plain_warnings(json.loads(out))
     return _run
+
+
+def _plain_warnings(result):
+    """Warnings as the controller shows them: ansible-core 2.19 modules return each as a WarningSummary
+    ({"event": {"msg": ...}}), 2.18 modules as the text itself."""
+    if isinstance(result.get("warnings"), list):
+        result["warnings"] = [w["event"]["msg"] if isinstance(w, dict) and isinstance(w.get("event"), dict) else w
+                              for w in result["warnings"]]
+    return result
 
 
 # ---------------------------------------------------------------- real files
