@@ -582,10 +582,12 @@ class MigrationManager(TwoHostManager):
                 progress.append(stats)
             elapsed = time.time() - start
             if d["timeout"] and elapsed > d["timeout"] and not aborted and not switched:
-                aborted = True
                 try:
                     src.call("abort the migration of", obj, dom.abortJob)
+                    aborted = True
                 except Exception:  # pylint: disable=broad-except
+                    # not abortable yet (libvirt still setting the job up: CI saw a 1 s timeout ignored this
+                    # way, the copy then ran 129 s to the end): again at the next poll
                     pass
             if d["post_copy"] and not switched and stats and stats.get("memory_iteration", 0) >= (
                     d["post_copy_after"] or 2):

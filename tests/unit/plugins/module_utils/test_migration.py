@@ -552,6 +552,30 @@ def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
     dom.abortJob.assert_called_once_with()
 
 
+def test_an_abort_refused_while_the_job_is_set_up_is_tried_again(monkeypatch):
+    src, dst, dom = cnas()
+    monkeypatch.setattr(migration, "POLL", 0.01)
+    import threading
+    release = threading.Event()
+
+    def slow(*a):
+        release.wait(5)
+        raise RuntimeError("operation aborted: migration out job: canceled by client")
+    dom.migrateToURI3.side_effect = slow
+    answers = [RuntimeError("Requested operation is not valid: no job is active on the domain"), None]
+
+    def abort():
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        release.set()
+    dom.abortJob.side_effect = abort
+    with pytest.raises(ValueError) as err:
+        run(src, dst, timeout=1)
+    assert "failed (aborted after the 1 s timeout); it still runs on cna1" in str(err.value)
+    assert dom.abortJob.call_count == 2
+
+
 def test_the_destination_as_source_is_refused_even_with_the_vm_there():
     src, dst, dom = cnas()
     dst.host_info = src.host_info
