@@ -143,6 +143,13 @@ def main():
                         frame, addr = s.recvfrom(65535)
                     except BlockingIOError:
                         break
+                    except OSError as e:
+                        # the tap went down (Open vSwitch restarting, the VM leaving): this socket goes, the
+                        # next scan opens it again; the loop must not stall on it (it delayed the rules'
+                        # return after an Open vSwitch restart by over 10 s)
+                        log("%s of %s: %s; watching it again at the next scan" % (dev, vm, e))
+                        socks.pop(dev)[0].close()
+                        break
                     if addr[0] != dev or addr[2] != socket.PACKET_OUTGOING:
                         continue  # sent by the guest itself: never trusted
                     ack = portsec.parse_dhcp_ack(frame)
