@@ -535,16 +535,22 @@ def test_a_stale_partial_copy_is_replaced_and_anything_else_refused(dirs, monkey
     assert not stale.delete.called
 
 
-def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
+def slow_migration(monkeypatch):
+    """A migration that runs until aborted; returns the VM and the event its abort sets."""
+    import threading
     src, dst, dom = cnas()
     monkeypatch.setattr(migration, "POLL", 0.01)
-    import threading
     release = threading.Event()
 
     def slow(*a):
         release.wait(5)
         raise RuntimeError("operation aborted: migration out job: canceled by client")
     dom.migrateToURI3.side_effect = slow
+    return src, dst, dom, release
+
+
+def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
+    src, dst, dom, release = slow_migration(monkeypatch)
     dom.abortJob.side_effect = release.set
     with pytest.raises(ValueError) as err:
         run(src, dst, timeout=1)
@@ -553,15 +559,7 @@ def test_a_timeout_aborts_and_the_vm_stays(monkeypatch):
 
 
 def test_an_abort_refused_while_the_job_is_set_up_is_tried_again(monkeypatch):
-    src, dst, dom = cnas()
-    monkeypatch.setattr(migration, "POLL", 0.01)
-    import threading
-    release = threading.Event()
-
-    def slow(*a):
-        release.wait(5)
-        raise RuntimeError("operation aborted: migration out job: canceled by client")
-    dom.migrateToURI3.side_effect = slow
+    src, dst, dom, release = slow_migration(monkeypatch)
     answers = [RuntimeError("Requested operation is not valid: no job is active on the domain"), None]
 
     def abort():
