@@ -397,10 +397,11 @@ class StorageMigrationManager(Manager):
                 return src
         return None
 
-    def _copy_layer(self, src, dest, parent, p):
-        """One image of a kept chain, converted to a temporary name on the copy of its parent (the base: with
-        the format and provisioning asked for), compared with the original chain, written out, renamed. It
-        stays marked partial until the whole disk has moved."""
+    def _copy_layer(self, src, dest, parent, p, mark="partial"):
+        """``src`` converted to a temporary name beside ``dest`` (on the copy ``parent`` of the image under it
+        for a kept layer; else with the format and provisioning asked for), compared with ``src`` before the
+        source goes, written out, marked ``mark`` and renamed. A kept layer stays marked partial until the
+        whole disk has moved."""
         tmp = images.temp_path(dest, "move")
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -423,7 +424,7 @@ class StorageMigrationManager(Manager):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._mark(tmp, "partial")
+            self._mark(tmp, mark)
             if os.path.lexists(dest):
                 os.unlink(dest)  # a partial copy an interrupted move left (checked in the plan)
             os.rename(tmp, dest)
@@ -432,30 +433,8 @@ class StorageMigrationManager(Manager):
                 os.unlink(tmp)
 
     def _convert(self, vm, p):
-        tmp = images.temp_path(p["dest"], "move")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        try:
-            opts = ["preallocation=%s" % PREALLOCATION[p["provisioning"]]] if p["provisioning"] != "thin" else []
-            if p["format"] == "qcow2":
-                opts.append("compat=1.1")
-            cmd = ["convert", "-q", "-O", p["format"]] + (["-o", ",".join(opts)] if opts else []) + [p["source"], tmp]
-            self.qemu_img(cmd)
-            os.chmod(tmp, 0o600)
-            # the copy is checked against the source before the source goes
-            self.qemu_img(["compare", "-q", p["source"], tmp])
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._mark(tmp, p["provisioning"])
-            if os.path.lexists(p["dest"]):
-                os.unlink(p["dest"])  # a partial copy an interrupted move left (checked in the plan)
-            os.rename(tmp, p["dest"])
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+        """A stopped VM's disk (its whole chain, read through, when flattened) as one image at the target."""
+        self._copy_layer(p["source"], p["dest"], None, p, mark=p["provisioning"])
         return {"copied_bytes": fileops.allocated_bytes(p["dest"]), "mode": "cold"}
 
     def _record_move(self, dom, vm, p, live):
