@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: kvmfusion.compute contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -121,14 +120,16 @@ def clean(conn, log):
             path = os.path.normpath(os.path.join(directory, base))
             try:
                 arrived = conn.lookupByUUIDString(uuid) is not None
-            except Exception:  # pylint: disable=broad-except  (libvirtError: no such domain)
+            # libvirtError: no such domain
+            except Exception:  # pylint: disable=broad-except
                 arrived = False
             if arrived or path in used or path in standing:
                 log("%s: kept (%s)" % (path, "its VM runs here" if arrived or path in used else "an image stands on it"))
             else:
                 try:
                     vol = pool.storageVolLookupByName(base)
-                except Exception:  # pylint: disable=broad-except  (the copy never started)
+                # the copy never started
+                except Exception:  # pylint: disable=broad-except
                     vol = None
                 if vol is not None:
                     vol.delete(0)

@@ -351,8 +351,9 @@ def test_a_failed_flattening_move_puts_the_snapshots_back(cna, monkeypatch):
     c.dom.listAllSnapshots.return_value = [snap]
     c.dom.snapshotCurrent.return_value = snap
     c.snapshot = lambda vm, name: snap
-    monkeypatch.setattr(storagemove.StorageMigrationManager, "_convert",
-                        lambda self, vm, p: (_ for _ in ()).throw(ValueError("No space left on device")))
+    def full(self, vm, p):
+        raise ValueError("No space left on device")
+    monkeypatch.setattr(storagemove.StorageMigrationManager, "_convert", full)
     with pytest.raises(ValueError):
         move(c, snapshot_layers="flatten")
     snap.delete.assert_called_once_with(constants.DELETE_METADATA_ONLY)
