@@ -351,6 +351,7 @@ def test_a_failed_flattening_move_puts_the_snapshots_back(cna, monkeypatch):
     c.dom.listAllSnapshots.return_value = [snap]
     c.dom.snapshotCurrent.return_value = snap
     c.snapshot = lambda vm, name: snap
+
     def full(self, vm, p):
         raise ValueError("No space left on device")
     monkeypatch.setattr(storagemove.StorageMigrationManager, "_convert", full)
