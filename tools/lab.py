@@ -5,11 +5,15 @@
 Each host is a network namespace plus fresh pid/mount/uts/ipc/cgroup namespaces in
 which the machine's own systemd boots as PID 1, with private /etc, /var, /root
 (overlays), private /run, /tmp, /dev/shm, its own machine-id, MAC, libvirt host UUID,
-SSH host key and cgroup subtree.  Hosts share one bridge (10.77.0.0/24) and one
+SSH host key and cgroup subtree.  /usr is the machine's, read-only, unless the host is given its own
+(an overlay like /etc): then the cna role may install another generation of the virtualization stack
+there (``--stack cna2=backports``) without touching the machine's packages.  Lab hosts reach the
+machine's package mirrors through NAT, as real hosts reach theirs.  Hosts share one bridge (10.77.0.0/24) and one
 directory mounted at the same path everywhere (the shared datastore).  The lab writes
 an Ansible inventory so that playbooks reach lab hosts over SSH exactly as real hosts.
 
-    tools/lab up [--cna N] [--vrm N]   idempotent; boots what is missing
+    tools/lab up [--cna N] [--vrm N] [--own-usr HOST]... [--stack HOST=STACK]...
+                                       idempotent; boots what is missing
     tools/lab down                     removes every trace (processes, mounts, netns, links, rules, state)
     tools/lab status [--json]          what is up
     tools/lab ssh HOST [CMD...]        a shell or command on a lab host
@@ -46,6 +50,8 @@ GATEWAY = "10.77.0.1"
 SHARED_MOUNTPOINT = "/var/lib/kvmfusion/shared"
 NETNS_PREFIX = "kvmf-"
 IPT_COMMENT = "kvmfusion-lab"
+# The cna role's cna_virt_stack values (roles/cna/meta/argument_specs.yml).
+STACKS = ("stock", "backports")
 BOOT_TIMEOUT = 60
 
 # Units of the machine image a lab host must not run: they touch the real hardware or
@@ -146,7 +152,20 @@ def ipt_rules() -> list[list[str]]:
         ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
         ["INPUT", "-i", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
         ["FORWARD", "-i", UNDERLAY, "-o", UNDERLAY, "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
+        # the way out to the machine's package mirrors (NAT), and the answers back
+        ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-s", str(SUBNET), "-j", "ACCEPT",
+         "-m", "comment", "--comment", IPT_COMMENT],
+        ["FORWARD", "-o", BRIDGE, "-d", str(SUBNET), "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+         "-j", "ACCEPT", "-m", "comment", "--comment", IPT_COMMENT],
     ]
+
+
+def nat_rules() -> list[list[str]]:
+    return [["POSTROUTING", "-s", str(SUBNET), "!", "-o", BRIDGE, "-j", "MASQUERADE",
+             "-m", "comment", "--comment", IPT_COMMENT]]
+
+
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
 def network_up() -> None:
@@ -163,12 +182,29 @@ def network_up() -> None:
     for rule in ipt_rules():
         if run(["iptables", "-C"] + rule, check=False).returncode != 0:
             run(["iptables", "-I"] + rule)
+    for rule in nat_rules():
+        if run(["iptables", "-t", "nat", "-C"] + rule, check=False).returncode != 0:
+            run(["iptables", "-t", "nat", "-I"] + rule)
+    # routing on for the lab's life; 'down' puts back what the machine had
+    saved = os.path.join(LAB_DIR, "ip_forward.orig")
+    if not os.path.exists(saved):
+        write(saved, open(IP_FORWARD).read())
+    with open(IP_FORWARD, "w") as f:
+        f.write("1\n")
 
 
 def network_down() -> None:
     for rule in ipt_rules():
         while run(["iptables", "-C"] + rule, check=False).returncode == 0:
             run(["iptables", "-D"] + rule)
+    for rule in nat_rules():
+        while run(["iptables", "-t", "nat", "-C"] + rule, check=False).returncode == 0:
+            run(["iptables", "-t", "nat", "-D"] + rule)
+    saved = os.path.join(LAB_DIR, "ip_forward.orig")
+    if os.path.exists(saved):
+        with open(IP_FORWARD, "w") as f:
+            f.write(open(saved).read())
+        os.remove(saved)
     for br in (BRIDGE, UNDERLAY):
         if link_exists(br):
             run(["ip", "link", "del", br])
@@ -212,6 +248,11 @@ def host_net_down(h: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- identity
+def host_layers(h: dict) -> list[str]:
+    """The directories a host sees through an overlay of its own (the rest of the machine's are shared)."""
+    return ["etc", "var", "root"] + (["usr"] if h.get("own_usr") else [])
+
+
 def ssh_material() -> dict:
     d = os.path.join(LAB_DIR, "ssh")
     key = os.path.join(d, "id_ed25519")
@@ -229,7 +270,7 @@ def host_identity(h: dict, write_files: bool = True) -> None:
         h.update(json.load(open(os.path.join(d, "identity.json"))))
         h["host_key"] = open(os.path.join(d, "etc.upper", "ssh/ssh_host_ed25519_key.pub")).read().split()[:2]
         return
-    for layer in ("etc", "var", "root"):
+    for layer in host_layers(h):
         os.makedirs(os.path.join(d, f"{layer}.upper"), exist_ok=True)
         os.makedirs(os.path.join(d, f"{layer}.work"), exist_ok=True)
     etc = os.path.join(d, "etc.upper")
@@ -317,6 +358,9 @@ def write_inventory(hosts: list[dict], ssh: dict) -> str:
         for h in members:
             lines.append(f"        {h['name']}:")
             lines.append(f"          ansible_host: {h['ip']}")
+            lines.append(f"          kvmfusion_lab_own_usr: {'true' if h.get('own_usr') else 'false'}")
+            if h.get("stack"):
+                lines.append(f"          cna_virt_stack: {h['stack']}")
     lines += [
         "  vars:",
         "    ansible_user: root",
@@ -438,7 +482,7 @@ def host_boot(h: dict) -> int:
     cmd = ["ip", "netns", "exec", h["netns"],
            "unshare", "--pid", "--mount", "--uts", "--ipc", "--cgroup", "--fork", "--mount-proc",
            os.path.join(HERE, "lab-init"), h["name"], h["dir"], shared, SHARED_MOUNTPOINT,
-           " ".join(hierarchies)]
+           " ".join(hierarchies), " ".join(host_layers(h))]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                             start_new_session=True, preexec_fn=enter_cgroups)
     # unshare --fork: its child is the host's PID 1.
@@ -520,6 +564,29 @@ def cmd_up(args) -> int:
     if old and old != want and any(host_pid1(h, state) for h in host_plan(old["cna"], old["vrm"])):
         raise LabError(f"lab is up with {old}; run 'tools/lab down' before changing its size to {want}")
     hosts = host_plan(args.cna, args.vrm)
+    names = [h["name"] for h in hosts]
+    # per-host options are kept in the state: a later plain 'up' (or one after 'kill') keeps them
+    opts = state.get("options", {})
+    asked = {}
+    for name in args.own_usr:
+        for n in (names if name == "all" else [name]):
+            asked.setdefault(n, {})["own_usr"] = True
+    for spec in args.stack:
+        name, _sep, stack = spec.partition("=")
+        if stack not in STACKS:
+            raise LabError(f"--stack {spec}: the stack must be one of {', '.join(STACKS)}")
+        for n in (names if name == "all" else [name]):
+            asked.setdefault(n, {}).update(own_usr=True, stack=stack)
+    for n, o in asked.items():
+        if n not in names:
+            raise LabError(f"--own-usr/--stack: no lab host {n!r} (hosts: {', '.join(names)})")
+        h = next(x for x in hosts if x["name"] == n)
+        if o.get("own_usr") and not opts.get(n, {}).get("own_usr") and host_pid1(h, state):
+            raise LabError(f"{n} is running on the machine's /usr: 'tools/lab kill {n}' first, then 'up' gives it its own")
+        opts.setdefault(n, {}).update(o)
+    for h in hosts:
+        h.update(opts.get(h["name"], {}))
+    state["options"] = opts
     os.makedirs(LAB_DIR, exist_ok=True)
     os.chmod(LAB_DIR, 0o755)
     ssh = ssh_material()
@@ -678,6 +745,11 @@ def main(argv=None) -> int:
     up = sub.add_parser("up", help="bring the lab up (idempotent)")
     up.add_argument("--cna", type=int, default=int(os.environ.get("KVMF_LAB_CNA", 2)))
     up.add_argument("--vrm", type=int, default=int(os.environ.get("KVMF_LAB_VRM", 1)))
+    up.add_argument("--own-usr", action="append", default=[], metavar="HOST",
+                    help="give HOST (or 'all') its own /usr, an overlay of the machine's (kept until down)")
+    up.add_argument("--stack", action="append", default=[], metavar="HOST=STACK",
+                    help="HOST (or 'all') gets its own /usr and cna_virt_stack=STACK in the inventory "
+                         f"({', '.join(STACKS)})")
     sub.add_parser("down", help="remove everything the lab created")
     st = sub.add_parser("status", help="show what is up (exit 0 only when every host answers SSH)")
     st.add_argument("--json", action="store_true")

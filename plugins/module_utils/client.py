@@ -295,6 +295,21 @@ class Client(object):
             "domain_types": _domain_types(caps, arch),
         }
 
+    def machine_types(self, arch, virttype="kvm"):
+        """The machine types (and their aliases) this host's QEMU provides for ``arch`` ``virttype`` guests."""
+        caps = xmlutil.parse(self.call("read host information", None, self.conn.getCapabilities))
+        names = set()
+        for guest in caps.findall("guest"):
+            arch_elem = guest.find("arch")
+            if arch_elem is None or arch_elem.get("name") != arch:
+                continue
+            names.update((m.text or "").strip() for m in arch_elem.findall("machine"))
+            for dom in arch_elem.findall("domain"):
+                if dom.get("type") == virttype:
+                    names.update((m.text or "").strip() for m in dom.findall("machine"))
+        names.discard("")
+        return names
+
     def domain_capabilities(self, virttype="kvm"):
         """The domain capabilities XML for ``virttype`` domains (CPU models, host-model CPU, devices)."""
         return self.call("read the %s domain capabilities of" % virttype, "the host", self.conn.getDomainCapabilities,

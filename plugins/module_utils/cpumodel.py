@@ -16,6 +16,7 @@ The pure parts (parse, XML, merge) need no libvirt; the rest goes through the on
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import re
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -25,6 +26,8 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils import images, x
 KNOWN_TROUBLE = ("arch-capabilities", "invtsc", "tsc-deadline", "umip")
 #: at most this many features are dropped before the search gives up
 MAX_DROPS = 6
+#: machine type aliases and the prefix of their versioned names (pc -> pc-i440fx-7.2)
+MACHINE_FAMILIES = {"pc": "pc-i440fx-", "q35": "pc-q35-"}
 
 
 def parse_cpu(xml):
@@ -162,3 +165,27 @@ def cluster_cpu(clients, probe=True):
         "skipped": skipped,
         "xml": cpu_xml(final),
     }
+
+
+def cluster_machines(clients):
+    """For each machine type alias (pc, q35): the newest versioned machine type every host's QEMU provides.
+
+    libvirt expands an alias to the newest version its own QEMU knows (pc-q35-10.0 under QEMU 10), which an
+    older QEMU cannot run: a VM of a cluster that mixes generations gets this version instead, so that it can
+    move to any CNA of the cluster (QEMU keeps older machine types, so the guest sees no change either way).
+    """
+    common = None
+    for c in clients:
+        info = c.host_info()
+        names = c.machine_types(info["arch"], info["domain_types"][0] if info["domain_types"] else "kvm")
+        common = set(names) if common is None else common & set(names)
+    out = {}
+    for alias, prefix in sorted(MACHINE_FAMILIES.items()):
+        versions = []
+        for name in common or ():
+            version = name[len(prefix):]
+            if name.startswith(prefix) and re.match(r"^[0-9]+(\.[0-9]+)*$", version):
+                versions.append((tuple(int(x) for x in version.split(".")), name))
+        if versions:
+            out[alias] = max(versions)[1]
+    return out

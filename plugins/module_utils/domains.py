@@ -90,6 +90,7 @@ class VmManager(Manager):
             d["hypervisor"] = hyper
         dom = self.client.domain(name)
         self.cluster_cpu_default(d, p, hyper, dom)
+        self.cluster_machine_default(d, dom)
         template = d.get("template")
         if template is None and dom is not None:
             template = is_template(self.client.domain_xml(name, inactive=True))
@@ -184,6 +185,17 @@ class VmManager(Manager):
         d["cpu_model"] = cluster["model"]
         d["cpu_vendor"] = cluster.get("vendor")
         d["cpu_features"] = dict(cluster.get("features") or {}, **(d.get("cpu_features") or {}))
+
+    def cluster_machine_default(self, d, dom):
+        """A new VM's machine type alias (pc by default, or q35) becomes the newest version of it every CNA of the
+        cluster provides (the cna role's ``cluster_machine_types`` fact), not the newest of this CNA's QEMU: so
+        a VM made on a CNA of a newer generation can still move to the others."""
+        if dom is not None or not self.local:
+            return
+        machines = local_facts().get("cluster_machine_types") or {}
+        alias = d.get("machine", "pc")
+        if machines.get(alias):
+            d["machine"] = machines[alias]
 
     def hypervisor(self, wanted):
         offered = self.client.host_info()["domain_types"]
@@ -517,6 +529,7 @@ def vm_facts(client, dom, local):
         "state": state,
         "host": client.call("read host name", None, client.conn.getHostname),
         "hypervisor": root.get("type"),
+        "machine": xmlutil.find_attr(root, "os/type", "machine"),
         "description": xmlutil.find_text(root, "description"),
         "vcpus": int(vcpu.get("current") or vcpu.text),
         "max_vcpus": int(vcpu.text),

@@ -254,6 +254,18 @@ class MigrationManager(TwoHostManager):
                 if reason:
                     raise ValueError("%s: its CPU model %s cannot run on %s: %s"
                                      % (obj, xmlutil.find_text(cpu, "model"), dst_host, reason))
+        # machine type: QEMU runs a guest of an older machine type (so 9.0 -> 11 keeps what the guest sees) but
+        # not one it does not know, like a machine type of a newer generation's QEMU
+        os_type = root.find("os/type")
+        machine = os_type.get("machine") if os_type is not None else None
+        if machine:
+            arch = os_type.get("arch") or src.host_info()["arch"]
+            known = dst.machine_types(arch, root.get("type") or "kvm")
+            if known and machine not in known:
+                info = dst.host_info()
+                raise ValueError("%s has machine type %s, which QEMU %s (libvirt %s) on %s does not provide: a VM made "
+                                 "under a newer QEMU cannot move to an older one; move it to a CNA of its generation"
+                                 % (obj, machine, info["hypervisor_version"], info["libvirt_version"], dst_host))
         # nothing lands on a CNA in maintenance
         refuse_in_maintenance(dst, "%s cannot move there" % obj)
         # memory and vCPUs

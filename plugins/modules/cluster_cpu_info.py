@@ -21,6 +21,9 @@ description:
     and RV(cluster_cpu.dropped) says which CNA refused it.
   - The P(kvmfusion.compute.cna#role) role runs this module once per cluster. It records the result in every CNA's
     C(ansible_local.kvmfusion.cluster_cpu) fact. M(kvmfusion.compute.vm) gives new KVM VMs this model by default.
+  - It also finds, for each machine type alias (V(pc), V(q35)), the newest versioned machine type every CNA's QEMU
+    provides (RV(cluster_machine_types)). In a cluster that mixes QEMU generations, M(kvmfusion.compute.vm) gives
+    new VMs that version instead of the newest of its own CNA, so that they can move to every CNA.
   - Changes nothing that persists. The probe domains are transient and are destroyed at once, also in check mode.
 author:
   - kvmfusion.compute developers (@kvmfusion)
@@ -97,15 +100,21 @@ cluster_cpu:
       description: The model as a libvirt C(<cpu>) element.
       type: str
       sample: <cpu mode="custom" match="exact" check="partial"><model fallback="forbid">kvm64</model>...</cpu>
+cluster_machine_types:
+  description: For each machine type alias, the newest versioned machine type every CNA provides.
+  returned: success
+  type: dict
+  sample: {pc: pc-i440fx-7.2, q35: pc-q35-7.2}
 '''
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
-from ansible_collections.kvmfusion.compute.plugins.module_utils.cpumodel import cluster_cpu
+from ansible_collections.kvmfusion.compute.plugins.module_utils.cpumodel import cluster_cpu, cluster_machines
 
 
 def _run(m):
     clients = [m.client] + m.peer_clients(m.params["peers"], readonly=False)
-    m.exit(changed=False, cluster_cpu=cluster_cpu(clients, probe=m.params["probe"]))
+    m.exit(changed=False, cluster_cpu=cluster_cpu(clients, probe=m.params["probe"]),
+           cluster_machine_types=cluster_machines(clients))
 
 
 def main():

@@ -94,7 +94,12 @@ options:
     type: str
     choices: [bios, uefi]
   machine:
-    description: Machine type, for example V(pc) (default for new VMs) or V(q35).
+    description:
+      - Machine type, for example V(pc) (default for new VMs) or V(q35).
+      - A new VM's alias becomes the newest version of it that every CNA of the cluster provides (the
+        P(kvmfusion.compute.cna#role) role's C(ansible_local.kvmfusion.cluster_machine_types) fact, for example
+        V(pc-q35-7.2) while some CNAs still run QEMU 7.2), so that the VM can move to every CNA. Without the
+        fact libvirt takes the newest its own QEMU knows. An existing VM keeps its version.
     type: str
   boot_devices:
     description: Boot order by device kind; cannot be combined with a disk's C(boot_order) of a disk.
@@ -244,6 +249,7 @@ vm:
     state: running
     host: cna1
     hypervisor: kvm
+    machine: pc-i440fx-7.2
     vcpus: 2
     max_vcpus: 8
     memory: 2147483648

@@ -71,6 +71,12 @@ vms:
       description: C(kvm) or C(qemu) (software emulation).
       type: str
       sample: kvm
+    machine:
+      description:
+        - The versioned machine type (what the guest's hardware is). A CNA whose QEMU does not provide it cannot
+          run the VM, so M(kvmfusion.compute.vm_migration) refuses to move it there.
+      type: str
+      sample: pc-i440fx-7.2
     vcpus:
       description: Current vCPUs.
       type: int

@@ -585,6 +585,18 @@ class TestHostInfo:
             "domain_types": ["kvm", "qemu"],
         }
 
+    def test_machine_types_of_one_arch_and_virt_type_with_aliases(self, fake_libvirt):
+        fake_libvirt.conn.getCapabilities.return_value = """<capabilities><host><cpu><arch>x86_64</arch></cpu></host>
+          <guest><os_type>hvm</os_type><arch name='x86_64'>
+            <machine maxCpus='255'>pc-q35-7.2</machine><machine canonical='pc-q35-7.2' maxCpus='288'>q35</machine>
+            <domain type='qemu'/><domain type='kvm'><machine>pc-kvm-only</machine></domain>
+            <domain type='xen'><machine>xenfv</machine></domain></arch></guest>
+          <guest><os_type>hvm</os_type><arch name='aarch64'><machine>virt-7.2</machine><domain type='qemu'/></arch></guest>
+        </capabilities>"""
+        assert Client().machine_types("x86_64", "kvm") == {"pc-q35-7.2", "q35", "pc-kvm-only"}
+        assert Client().machine_types("x86_64", "qemu") == {"pc-q35-7.2", "q35"}
+        assert Client().machine_types("aarch64", "qemu") == {"virt-7.2"}
+
     def test_tcg_only_host_without_topology(self, fake_libvirt):
         _host_conn(fake_libvirt.conn, CAPABILITIES_TCG)
         info = Client().host_info()

@@ -243,3 +243,55 @@ def test_changing_features_of_a_named_model_keeps_its_vendor():
     xml = vmspec.build_xml(dict(vmspec.desired_state({"name": "vm1", "cpu_model": "EPYC"}), cpu_vendor="AMD"), "kvm")
     new = vmspec.build_xml(vmspec.desired_state({"name": "vm1", "cpu_features": {"svm": "disable"}}), "kvm", xml)
     assert xmlutil.find_text(xmlutil.parse(new), "cpu/vendor") == "AMD"
+
+
+# ---------------------------------------------------------------- cluster machine types
+
+class MachinesCna(FakeCna):
+    def __init__(self, name, machines, kvm=True):
+        super(MachinesCna, self).__init__(name, kvm=kvm)
+        self.machines = set(machines)
+        self.asked = None
+
+    def machine_types(self, arch, virttype):
+        self.asked = (arch, virttype)
+        return self.machines
+
+
+QEMU_72 = ("pc", "q35", "pc-i440fx-7.2", "pc-i440fx-2.12", "pc-q35-7.2", "pc-q35-7.1", "pc-q35-2.12", "isapc")
+QEMU_100 = ("pc", "q35", "pc-i440fx-10.0", "pc-i440fx-7.2", "pc-q35-10.0", "pc-q35-9.2", "pc-q35-7.2", "pc-q35-2.12",
+            "microvm")
+
+
+def test_cluster_machine_types_are_the_newest_every_qemu_provides():
+    # 10.0 > 9.2 > 7.2 numerically (a string sort would put 9.2 first); the mixed cluster stays on 7.2
+    assert cpumodel.cluster_machines([MachinesCna("cna1", QEMU_100)]) == {"pc": "pc-i440fx-10.0", "q35": "pc-q35-10.0"}
+    mixed = [MachinesCna("cna1", QEMU_100), MachinesCna("cna2", QEMU_72)]
+    assert cpumodel.cluster_machines(mixed) == {"pc": "pc-i440fx-7.2", "q35": "pc-q35-7.2"}
+    tcg = MachinesCna("tcg1", QEMU_72, kvm=False)
+    cpumodel.cluster_machines([tcg])
+    assert tcg.asked == ("x86_64", "qemu")
+    # a family no host shares a version of is left to libvirt
+    assert cpumodel.cluster_machines([MachinesCna("a", ("pc-q35-7.2",)), MachinesCna("b", ("pc-q35-8.0",))]) == {}
+
+
+def test_a_new_vm_gets_the_cluster_version_of_its_machine_alias_and_an_existing_one_keeps_its_own(facts, monkeypatch):
+    path = hosts.FACTS_PATH
+    with open(path, "w") as f:
+        json.dump({"role": "cna", "cluster_machine_types": {"pc": "pc-i440fx-7.2", "q35": "pc-q35-7.2"}}, f)
+    mgr = domains.VmManager(DomainsClient(), check_mode=True)
+    for p, want in (({"name": "vm1"}, "pc-i440fx-7.2"), ({"name": "vm1", "machine": "q35"}, "pc-q35-7.2"),
+                    ({"name": "vm1", "machine": "pc-q35-9.2"}, "pc-q35-9.2")):
+        d = vmspec.desired_state(p)
+        mgr.cluster_machine_default(d, None)
+        assert d["machine"] == want
+        assert xmlutil.find_attr(xmlutil.parse(vmspec.build_xml(d, "kvm")), "os/type", "machine") == want
+    d = vmspec.desired_state({"name": "vm1", "machine": "q35"})
+    mgr.cluster_machine_default(d, object())
+    assert d["machine"] == "q35"
+    # another CNA's VM (remote uri) does not get this CNA's facts
+    remote = DomainsClient()
+    remote.is_local = False
+    d = vmspec.desired_state({"name": "vm1"})
+    domains.VmManager(remote, check_mode=True).cluster_machine_default(d, None)
+    assert "machine" not in d

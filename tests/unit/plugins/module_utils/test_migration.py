@@ -19,14 +19,15 @@ LOCAL = "/var/lib/kvmfusion/datastores/local"
 MIB = 1024 ** 2
 
 
-def domain_xml(name="vm1", disks=None, nics="", cpu="", vcpus=1, memory_mib=128, dtype="kvm"):
+def domain_xml(name="vm1", disks=None, nics="", cpu="", vcpus=1, memory_mib=128, dtype="kvm", machine="pc-q35-7.2"):
     disks = disks if disks is not None else [("file", SHARED + "/vm1.qcow2", "vda", "")]
     dx = "".join("<disk type='%s' device='disk'><source %s='%s'/><target dev='%s'/>%s</disk>"
                  % (kind, "dev" if kind == "block" else "file", path, target, extra)
                  for kind, path, target, extra in disks)
     return ("<domain type='%s'><name>%s</name><vcpu>%d</vcpu><currentMemory unit='KiB'>%d</currentMemory>"
-            "<memory unit='KiB'>%d</memory>%s<devices>%s%s</devices></domain>"
-            % (dtype, name, vcpus, memory_mib * 1024, memory_mib * 1024, cpu, dx, nics))
+            "<memory unit='KiB'>%d</memory><os><type arch='x86_64' machine='%s'>hvm</type></os>%s"
+            "<devices>%s%s</devices></domain>"
+            % (dtype, name, vcpus, memory_mib * 1024, memory_mib * 1024, machine, cpu, dx, nics))
 
 
 class FakePool(object):
@@ -105,13 +106,14 @@ class FakeClient(object):
     """A CNA at the client boundary."""
 
     def __init__(self, host, domains=None, pools=None, networks=None, cpus=4, free=8 * 1024 * MIB, local=True,
-                 devices=(), cpu_ok=True):
+                 devices=(), cpu_ok=True, machines=("pc-q35-7.2", "q35", "pc-i440fx-7.2", "pc")):
         self.host, self.uri = host, "qemu+ssh://root@%s/system" % host if not local else "qemu:///system"
         self.is_local = local
         self.domains = dict(domains or {})
         self.pools = dict((p.n, p) for p in (pools or []))
         self.networks = dict(networks or {})
         self.cpus, self.free, self.devices, self.cpu_ok = cpus, free, set(devices), cpu_ok
+        self.machines = set(machines)
         self.conn = mock.MagicMock()
         self.conn.getFreeMemory.return_value = free
         self.conn.listAllDevices.return_value = []
@@ -120,7 +122,10 @@ class FakeClient(object):
 
     def host_info(self):
         return {"hostname": self.host, "host_uuid": "uuid-" + self.host, "cpus": self.cpus, "arch": "x86_64",
-                "domain_types": ["kvm", "qemu"]}
+                "domain_types": ["kvm", "qemu"], "hypervisor_version": "7.2.0", "libvirt_version": "9.0.0"}
+
+    def machine_types(self, arch, virttype="kvm"):
+        return self.machines
 
     def call(self, action, obj, fn, *args):
         return fn(*args)
@@ -288,6 +293,26 @@ def test_a_cpu_model_the_destination_lacks_is_refused():
     src, dst, dom = cnas(xml=domain_xml(cpu=cpu), cpu_ok=False)
     refused(src, dst, "its CPU model Skylake-Server cannot run on cna2", "avx512f")
     assert_nothing_moved(dom, dst)
+
+
+def test_a_machine_type_of_a_newer_qemu_is_refused_before_anything_moves():
+    # a VM made under QEMU 10 (libvirt 11) cannot go back to a QEMU 7.2 CNA
+    src, dst, dom = cnas(xml=domain_xml(machine="pc-q35-10.0"))
+    refused(src, dst, "machine type pc-q35-10.0", "QEMU 7.2.0 (libvirt 9.0.0) on cna2", "newer QEMU")
+    assert_nothing_moved(dom, dst)
+
+
+def test_an_older_machine_type_moves_to_a_newer_qemu():
+    # 9.0 -> 11: QEMU 10 still provides the 7.2 machine type, so the guest keeps what it sees
+    src, dst, dom = cnas(machines=("pc-q35-10.0", "pc-q35-7.2", "q35"))
+
+    def arrive(uri, params, flags):
+        dst.domains["vm1"] = dom
+        src.domains.pop("vm1")
+    dom.migrateToURI3.side_effect = arrive
+    mgr, res = run(src, dst)
+    assert res.values["migration"]["destination"] == "cna2"
+    assert "machine='pc-q35-7.2'" in dom.migrateToURI3.call_args[0][1]["persistent_xml"]
 
 
 def test_host_passthrough_is_refused_with_the_way_out():
