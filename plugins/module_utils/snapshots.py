@@ -354,10 +354,10 @@ class SnapshotManager(Manager):
             self.client.call("delete snapshot '%s' of" % name, "VM '%s'" % dom.name(), snap.delete, 0)
         except Exception as e:  # pylint: disable=broad-except
             if "Lockspace resource" in str(e) and "is locked" in str(e):
-                # libvirt 9.0 with virtlockd leases: after a live merge into a disk's base, the base's lease
-                # is not released, so the next live merge into it is refused before anything changes.
+                # libvirt with virtlockd leases (9.0 and 11.3 alike): after a live merge into a disk's base, the
+                # base's lease is not released, so the next live merge into it is refused before anything changes.
                 raise ValueError("snapshot '%s' of VM '%s' cannot be merged while the VM runs: an earlier live "
-                                 "merge left the base disk's lease held (libvirt 9.0 with virtlockd); nothing was "
+                                 "merge left the base disk's lease held (libvirt with virtlockd); nothing was "
                                  "changed. Delete it with the VM stopped, or after its next power cycle" % (name, dom.name()))
             raise
         if facts["memory_file"] and os.path.exists(facts["memory_file"]):

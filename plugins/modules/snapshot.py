@@ -57,8 +57,9 @@ options:
     choices: ['false', 'true', best_effort]
     default: 'false'
 notes:
-  - libvirt 9.0 (Debian 12) cannot revert external snapshots; M(kvmfusion.compute.snapshot_revert) does.
-  - "libvirt 9.0 with virtlockd leases: after a snapshot that is not the current one is deleted while the VM runs (a
+  - libvirt 9.0 (Debian 12) cannot revert external snapshots; M(kvmfusion.compute.snapshot_revert) does (on libvirt 11
+    it lets libvirt do the reverts libvirt can do exactly as asked).
+  - "libvirt with virtlockd leases (seen on 9.0 and on 11.3): after a snapshot that is not the current one is deleted while the VM runs (a
     merge into an older image), that image's lease stays held until the VM powers off, so a later live delete that merges
     into the same image is refused (one line, nothing changed). Deleting the current snapshot live works any number of
     times; deleting with the VM stopped always works."

@@ -30,9 +30,9 @@ description:
     change. Guest RAM is not compared: a VM resumed from a memory snapshot counts as unchanged while its disks are."
   - libvirt 9.0 (Debian 12) cannot revert external snapshots; this module does it on the qcow2 chains itself and
     keeps libvirt's snapshot metadata (current snapshot, tree) consistent.
-  - "Where the host's libvirt reverts external snapshots itself (9.9.0 and later) and that is exactly what was asked
-    (nothing newer to discard, no current state to save, not the disks only of a memory snapshot), libvirt's own revert
-    is used; C(engine) in RV(revert) says which did it."
+  - "libvirt 9.9.0 and later revert external snapshots themselves, but this module does not hand them the revert: on
+    libvirt 11.3 libvirt's revert left overlays readable by all (mode 0644) under names of its own, which later
+    reverts could not discard. This module's engine reverts on every libvirt; C(engine) in RV(revert) says which did it."
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
@@ -111,8 +111,8 @@ actions:
 revert:
   description:
     - What the revert did; null when nothing changed.
-    - C(engine) is V(kvmfusion) (this collection's revert on the qcow2 chains) or V(libvirt) (libvirt >= 9.9 did it;
-      C(disks) is null then).
+    - C(engine) is V(kvmfusion) (this collection's revert on the qcow2 chains). V(libvirt) (libvirt's own revert,
+      C(disks) null) is reserved for when libvirt's revert is used again.
   returned: always
   type: dict
   sample:

@@ -26,9 +26,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAB = os.path.join(ROOT, "tools", "lab")
 ROLLING = os.path.join(ROOT, "playbooks", "rolling_upgrade.yml")
-# Targets run again with the first CNA on libvirt 11: the snapshot engines and what uses them.
+# Targets run again with the first CNA on libvirt 11: the snapshot engines (the revert engine, the live-merge lease
+# outcome recorded per libvirt). Other targets (vm) were run there by hand (see the issue note); the CI budget
+# keeps this list short.
 MAINTENANCE_UUID = "ab9123e9-28f4-5791-a5ae-7a85f4d025e9"
-NEWER_TARGETS = ["snapshot", "snapshot_revert", "vm"]
+NEWER_TARGETS = ["snapshot", "snapshot_revert"]
 
 
 def sh(*cmd, **kw):

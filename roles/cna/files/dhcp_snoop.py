@@ -32,6 +32,10 @@ FILTER = [(0x28, 0, 0, 12), (0x15, 0, 8, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 6,
           (0x06, 0, 0, 0)]
 METADATA_ELEMENT, AFFECT_LIVE = 2, 1
 OVS_PID = "/run/openvswitch/ovs-vswitchd.pid"
+# After Open vSwitch (re)starts, every scan in this window checks that each running VM's ports hold their rules and
+# programs again those that do not: rules programmed while ovs-vswitchd was still setting its bridges up may be
+# refused or lost (CI runs ci28 and t219: the rules were not back 20 s after a restart).
+VERIFY_WINDOW = 30
 
 
 def log(msg):
@@ -89,9 +93,12 @@ def vswitchd():
         return None
 
 
-def reprogram_all(conn):
-    """Every running VM's DVS ports get their rules again (after Open vSwitch restarted with an empty table)."""
+def reprogram_all(conn, only=None):
+    """Every running VM's DVS ports (or those of the VMs named in ``only``) get their rules again (after Open
+    vSwitch restarted with an empty table)."""
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if only is not None and dom.name() not in only:
+            continue
         try:
             ports = portsec.domain_ports(ET.fromstring(dom.XMLDesc(0)), now=time.time())
             if ports:
@@ -100,11 +107,35 @@ def reprogram_all(conn):
             log("%s: cannot reprogram its ports: %s" % (dom.name(), " ".join(str(e).split())))
 
 
+def lost_rules(conn):
+    """The running VMs one of whose DVS ports holds no rule of its own (its cookie has no flow), or is not in
+    Open vSwitch yet."""
+    state = portsec.ovs_state(hook.run(portsec.VSCTL_STATE))
+    lost = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            ports = portsec.domain_ports(ET.fromstring(dom.XMLDesc(0)), now=time.time())
+            todo = portsec.batches(ports, state) if ports else []
+        except portsec.NotReady:
+            lost.append(dom.name())
+            continue
+        except (libvirt.libvirtError, ET.ParseError):
+            continue  # gone meanwhile
+        for bridge, port, _lines in todo:
+            flows = hook.run(["ovs-ofctl", "-O", "OpenFlow14", "dump-flows", bridge,
+                              "cookie=0x%x/-1" % portsec.cookie(port["mac"])])
+            if "table=" not in flows:
+                lost.append(dom.name())
+                break
+    return lost
+
+
 def main():
     conn = None
     ovs = None
     socks = {}  # dev -> (socket, filter buffer, vm, mac)
     last_scan = 0.0
+    verify_until = 0.0
     while True:
         try:
             if conn is None or not conn.isAlive():
@@ -117,8 +148,15 @@ def main():
                     # (re)started, or this service just started: OVS flows do not outlive ovs-vswitchd
                     if ovs is not None:
                         log("Open vSwitch restarted (pid %s): reprogramming every running VM's ports" % pid)
-                    reprogram_all(conn)
                     ovs = pid
+                    verify_until = now + VERIFY_WINDOW
+                    reprogram_all(conn)
+                elif pid and now < verify_until:
+                    lost = lost_rules(conn)
+                    if lost:
+                        log("rules missing after the Open vSwitch restart on %s: programming them again"
+                            % ", ".join(sorted(lost)))
+                        reprogram_all(conn, only=set(lost))
                 want = learning_ports(conn)
                 for dev in list(socks):
                     if dev not in want or socks[dev][2:] != want[dev]:

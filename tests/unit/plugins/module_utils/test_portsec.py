@@ -1033,3 +1033,66 @@ def test_hook_programs_plugged_ports_before_qemu_runs_and_leaves_the_rest_to_sta
 def test_hook_fails_a_start_before_qemu_runs_for_a_group_this_cna_does_not_have(hook):
     assert hook("start", VM_TWO_NICS) == 1  # libvirt then does not start QEMU at all
     assert hook.ovs.batches == []
+
+
+# ---------------------------------------------------------------- the keeper after an Open vSwitch restart
+SNOOP = os.path.join(os.path.dirname(HOOK), "dhcp_snoop.py")
+
+
+class KeeperDom(object):
+    def __init__(self, name, xml):
+        self._name, self.xml = name, xml
+
+    def name(self):
+        return self._name
+
+    def XMLDesc(self, flags=0):
+        return self.xml
+
+
+@pytest.fixture
+def keeper(hook, monkeypatch):
+    """dhcp_snoop.py loaded as the service runs it, on the hook of ``hook``; dump-flows answers from ``flows``."""
+    monkeypatch.setitem(sys.modules, "portsec_hook", hook.hook)
+    loader = importlib.machinery.SourceFileLoader("kvmfusion_dhcp_snoop", SNOOP)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    snoop = importlib.util.module_from_spec(spec)
+    loader.exec_module(snoop)
+    assert snoop.hook is hook.hook and snoop.portsec is portsec
+    snoop.flows = set()  # cookies Open vSwitch holds rules of
+    plain = hook.hook.run
+
+    def run(cmd, data=None):
+        if cmd[:4] == ["ovs-ofctl", "-O", "OpenFlow14", "dump-flows"]:
+            ck = int(cmd[5].split("=")[1].split("/")[0], 16)
+            return " cookie=0x%x, table=0, priority=100 actions=drop\n" % ck if ck in snoop.flows else ""
+        return plain(cmd, data)
+    monkeypatch.setattr(hook.hook, "run", run)
+    snoop.programmed = []
+    monkeypatch.setattr(hook.hook, "program", lambda vm, ports, wait=True: snoop.programmed.append(vm))
+    conn = types.SimpleNamespace(listAllDomains=lambda flags: [
+        KeeperDom("vm1", VM_TWO_NICS), KeeperDom("vm2", vm_xml("vm2", [nic(mac="52:54:00:00:00:09", network="default",
+                                                                            portgroup=None, dev="vnet9")]))])
+    return snoop, conn
+
+
+def test_the_keeper_finds_the_vms_whose_rules_open_vswitch_lost_and_programs_only_them(keeper, hook):
+    snoop, conn = keeper
+    hook.define_group("web", [TCP22])
+    snoop.flows.update([portsec.cookie(MAC), portsec.cookie(MAC2)])
+    assert snoop.lost_rules(conn) == []
+    # one port of vm1 lost its rules (programmed while ovs-vswitchd was still setting its bridge up)
+    snoop.flows.discard(portsec.cookie(MAC2))
+    assert snoop.lost_rules(conn) == ["vm1"]
+    snoop.reprogram_all(conn, only={"vm1"})
+    assert snoop.programmed == ["vm1"]
+    # a port OVS has not given an OpenFlow number yet counts as lost too: it is tried again at the next scan
+    snoop.flows.add(portsec.cookie(MAC2))
+    del hook.ovs.ofports["vnet4"]
+    assert snoop.lost_rules(conn) == ["vm1"]
+    # vm2 has no DVS port: never lost (after a restart every VM with NICs on networks is handed to the hook,
+    # which programs the DVS ones)
+    assert "vm2" not in snoop.lost_rules(conn)
+    del snoop.programmed[:]
+    snoop.reprogram_all(conn)
+    assert snoop.programmed == ["vm1", "vm2"]

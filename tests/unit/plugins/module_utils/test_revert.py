@@ -358,7 +358,9 @@ class Lab(object):
 
     def manager(self, check_mode=False, uri=URI):
         self.client.uri = uri
-        return reverts.RevertManager(self.client, check_mode=check_mode, run_command=self.runner)
+        mgr = reverts.RevertManager(self.client, check_mode=check_mode, run_command=self.runner)
+        mgr.native_revert = getattr(self, "native", False)
+        return mgr
 
     def source(self, target="vda", xml=None):
         root = ET.fromstring(xml or self.vm.xml)
@@ -818,9 +820,19 @@ def test_owned_files_of_a_replaced_disk_stop_at_that_disk(tmp_path):
 
 
 # ---------------------------------------------------------------------------- 8. libvirt's own revert (>= 9.9)
-def with_libvirt(lab, version):
-    """Give the fake host a libvirt version and record revertToSnapshot calls."""
+def test_the_collections_engine_reverts_on_libvirt_11_while_the_native_revert_is_off(tmp_path):
+    # what the product does today (reverts.py: libvirt 11.3's overlays break the collection's rules)
+    lab = with_libvirt(two_snapshots(tmp_path), 11003000, native=False)
+    changed, plan = lab.manager().revert("vm1", "s2")
+    assert changed and plan["engine"] == "kvmfusion" and lab.calls("revertToSnapshot") == []
+    assert reverts.RevertManager.native_revert is False
+
+
+def with_libvirt(lab, version, native=True):
+    """Give the fake host a libvirt version and record revertToSnapshot calls; ``native`` turns on the use of
+    libvirt's own revert (off in the product, see reverts.py)."""
     lab.client.conn.getLibVersion = lambda: version
+    lab.native = native
 
     def revert_to_snapshot(snap, flags):
         lab.client.log.append(("revertToSnapshot", snap.getName(), flags))
