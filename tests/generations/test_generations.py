@@ -74,7 +74,9 @@ def one_line_failure(res, pattern):
     assert res.returncode != 0
     msgs = re.findall(r'"msg": "([^"\n]*)"', res.stdout)
     assert any(re.search(pattern, m) for m in msgs), msgs
-    return [m for m in msgs if re.search(pattern, m)][0]
+    msg = [m for m in msgs if re.search(pattern, m)][0]
+    assert "\\n" not in msg, msg  # one line (a newline shows as \n in the JSON Ansible prints)
+    return msg
 
 
 def test_a_rolling_upgrade_keeps_the_guest_writing_and_its_data(lab):
@@ -129,3 +131,35 @@ def test_targets_on_libvirt_11(lab, target):
     res = play(lab, os.path.join(ROOT, "tests", "integration", "target.yml"), "-e", "target=" + target)
     assert res.returncode == 0, "target %s failed on libvirt 11:\n%s" % (target, res.stdout[-6000:])
     assert "failed=0" in res.stdout and "unreachable=0" in res.stdout
+
+
+def _os_release(major):
+    return ('PRETTY_NAME="Debian GNU/Linux %s"\nNAME="Debian GNU/Linux"\nVERSION_ID="%s"\nVERSION="%s"\n'
+            'ID=debian\n' % (major, major, major))
+
+
+def test_the_role_refuses_bad_input_in_one_line_and_changes_nothing(lab):
+    lab_yml = os.path.join(ROOT, "playbooks", "lab.yml")
+    fact_before = dict((h, facts(lab, h)) for h in ("cna1", "cna3"))
+    # an unknown stack (the role's argument spec)
+    res = play(lab, lab_yml, "--limit", "cna3", "-e", "cna_virt_stack=warp")
+    print("unknown stack:", one_line_failure(res, r"cna_virt_stack=warp is not a stack: choose stock or backports"))
+    # a downgrade: cna1 runs libvirt 11 after the rolling upgrade
+    res = play(lab, lab_yml, "--limit", "cna1", "-e", "cna_virt_stack=stock")
+    print("downgrade:", one_line_failure(res, r"runs libvirt 11\.[0-9.]+.*would install libvirt 9, an older generation"))
+    # a release the role does not support, and backports on Debian 13 (cna3's own /etc says so for a moment)
+    saved = sh(LAB, "ssh", "cna3", "cp -a /etc/os-release /root/os-release.kvmf && cp -a /etc/debian_version "
+                                   "/root/debian_version.kvmf").returncode
+    assert saved == 0
+    try:
+        for major, extra, pattern in (("11", [], r"supports Debian 12 and 13 .*found Debian 11"),
+                                      ("13", ["-e", "cna_virt_stack=backports"],
+                                       r"cna_virt_stack=backports does not exist on Debian 13")):
+            assert sh(LAB, "ssh", "cna3", "rm -f /etc/os-release && printf '%%s' '%s' > /etc/os-release && "
+                      "echo %s.1 > /etc/debian_version" % (_os_release(major), major)).returncode == 0
+            res = play(lab, lab_yml, "--limit", "cna3", *extra)
+            print("Debian %s:" % major, one_line_failure(res, pattern))
+    finally:
+        sh(LAB, "ssh", "cna3", "rm -f /etc/os-release /etc/debian_version && cp -a /root/os-release.kvmf "
+                               "/etc/os-release && cp -a /root/debian_version.kvmf /etc/debian_version")
+    assert dict((h, facts(lab, h)) for h in ("cna1", "cna3")) == fact_before

@@ -3,8 +3,9 @@
 """The lab's own life cycle: up is idempotent, status tells, down leaves nothing.
 
 Covers: 'up' from nothing boots every host to systemd 'running' with SSH; a second
-'up' boots nothing; after 'down', 'ip netns list', 'mount', 'ip link', iptables, the
-cgroup tree and the process list show nothing of the lab, and its state is gone.
+'up' boots nothing; hosts see the machine's /usr read-only and routing is on (NAT to the mirror); after
+'down', 'ip netns list', 'mount', 'ip link', iptables (filter and nat), the cgroup tree and the process list
+show nothing of the lab, its state is gone and routing is as it was.
 Ends with the lab down. Boot time is printed, never asserted (bench/lab_up.py measures it).
 """
 
@@ -33,6 +34,8 @@ def traces():
               if "lab-" in line.split(" on ")[0] or "kvmfusion-lab" in line]
     found += ["link " + line for line in sh("ip", "-o", "link").stdout.splitlines() if "kvmf" in line]
     found += ["iptables " + line for line in sh("iptables", "-S").stdout.splitlines() if "kvmfusion-lab" in line]
+    found += ["iptables nat " + line for line in sh("iptables", "-t", "nat", "-S").stdout.splitlines()
+              if "kvmfusion-lab" in line]
     found += ["process " + line for line in sh("ps", "-eo", "pid,stat,args").stdout.splitlines()
               if "lab-init" in line or "kvmfusion-lab" in line]
     for base, dirs, _files in os.walk("/sys/fs/cgroup"):
@@ -44,9 +47,15 @@ def traces():
     return found
 
 
+def ip_forward():
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        return f.read().strip()
+
+
 def test_up_is_idempotent_and_down_leaves_nothing():
     assert sh(LAB, "down").returncode == 0
     assert traces() == []
+    forward = ip_forward()
 
     t0 = time.time()
     up = sh(LAB, "up", "--cna", "2", "--vrm", "1")
@@ -61,6 +70,10 @@ def test_up_is_idempotent_and_down_leaves_nothing():
     assert sorted(h["name"] for h in report["hosts"]) == ["cna1", "cna2", "vrm1"]
     assert all(h["systemd"] == "running" and h["ssh"] for h in report["hosts"]), report
     pids = [h["pid1"] for h in report["hosts"]]
+    # the hosts reach the machine's mirror through NAT (routing on), and see the machine's /usr read-only
+    assert ip_forward() == "1"
+    ro = sh(LAB, "ssh", "cna1", "touch /usr/kvmf-probe")
+    assert ro.returncode != 0 and "Read-only file system" in ro.stderr + ro.stdout
 
     again = sh(LAB, "up", "--cna", "2", "--vrm", "1")
     assert again.returncode == 0 and "(0 booted)" in again.stderr
@@ -72,5 +85,6 @@ def test_up_is_idempotent_and_down_leaves_nothing():
     down = sh(LAB, "down")
     assert down.returncode == 0, down.stderr
     assert traces() == []
+    assert ip_forward() == forward
     assert all(not os.path.exists("/proc/%d" % p) for p in pids)
     assert sh(LAB, "status").returncode != 0

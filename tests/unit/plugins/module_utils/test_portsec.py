@@ -1070,9 +1070,8 @@ def keeper(hook, monkeypatch):
     monkeypatch.setattr(hook.hook, "run", run)
     snoop.programmed = []
     monkeypatch.setattr(hook.hook, "program", lambda vm, ports, wait=True: snoop.programmed.append(vm))
-    conn = types.SimpleNamespace(listAllDomains=lambda flags: [
-        KeeperDom("vm1", VM_TWO_NICS), KeeperDom("vm2", vm_xml("vm2", [nic(mac="52:54:00:00:00:09", network="default",
-                                                                            portgroup=None, dev="vnet9")]))])
+    other = vm_xml("vm2", [nic(mac="52:54:00:00:00:09", network="default", portgroup=None, dev="vnet9")])
+    conn = types.SimpleNamespace(listAllDomains=lambda flags: [KeeperDom("vm1", VM_TWO_NICS), KeeperDom("vm2", other)])
     return snoop, conn
 
 
