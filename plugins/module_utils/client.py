@@ -299,10 +299,7 @@ class Client(object):
         """The machine types (and their aliases) this host's QEMU provides for ``arch`` ``virttype`` guests."""
         caps = xmlutil.parse(self.call("read host information", None, self.conn.getCapabilities))
         names = set()
-        for guest in caps.findall("guest"):
-            arch_elem = guest.find("arch")
-            if arch_elem is None or arch_elem.get("name") != arch:
-                continue
+        for arch_elem in _guest_arches(caps, arch):
             names.update((m.text or "").strip() for m in arch_elem.findall("machine"))
             for dom in arch_elem.findall("domain"):
                 if dom.get("type") == virttype:
@@ -381,12 +378,17 @@ def _memory_bytes(caps, info):
     return total or int(info[1]) * 1024 ** 2
 
 
-def _domain_types(caps, arch):
-    types = []
+def _guest_arches(caps, arch):
+    """The capabilities' <guest><arch> elements of ``arch``."""
     for guest in caps.findall("guest"):
         arch_elem = guest.find("arch")
-        if arch_elem is None or arch_elem.get("name") != arch:
-            continue
+        if arch_elem is not None and arch_elem.get("name") == arch:
+            yield arch_elem
+
+
+def _domain_types(caps, arch):
+    types = []
+    for arch_elem in _guest_arches(caps, arch):
         for dom in arch_elem.findall("domain"):
             kind = dom.get("type")
             if kind and kind not in types:

@@ -20,14 +20,12 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import images, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images, vmspec, xmlutil
 
 # Features KVM is known to refuse although libvirt offers them: tried first when a probe fails.
 KNOWN_TROUBLE = ("arch-capabilities", "invtsc", "tsc-deadline", "umip")
 #: at most this many features are dropped before the search gives up
 MAX_DROPS = 6
-#: machine type aliases and the prefix of their versioned names (pc -> pc-i440fx-7.2)
-MACHINE_FAMILIES = {"pc": "pc-i440fx-", "q35": "pc-q35-"}
 
 
 def parse_cpu(xml):
@@ -180,7 +178,8 @@ def cluster_machines(clients):
         names = c.machine_types(info["arch"], info["domain_types"][0] if info["domain_types"] else "kvm")
         common = set(names) if common is None else common & set(names)
     out = {}
-    for alias, prefix in sorted(MACHINE_FAMILIES.items()):
+    for alias, family in sorted(vmspec.MACHINE_FAMILIES.items()):
+        prefix = family + "-"
         versions = []
         for name in common or ():
             version = name[len(prefix):]

@@ -584,8 +584,12 @@ def managed_view(xml, d):
     return v
 
 
+#: machine type aliases and the family of their versioned names (pc -> pc-i440fx-7.2)
+MACHINE_FAMILIES = {"pc": "pc-i440fx", "q35": "pc-q35"}
+
+
 def _machine_family(machine):
-    return {"pc": "pc-i440fx", "q35": "pc-q35"}.get(machine, machine)
+    return MACHINE_FAMILIES.get(machine, machine)
 
 
 def kib(el):
