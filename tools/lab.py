@@ -5,9 +5,10 @@
 Each host is a network namespace plus fresh pid/mount/uts/ipc/cgroup namespaces in
 which the machine's own systemd boots as PID 1, with private /etc, /var, /root
 (overlays), private /run, /tmp, /dev/shm, its own machine-id, MAC, libvirt host UUID,
-SSH host key and cgroup subtree.  /usr is the machine's, read-only, unless the host is given its own
-(an overlay like /etc): then the cna role may install another generation of the virtualization stack
-there (``--stack cna2=backports``) without touching the machine's packages.  Lab hosts reach the
+SSH host key and cgroup subtree.  /usr and /boot are the machine's, read-only, unless the host is given its
+own (overlays like /etc); the rest of the machine's root is read-only to every host.  With its own /usr
+the cna role may install another generation of the virtualization stack there
+(``--stack cna2=backports``) without touching the machine's packages.  Lab hosts reach the
 machine's package mirrors through NAT, as real hosts reach theirs.  Hosts share one bridge (10.77.0.0/24) and one
 directory mounted at the same path everywhere (the shared datastore).  The lab writes
 an Ansible inventory so that playbooks reach lab hosts over SSH exactly as real hosts.
@@ -250,7 +251,8 @@ def host_net_down(h: dict) -> None:
 # ---------------------------------------------------------------------------- identity
 def host_layers(h: dict) -> list[str]:
     """The directories a host sees through an overlay of its own (the rest of the machine's are shared)."""
-    return ["etc", "var", "root"] + (["usr"] if h.get("own_usr") else [])
+    # A package install writes /boot too (initramfs triggers): a host with its own /usr gets its own /boot.
+    return ["etc", "var", "root"] + (["usr", "boot"] if h.get("own_usr") else [])
 
 
 def ssh_material() -> dict:

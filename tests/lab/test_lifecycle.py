@@ -72,8 +72,12 @@ def test_up_is_idempotent_and_down_leaves_nothing():
     pids = [h["pid1"] for h in report["hosts"]]
     # the hosts reach the machine's mirror through NAT (routing on), and see the machine's /usr read-only
     assert ip_forward() == "1"
-    ro = sh(LAB, "ssh", "cna1", "touch /usr/kvmf-probe")
-    assert ro.returncode != 0 and "Read-only file system" in ro.stderr + ro.stdout
+    # ... and the rest of the machine's root read-only too (a package's /boot trigger, a stray /opt file)
+    for path in ("/usr", "/boot", "/opt", "/srv", "/"):
+        ro = sh(LAB, "ssh", "cna1", "touch %s/kvmf-probe" % path.rstrip("/"))
+        assert ro.returncode != 0 and "Read-only file system" in ro.stderr + ro.stdout, (path, ro.stderr)
+    assert sh(LAB, "ssh", "cna1", "touch /etc/kvmf-probe /var/kvmf-probe /root/kvmf-probe").returncode == 0
+    assert not any(os.path.exists(os.path.join(d, "kvmf-probe")) for d in ("/etc", "/var", "/root"))
 
     again = sh(LAB, "up", "--cna", "2", "--vrm", "1")
     assert again.returncode == 0 and "(0 booted)" in again.stderr
