@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -38,8 +39,10 @@ def sh(*cmd, **kw):
 
 
 def play(inventory, path, *extra):
+    t0 = time.time()
     res = sh("ansible-playbook", "-i", inventory, path, *extra, timeout=2400)
     print(res.stdout[-12000:])
+    print("[%.0fs] ansible-playbook %s %s" % (time.time() - t0, os.path.basename(path), " ".join(extra)))
     return res
 
 
