@@ -252,7 +252,7 @@ def host_net_down(h: dict) -> None:
 def host_layers(h: dict) -> list[str]:
     """The directories a host sees through an overlay of its own (the rest of the machine's are shared)."""
     # A package install writes /boot too (initramfs triggers): a host with its own /usr gets its own /boot.
-    return ["etc", "var", "root"] + (["usr", "boot"] if h.get("own_usr") else [])
+    return ["etc", "var", "root"] + (["usr"] + (["boot"] if os.path.isdir("/boot") else []) if h.get("own_usr") else [])
 
 
 def ssh_material() -> dict:

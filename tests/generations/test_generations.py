@@ -31,7 +31,7 @@ LAB = os.path.join(ROOT, "tools", "lab")
 ROLLING = os.path.join(ROOT, "playbooks", "rolling_upgrade.yml")
 MAINTENANCE_UUID = "ab9123e9-28f4-5791-a5ae-7a85f4d025e9"
 # Targets to run here after the upgrade (none by default: integration-newer runs them all on libvirt 11).
-NEWER_TARGETS = [t for t in os.environ.get("KVMF_GENERATION_TARGETS", "").split(",") if t.strip()]
+NEWER_TARGETS = [t.strip() for t in os.environ.get("KVMF_GENERATION_TARGETS", "").split(",") if t.strip()]
 
 
 def sh(*cmd, **kw):
@@ -55,7 +55,7 @@ def facts(inventory, host):
 
 def boot_listing():
     """The machine's own /boot: names, sizes and modification times."""
-    return sorted((n, os.stat(os.path.join("/boot", n)).st_size, os.stat(os.path.join("/boot", n)).st_mtime_ns)
+    return sorted((n, os.lstat(os.path.join("/boot", n)).st_size, os.lstat(os.path.join("/boot", n)).st_mtime_ns)
                   for n in os.listdir("/boot"))
 
 
@@ -108,7 +108,12 @@ def test_a_rolling_upgrade_keeps_the_guest_writing_and_its_data(lab):
     machine_boot = boot_listing()
     res = play(lab, ROLLING, "--limit", "cna1,cna2", "-e", "rolling_upgrade_stack=backports")
     assert res.returncode == 0, res.stdout[-6000:]
-    # the packages' triggers (initramfs) wrote the CNAs' own /boot, not the machine's
+    # the packages' triggers wrote nothing into the machine's /boot: a CNA with its own /usr writes its own
+    # /boot, one on the machine's /usr cannot write it at all
+    assert boot_listing() == machine_boot
+    assert sh(LAB, "ssh", "cna1", "touch /boot/kvmf-probe && rm /boot/kvmf-probe").returncode == 0
+    ro = sh(LAB, "ssh", "cna3", "touch /boot/kvmf-probe")
+    assert ro.returncode != 0 and "Read-only file system" in ro.stdout, ro.stdout
     assert boot_listing() == machine_boot
     reports = re.findall(r'"msg": "(cna[12]: libvirt [^"]*)"', res.stdout)
     print("\n".join(reports))
