@@ -24,8 +24,22 @@ def agent(dom, cmd, **args):
     return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(msg), 10, 0))["return"]
 
 
+def wait_for_agent(dom, wait=60.0):
+    """Until the guest agent answers a ping: after a live migration its channel reconnects a moment later
+    ("QEMU guest agent is not connected"). Only the ping is retried, never a command."""
+    end = time.time() + wait
+    while True:
+        try:
+            return agent(dom, "guest-ping")
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_AGENT_UNRESPONSIVE or time.time() > end:
+                raise
+            time.sleep(0.5)
+
+
 def main(vm, command, timeout=30.0):
     dom = libvirt.open("qemu:///system").lookupByName(vm)
+    wait_for_agent(dom)
     pid = agent(dom, "guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
     end = time.time() + timeout
     while True:
