@@ -54,7 +54,7 @@ def controller(args):
     """Put the test guest on the shared datastore, then run the benchmark on the first CNA."""
     print(sh([os.path.join(ROOT, "tools", "build-test-guest")]).strip().splitlines()[-1])
     os.makedirs(os.path.join(LAB_SHARED, "test-guest"), exist_ok=True)
-    for f in ("vmlinuz", "initrd.img"):
+    for f in ("vmlinux", "initrd.img"):
         shutil.copyfile(os.path.join("/var/cache/kvmfusion/test-guest", f), os.path.join(LAB_SHARED, "test-guest", f))
     cmd = [os.path.join(ROOT, "tools", "lab"), "ssh", "cna1", "--", "/usr/bin/python3",
            os.path.join(ROOT, "bench", "migration.py"), "--inside", "--rounds", str(args.rounds), "--vms", str(args.vms)]
@@ -97,7 +97,7 @@ def firmware_vm(name, cpu_xml):
 
 def busy_vm(name):
     return ("<domain type='qemu'><name>%s</name><memory unit='MiB'>192</memory><vcpu>1</vcpu>"
-            "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s/test-guest/vmlinuz</kernel>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s/test-guest/vmlinux</kernel>"
             "<initrd>%s/test-guest/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>"
             "<devices><serial type='pty'/><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>"
             "</channel><memballoon model='virtio'/></devices></domain>" % (name, SHARED, SHARED))

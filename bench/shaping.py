@@ -59,7 +59,7 @@ SETUP = """
         name: "{{ item.0 }}"
         hypervisor: qemu
         memory: 128MiB
-        kernel: /var/lib/kvmfusion/shared/test-guest/vmlinuz
+        kernel: /var/lib/kvmfusion/shared/test-guest/vmlinux
         initrd: /var/lib/kvmfusion/shared/test-guest/initrd.img
         cmdline: console=ttyS0 panic=-1 quiet
         graphics: none

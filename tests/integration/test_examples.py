@@ -118,7 +118,7 @@ def story(lab):
                                                 "loop": ["sm-db1", "sm-web1"]}),
         glue("db1, a Linux VM with a guest agent", **{"kvmfusion.compute.vm": {
             "name": "db1", "hypervisor": "qemu", "memory": "128MiB", "graphics": "none",
-            "kernel": guest + "/vmlinuz", "initrd": guest + "/initrd.img", "cmdline": "console=ttyS0 panic=-1 quiet",
+            "kernel": guest + "/vmlinux", "initrd": guest + "/initrd.img", "cmdline": "console=ttyS0 panic=-1 quiet",
             "disks": [{"datastore": "shared", "name": "db1-system.qcow2", "size": "32MiB"}], "state": "running"}}),
         glue("wait for db1's guest agent", **{"ansible.builtin.command": "virsh -c qemu:///system qemu-agent-command db1 "
                                               "'{\"execute\":\"guest-ping\"}'",
