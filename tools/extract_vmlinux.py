@@ -24,14 +24,6 @@ import tempfile
 import zlib
 
 PVH_NOTE = 18  # XEN_ELFNOTE_PHYS32_ENTRY
-# (name, magic, decompress(bytes from the magic on) -> bytes); lzma last: its magic is short and ambiguous.
-FORMATS = (
-    ("xz", b"\xfd7zXZ\x00", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d)),
-    ("zstd", b"\x28\xb5\x2f\xfd", None),
-    ("gzip", b"\x1f\x8b\x08", lambda d: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(d)),
-    ("bzip2", b"BZh", lambda d: bz2.BZ2Decompressor().decompress(d)),
-    ("lzma", b"\x5d\x00\x00", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(d)),
-)
 
 
 def zstd(data):
@@ -40,6 +32,16 @@ def zstd(data):
     # The payload is followed by the rest of the bzImage: zstd decodes the first frame and stops there.
     res = subprocess.run(["zstd", "-qdc"], input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     return res.stdout
+
+
+# (name, magic, decompress(bytes from the magic on) -> bytes); lzma last: its magic is short and ambiguous.
+FORMATS = (
+    ("xz", b"\xfd7zXZ\x00", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d)),
+    ("zstd", b"\x28\xb5\x2f\xfd", zstd),
+    ("gzip", b"\x1f\x8b\x08", lambda d: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(d)),
+    ("bzip2", b"BZh", lambda d: bz2.BZ2Decompressor().decompress(d)),
+    ("lzma", b"\x5d\x00\x00", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(d)),
+)
 
 
 def has_pvh_note(elf):
@@ -67,7 +69,7 @@ def extract(image):
         start = image.find(magic)
         while start >= 0:
             try:
-                elf = (decompress or zstd)(image[start:])
+                elf = decompress(image[start:])
             except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError):
                 elf = b""
             if has_pvh_note(elf):
