@@ -3,8 +3,8 @@
 """The local multi-host lab: N Debian "hosts" on this one machine.
 
 Each host is a network namespace plus fresh pid/mount/uts/ipc/cgroup namespaces in
-which the machine's own systemd boots as PID 1, with private /etc, /var, /root
-(overlays), private /run, /tmp, /dev/shm, its own machine-id, MAC, libvirt host UUID,
+which the machine's own systemd boots as PID 1, with private /etc, /var (overlays of the machine's), /root
+(a fresh Debian root home, not the machine's), private /run, /tmp, /dev/shm, its own machine-id, MAC, libvirt host UUID,
 SSH host key and cgroup subtree.  /usr and /boot are the machine's, read-only, unless the host is given its
 own (overlays like /etc); the rest of the machine's root is read-only to every host.  With its own /usr
 the cna role may install another generation of the virtualization stack there
@@ -255,6 +255,25 @@ def host_layers(h: dict) -> list[str]:
     return ["etc", "var", "root"] + (["usr"] + (["boot"] if os.path.isdir("/boot") else []) if h.get("own_usr") else [])
 
 
+def root_home(d: str) -> None:
+    """The lower layer of the host's /root: the root home of a freshly installed Debian (base-files' dot files),
+    not the machine's. The machine's /root is somebody's home: its shell start-up files (a pyenv or cargo set-up
+    that every SSH command of Ansible would run, about 0.14 s each here) and its credentials are not a host's."""
+    lower = os.path.join(d, "root.lower")
+    os.chmod(os.path.join(d, "root.upper"), 0o700)  # the merged /root takes its mode from here: Debian's is 0700
+    if os.path.isdir(lower):
+        return
+    tmp = lower + ".new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp, mode=0o700)
+    for name in ("bashrc", "profile"):
+        src = f"/usr/share/base-files/dot.{name}"
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(tmp, "." + name))
+            os.chmod(os.path.join(tmp, "." + name), 0o644)
+    os.rename(tmp, lower)
+
+
 def ssh_material() -> dict:
     d = os.path.join(LAB_DIR, "ssh")
     key = os.path.join(d, "id_ed25519")
@@ -275,6 +294,7 @@ def host_identity(h: dict, write_files: bool = True) -> None:
     for layer in host_layers(h):
         os.makedirs(os.path.join(d, f"{layer}.upper"), exist_ok=True)
         os.makedirs(os.path.join(d, f"{layer}.work"), exist_ok=True)
+    root_home(d)
     etc = os.path.join(d, "etc.upper")
     idfile = os.path.join(d, "identity.json")
     if os.path.exists(idfile):

@@ -78,6 +78,16 @@ def test_up_is_idempotent_and_down_leaves_nothing():
         assert ro.returncode != 0 and "Read-only file system" in ro.stderr + ro.stdout, (path, ro.stderr)
     assert sh(LAB, "ssh", "cna1", "touch /etc/kvmf-probe /var/kvmf-probe /root/kvmf-probe").returncode == 0
     assert not any(os.path.exists(os.path.join(d, "kvmf-probe")) for d in ("/etc", "/var", "/root"))
+    # /root is a fresh Debian root home, not the machine's: none of the machine's files (its shell start-up files
+    # and credentials) show there, and the shell start-up files are Debian's own.
+    machine_only = "/root/kvmf-machine-only"
+    open(machine_only, "w").close()
+    try:
+        seen = sh(LAB, "ssh", "cna1", "test -e %s && echo seen || echo absent; cmp /root/.bashrc "
+                                      "/usr/share/base-files/dot.bashrc && echo debian" % machine_only)
+    finally:
+        os.remove(machine_only)
+    assert seen.stdout.split() == ["absent", "debian"], seen.stdout + seen.stderr
 
     again = sh(LAB, "up", "--cna", "2", "--vrm", "1")
     assert again.returncode == 0 and "(0 booted)" in again.stderr
