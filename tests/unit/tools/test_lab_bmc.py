@@ -1,0 +1,132 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""tools/lab_bmc.py: the Redfish subset fence_redfish uses, per-host accounts, a log of every power change."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import base64
+import importlib.util
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_spec = importlib.util.spec_from_file_location("lab_bmc", os.path.join(ROOT, "tools", "lab_bmc.py"))
+lab_bmc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lab_bmc)
+
+USERS = {"cna1": {"user": "bmc-cna1", "password": "s1"}, "cna2": {"user": "bmc-cna2", "password": "s2"}}
+
+
+class FakePower(object):
+    def __init__(self):
+        self.on_hosts = {"cna1", "cna2"}
+        self.calls = []
+
+    def state(self, host):
+        return "On" if host in self.on_hosts else "Off"
+
+    def off(self, host):
+        self.calls.append(("off", host))
+        self.on_hosts.discard(host)
+
+    def on(self, host):
+        self.calls.append(("on", host))
+        self.on_hosts.add(host)
+
+
+@pytest.fixture
+def bmc(tmp_path):
+    power = FakePower()
+    service = lab_bmc.Bmc(USERS, power, str(tmp_path / "bmc.log"))
+    server = lab_bmc.make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.server_address[1], power, tmp_path / "bmc.log"
+    server.shutdown()
+    server.server_close()
+
+
+def call(base, path, user=None, password=None, body=None):
+    req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                 method="GET" if body is None else "POST", headers={"Content-Type": "application/json"})
+    if user:
+        req.add_header("Authorization", "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            data = res.read()
+            return res.status, json.loads(data) if data else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def log_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_discovery_finds_only_the_accounts_own_system(bmc):
+    base, _power, _log = bmc
+    status, root = call(base, "/redfish/v1", "bmc-cna2", "s2")
+    assert status == 200
+    status, systems = call(base, root["Systems"]["@odata.id"], "bmc-cna2", "s2")
+    assert status == 200 and systems["Members"] == [{"@odata.id": "/redfish/v1/Systems/cna2"}]
+    status, system = call(base, "/redfish/v1/Systems/cna2", "bmc-cna2", "s2")
+    assert status == 200 and system["PowerState"] == "On"
+    assert system["Actions"]["#ComputerSystem.Reset"]["target"] == "/redfish/v1/Systems/cna2/Actions/ComputerSystem.Reset"
+
+
+def test_force_off_then_on_powers_the_host_and_is_logged(bmc):
+    base, power, log = bmc
+    target = "/redfish/v1/Systems/cna2/Actions/ComputerSystem.Reset"
+    assert call(base, target, "bmc-cna2", "s2", {"ResetType": "ForceOff"})[0] == 204
+    assert call(base, "/redfish/v1/Systems/cna2", "bmc-cna2", "s2")[1]["PowerState"] == "Off"
+    assert call(base, target, "bmc-cna2", "s2", {"ResetType": "On"})[0] == 204
+    assert power.calls == [("off", "cna2"), ("on", "cna2")]
+    assert [(e["host"], e["action"], e["result"]) for e in log_lines(log)] == \
+        [("cna2", "ForceOff", "done"), ("cna2", "On", "done")]
+    assert os.stat(str(log)).st_mode & 0o777 == 0o600
+
+
+def test_one_hosts_account_cannot_power_another_host(bmc):
+    base, power, log = bmc
+    status, _body = call(base, "/redfish/v1/Systems/cna2/Actions/ComputerSystem.Reset", "bmc-cna1", "s1",
+                         {"ResetType": "ForceOff"})
+    assert status == 404
+    assert call(base, "/redfish/v1/Systems/cna2", "bmc-cna1", "s1")[0] == 404
+    assert power.calls == [] and power.on_hosts == {"cna1", "cna2"}
+    assert log_lines(log)[-1]["result"] == "refused: not this account's system"
+
+
+@pytest.mark.parametrize("user,password", [(None, None), ("bmc-cna1", "s2"), ("nobody", "s1")])
+def test_bad_credentials_are_refused_and_logged(bmc, user, password):
+    base, power, log = bmc
+    status, body = call(base, "/redfish/v1/Systems/cna1/Actions/ComputerSystem.Reset", user, password,
+                        {"ResetType": "ForceOff"})
+    assert status == 401 and body["error"]["message"] == "bad credentials"
+    assert power.calls == []
+    assert log_lines(log)[-1]["result"] == "refused: bad credentials"
+
+
+@pytest.mark.parametrize("body", [{"ResetType": "PushPowerButton"}, {}, ["ForceOff"]])
+def test_an_unknown_reset_type_changes_nothing(bmc, body):
+    base, power, _log = bmc
+    status, reply = call(base, "/redfish/v1/Systems/cna1/Actions/ComputerSystem.Reset", "bmc-cna1", "s1", body)
+    assert status == 400 and "ResetType must be one of On, ForceOff, ForceRestart" in reply["error"]["message"]
+    assert power.calls == []
+
+
+def test_a_failed_power_change_is_reported_and_logged(bmc):
+    base, power, log = bmc
+
+    def broken(host):
+        raise RuntimeError("lab: no lab host 'cna1'")
+    power.off = broken
+    status, reply = call(base, "/redfish/v1/Systems/cna1/Actions/ComputerSystem.Reset", "bmc-cna1", "s1",
+                         {"ResetType": "ForceOff"})
+    assert status == 500 and "no lab host" in reply["error"]["message"]
+    assert log_lines(log)[-1]["result"].startswith("failed: ")
