@@ -30,6 +30,7 @@ import argparse
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,6 +55,8 @@ IPT_COMMENT = "kvmfusion-lab"
 # The cna role's cna_virt_stack values (roles/cna/meta/argument_specs.yml).
 STACKS = ("stock", "backports")
 BOOT_TIMEOUT = 60
+# The lab hosts' BMC (tools/lab_bmc.py): one Redfish service on the bridge address, an account per host.
+BMC_PORT = 8443
 
 # Units of the machine image a lab host must not run: they touch the real hardware or
 # kernel (udev, sysctl, modules, clocks, consoles), belong to the machine itself
@@ -371,7 +374,7 @@ def write_shared_files(hosts: list[dict], ssh: dict, only: set | None = None) ->
         write(os.path.join(root, "id_ed25519.pub"), ssh["pub"] + "\n", 0o644)
 
 
-def write_inventory(hosts: list[dict], ssh: dict) -> str:
+def write_inventory(hosts: list[dict], ssh: dict, bmc_users: dict) -> str:
     path = os.path.join(LAB_DIR, "inventory.yml")
     lines = ["---", "# Written by tools/lab up. Do not edit: rewritten on every up.", "all:", "  children:"]
     for group in ("cna", "vrm"):
@@ -387,6 +390,14 @@ def write_inventory(hosts: list[dict], ssh: dict) -> str:
             lines.append(f"          kvmfusion_lab_own_usr: {'true' if h.get('own_usr') else 'false'}")
             if h.get("stack"):
                 lines.append(f"          cna_virt_stack: {h['stack']}")
+            # The host's BMC (tools/lab_bmc.py), as a real server's would be given to the cna role's fencing.
+            cred = bmc_users[h["name"]]
+            lines.append("          kvmfusion_lab_bmc:")
+            lines.append(f"            address: {GATEWAY}")
+            lines.append(f"            port: {BMC_PORT}")
+            lines.append(f"            username: {cred['user']}")
+            lines.append(f"            password: {cred['password']}")
+            lines.append(f"            systems_uri: /redfish/v1/Systems/{h['name']}")
     lines += [
         "  vars:",
         "    ansible_user: root",
@@ -398,7 +409,7 @@ def write_inventory(hosts: list[dict], ssh: dict) -> str:
         "    kvmfusion_lab: true",
         f"    kvmfusion_shared_datastore_path: {SHARED_MOUNTPOINT}",
     ]
-    write(path, "\n".join(lines) + "\n")
+    write(path, "\n".join(lines) + "\n", mode=0o600)  # it holds the BMC passwords
     return path
 
 
@@ -574,6 +585,71 @@ def kill_host(h: dict, state: dict) -> list[int]:
     return left
 
 
+# ---------------------------------------------------------------------------- BMC
+def bmc_dir() -> str:
+    return os.path.join(LAB_DIR, "bmc")
+
+
+def bmc_alive(state: dict) -> bool:
+    pid = (state.get("bmc") or {}).get("pid")
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"lab_bmc.py" in f.read()
+    except OSError:
+        return False
+
+
+def bmc_up(hosts: list[dict], state: dict) -> dict:
+    """The BMC service for these hosts (started, or restarted when a host has no account yet); their accounts."""
+    d = bmc_dir()
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    users_path = os.path.join(d, "users.json")
+    try:
+        with open(users_path) as f:
+            users = json.load(f)
+    except FileNotFoundError:
+        users = {}
+    new = [h["name"] for h in hosts if h["name"] not in users]
+    for name in new:
+        users[name] = {"user": f"bmc-{name}", "password": secrets.token_urlsafe(18)}
+    if new:
+        write(users_path, json.dumps(users, indent=2, sort_keys=True) + "\n", mode=0o600)
+    if not os.path.exists(os.path.join(d, "cert.pem")):
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=kvmfusion-lab-bmc",
+             "-addext", f"subjectAltName=IP:{GATEWAY}", "-keyout", os.path.join(d, "key.pem"),
+             "-out", os.path.join(d, "cert.pem")])
+        os.chmod(os.path.join(d, "key.pem"), 0o600)
+    if bmc_alive(state) and not new:
+        return users
+    if bmc_alive(state):
+        os.kill(state["bmc"]["pid"], signal.SIGTERM)
+        _wait_gone([state["bmc"]["pid"]], 10)
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "lab_bmc.py"), "serve", "--dir", d, "--listen", GATEWAY,
+                             "--port", str(BMC_PORT), "--lab", os.path.join(HERE, "lab.py")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(d, "stderr.log"), "a"), start_new_session=True)
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection((GATEWAY, BMC_PORT), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise LabError(f"the lab BMC did not start: see {os.path.join(d, 'stderr.log')}")
+            time.sleep(0.2)
+    state["bmc"] = {"pid": proc.pid, "address": GATEWAY, "port": BMC_PORT}
+    return users
+
+
+def bmc_down(state: dict) -> None:
+    if bmc_alive(state):
+        os.kill(state["bmc"]["pid"], signal.SIGTERM)
+        _wait_gone([state["bmc"]["pid"]], 10)
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_up(args) -> int:
     t0 = time.time()
@@ -640,7 +716,8 @@ def cmd_up(args) -> int:
         if st == "degraded":
             failed = in_host(pid, ["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
             log(f"{h['name']}: degraded: {failed.replace(chr(10), '; ')}")
-    inv = write_inventory(hosts, ssh)
+    users = bmc_up(hosts, state)
+    inv = write_inventory(hosts, ssh, users)
     save_state(state)
     log(f"up: {len(hosts)} hosts ({len(booted)} booted) in {time.time() - t0:.1f}s; inventory {inv}")
     print(inv)
@@ -688,6 +765,7 @@ def cmd_down(args) -> int:
             extra = n[len(NETNS_PREFIX):]
             hosts.append({"name": extra, "netns": n, "veth": n, "uveth": UNDERLAY_PREFIX + extra,
                           "dir": os.path.join(LAB_DIR, "hosts", extra)})
+    bmc_down(state)  # first: it must not power a host on again while the lab goes
     unreaped = []
     for h in hosts:
         unreaped += kill_host(h, state)
