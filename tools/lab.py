@@ -13,8 +13,8 @@ machine's package mirrors through NAT, as real hosts reach theirs.  Hosts share 
 directory mounted at the same path everywhere (the shared datastore).  The lab writes
 an Ansible inventory so that playbooks reach lab hosts over SSH exactly as real hosts.
 
-    tools/lab up [--cna N] [--vrm N] [--own-usr HOST]... [--stack HOST=STACK]...
-                                       idempotent; boots what is missing
+    tools/lab up [--cna N] [--vrm N] [--own-usr HOST]... [--stack HOST=STACK]... [--only HOST]...
+                                       idempotent; boots what is missing (with --only: only HOST)
     tools/lab down                     removes every trace (processes, mounts, netns, links, rules, state)
     tools/lab status [--json]          what is up
     tools/lab ssh HOST [CMD...]        a shell or command on a lab host
@@ -686,6 +686,9 @@ def cmd_up(args) -> int:
         if o.get("own_usr") and not opts.get(n, {}).get("own_usr") and host_pid1(h, state):
             raise LabError(f"{n} is running on the machine's /usr: 'tools/lab kill {n}' first, then 'up' gives it its own")
         opts.setdefault(n, {}).update(o)
+    for n in args.only:
+        if n not in names:
+            raise LabError(f"--only: no lab host {n!r} (hosts: {', '.join(names)})")
     for h in hosts:
         h.update(opts.get(h["name"], {}))
     state["options"] = opts
@@ -693,17 +696,18 @@ def cmd_up(args) -> int:
     os.chmod(LAB_DIR, 0o755)
     ssh = ssh_material()
     network_up()
-    # identity and shared files go into the overlays of hosts about to boot, never under a running one
-    booting = set(h["name"] for h in hosts if not host_pid1(h, state))
+    # identity and shared files go into the overlays of hosts that are off, never under a running one
+    off = set(h["name"] for h in hosts if not host_pid1(h, state))
+    booting = set(n for n in off if not args.only or n in args.only)
     for h in hosts:
-        host_identity(h, write_files=h["name"] in booting)
+        host_identity(h, write_files=h["name"] in off)
     write_shared_files(hosts, ssh, only=booting)
     state.setdefault("hosts", {})
     state["layout"] = want
     booted = []
     for h in hosts:
         host_net_up(h)
-        if host_pid1(h, state):
+        if h["name"] not in booting:
             continue
         pid = host_boot(h)
         launcher_pid = int(open(f"/proc/{pid}/stat").read().split()[3])
@@ -854,6 +858,8 @@ def main(argv=None) -> int:
     up.add_argument("--stack", action="append", default=[], metavar="HOST=STACK",
                     help="HOST (or 'all') gets its own /usr and cna_virt_stack=STACK in the inventory "
                          f"({', '.join(STACKS)})")
+    up.add_argument("--only", action="append", default=[], metavar="HOST",
+                    help="boot only HOST of the hosts that are off (a BMC's power-on); the others stay as they are")
     sub.add_parser("down", help="remove everything the lab created")
     st = sub.add_parser("status", help="show what is up (exit 0 only when every host answers SSH)")
     st.add_argument("--json", action="store_true")

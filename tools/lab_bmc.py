@@ -13,7 +13,8 @@ have none, so this gives them one. It speaks the part of Redfish that Debian's s
 
 Each lab host has its own user and password (users.json in the service's directory), as each real server
 has its own BMC account: a host's credentials never power another host. ForceOff is a power loss (the
-host's namespace PID 1 is killed, as ``tools/lab kill`` does); On boots it again (``tools/lab up``);
+host's namespace PID 1 is killed, as ``tools/lab kill`` does); On boots that host again (``tools/lab up --only
+HOST``, other hosts that are off stay off);
 ForceRestart is both. Every request that changes power, and every refused one, is appended to bmc.log as
 one JSON line (time, client address, user, host, action, result): the log a test reads to see that a host
 was fenced.
@@ -76,8 +77,8 @@ class LabPower(object):
     def on(self, host):
         with self.lock:
             layout = self._lab().load_state().get("layout") or {}
-            # 'up' boots every host of the layout that is off; the others are left alone.
-            self._run("up", "--cna", str(layout.get("cna", 0)), "--vrm", str(layout.get("vrm", 0)))
+            # this host only: a BMC powers its own server, never another one that happens to be off too
+            self._run("up", "--cna", str(layout.get("cna", 0)), "--vrm", str(layout.get("vrm", 0)), "--only", host)
 
 
 class Bmc(object):

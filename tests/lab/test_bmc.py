@@ -4,8 +4,9 @@
 
 Covers: 'up' serves it on the bridge address over HTTPS and writes each host's account into the (0600)
 inventory; ForceOff is a power loss of that host only (its PID 1 gone, SSH down) and On boots it again
-(SSH back); one host's account cannot see or power another host; bad credentials are refused; every power
-change and refusal is in bmc.log; 'down' stops the service. Ends with the lab down.
+(SSH back) and no other host that is off; one host's account cannot see or power another host; bad
+credentials are refused; every power change and refusal is in bmc.log; 'down' stops the service. Ends with
+the lab down.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -91,12 +92,19 @@ def test_the_bmc_powers_one_lab_host_off_and_on():
         assert st["cna1"]["ssh"] and st["vrm1"]["ssh"], "only cna2 lost power"
         assert redfish(cna2, cna2["systems_uri"])[1]["PowerState"] == "Off"
 
+        # On powers this host only: vrm1, off too (a power loss of its own), stays off.
+        assert sh(LAB, "kill", "vrm1").returncode == 0
         assert redfish(cna2, reset, {"ResetType": "On"})[0] == 204
         deadline = time.time() + 60
         while not ssh_answers(hosts["cna2"]["ansible_host"]) and time.time() < deadline:
             time.sleep(0.5)
         assert ssh_answers(hosts["cna2"]["ansible_host"]), "cna2 did not come back within 60 s of On"
         assert redfish(cna2, cna2["systems_uri"])[1]["PowerState"] == "On"
+        assert status()["vrm1"]["pid1"] is None, "On for cna2 booted vrm1 too"
+        assert redfish(bmc["vrm1"], bmc["vrm1"]["systems_uri"])[1]["PowerState"] == "Off"
+        bad = sh(LAB, "up", "--only", "nosuch")
+        assert bad.returncode != 0 and "--only: no lab host 'nosuch'" in bad.stderr, bad.stderr
+        assert status()["vrm1"]["pid1"] is None
 
         with open(os.path.join(LAB_DIR, "bmc", "bmc.log")) as f:
             events = [json.loads(line) for line in f]

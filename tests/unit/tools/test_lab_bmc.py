@@ -130,3 +130,30 @@ def test_a_failed_power_change_is_reported_and_logged(bmc):
                          {"ResetType": "ForceOff"})
     assert status == 500 and "no lab host" in reply["error"]["message"]
     assert log_lines(log)[-1]["result"].startswith("failed: ")
+
+
+def test_lab_power_on_boots_that_host_only_and_off_kills_it(monkeypatch):
+    """LabPower drives tools/lab: On is 'up --only HOST' with the lab's layout (never a plain 'up', which would
+    boot every host that is off), ForceOff is 'kill HOST'; a failure of tools/lab surfaces as its last line."""
+    power = lab_bmc.LabPower("/x/lab.py")
+
+    class FakeLab(object):
+        @staticmethod
+        def load_state():
+            return {"layout": {"cna": 2, "vrm": 1}}
+
+    monkeypatch.setattr(power, "_lab", lambda: FakeLab)
+    runs = []
+
+    class Done(object):
+        def __init__(self, code, out):
+            self.returncode, self.stdout = code, out
+
+    monkeypatch.setattr(lab_bmc.subprocess, "run", lambda argv, **kw: runs.append(argv) or Done(0, ""))
+    power.on("cna2")
+    power.off("cna1")
+    assert [argv[1:] for argv in runs] == [["/x/lab.py", "up", "--cna", "2", "--vrm", "1", "--only", "cna2"],
+                                           ["/x/lab.py", "kill", "cna1"]]
+    monkeypatch.setattr(lab_bmc.subprocess, "run", lambda argv, **kw: Done(1, "booting\nlab: cna2 did not boot"))
+    with pytest.raises(RuntimeError, match="^lab: cna2 did not boot$"):
+        power.on("cna2")
