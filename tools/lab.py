@@ -27,6 +27,7 @@ and /tmp, because those are the lower layers or private mounts of every host.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import ipaddress
 import json
 import os
@@ -105,9 +106,13 @@ def run(cmd, check=True, capture=True, input=None, timeout=60):
 def write(path: str, text: str, mode: int = 0o644) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    # created with its final mode (a 0600 file is never readable by others, not even while it is written)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, mode)  # whatever the umask
         f.write(text)
-    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
@@ -395,8 +400,8 @@ def write_inventory(hosts: list[dict], ssh: dict, bmc_users: dict) -> str:
             lines.append("          kvmfusion_lab_bmc:")
             lines.append(f"            address: {GATEWAY}")
             lines.append(f"            port: {BMC_PORT}")
-            lines.append(f"            username: {cred['user']}")
-            lines.append(f"            password: {cred['password']}")
+            lines.append(f"            username: {json.dumps(cred['user'])}")
+            lines.append(f"            password: {json.dumps(cred['password'])}")  # quoted: always a YAML string
             lines.append(f"            systems_uri: /redfish/v1/Systems/{h['name']}")
     lines += [
         "  vars:",
@@ -624,13 +629,14 @@ def bmc_up(hosts: list[dict], state: dict) -> dict:
         os.chmod(os.path.join(d, "key.pem"), 0o600)
     if bmc_alive(state) and not new:
         return users
-    if bmc_alive(state):
-        os.kill(state["bmc"]["pid"], signal.SIGTERM)
-        _wait_gone([state["bmc"]["pid"]], 10)
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "lab_bmc.py"), "serve", "--dir", d, "--listen", GATEWAY,
-                             "--port", str(BMC_PORT), "--lab", os.path.join(HERE, "lab.py")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(d, "stderr.log"), "a"), start_new_session=True)
+    bmc_down(state)  # a running service learns new accounts by a restart
+    errfd = os.open(os.path.join(d, "stderr.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "lab_bmc.py"), "serve", "--dir", d, "--listen",
+                                 GATEWAY, "--port", str(BMC_PORT), "--lab", os.path.join(HERE, "lab.py")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfd, start_new_session=True)
+    finally:
+        os.close(errfd)
     deadline = time.time() + 10
     while True:
         try:
@@ -640,17 +646,44 @@ def bmc_up(hosts: list[dict], state: dict) -> dict:
             if proc.poll() is not None or time.time() > deadline:
                 raise LabError(f"the lab BMC did not start: see {os.path.join(d, 'stderr.log')}")
             time.sleep(0.2)
+    time.sleep(0.2)
+    if proc.poll() is not None:  # another process answered on the port, and ours could not bind it
+        raise LabError(f"the lab BMC did not start (is port {BMC_PORT} taken?): see {os.path.join(d, 'stderr.log')}")
     state["bmc"] = {"pid": proc.pid, "address": GATEWAY, "port": BMC_PORT}
     return users
 
 
 def bmc_down(state: dict) -> None:
+    """Stop the BMC and whatever it runs (a power-on in progress is a 'tools/lab up' in its process group)."""
     if bmc_alive(state):
-        os.kill(state["bmc"]["pid"], signal.SIGTERM)
-        _wait_gone([state["bmc"]["pid"]], 10)
+        pid = state["bmc"]["pid"]
+        group = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pid]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_gone(group, 10)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------------- commands
+def lab_lock() -> int:
+    """One 'up', 'down' or 'kill' at a time (a person's, CI's and the BMC's power changes), held until exit.
+
+    The lock is on the directory that holds the lab's state directory (no lock file: 'down' leaves nothing)."""
+    parent = os.path.dirname(os.path.abspath(LAB_DIR))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def cmd_up(args) -> int:
     t0 = time.time()
     if os.geteuid() != 0:
@@ -759,6 +792,9 @@ def lab_processes() -> list[str]:
 
 
 def cmd_down(args) -> int:
+    # The BMC first: it must not power a host on while the lab goes (a power-on it started is stopped with it),
+    # then the state as that left it.
+    bmc_down(load_state())
     state = load_state()
     layout = state.get("layout") or {"cna": 0, "vrm": 0}
     hosts = host_plan(layout.get("cna", 0), layout.get("vrm", 0))
@@ -769,7 +805,6 @@ def cmd_down(args) -> int:
             extra = n[len(NETNS_PREFIX):]
             hosts.append({"name": extra, "netns": n, "veth": n, "uveth": UNDERLAY_PREFIX + extra,
                           "dir": os.path.join(LAB_DIR, "hosts", extra)})
-    bmc_down(state)  # first: it must not power a host on again while the lab goes
     unreaped = []
     for h in hosts:
         unreaped += kill_host(h, state)
@@ -872,6 +907,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "up" and not (1 <= args.cna <= 8 and 0 <= args.vrm <= 2):
         p.error("--cna must be 1..8 and --vrm 0..2")
+    if args.cmd in ("up", "down", "kill"):
+        lab_lock()
     try:
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "ssh": cmd_ssh,
                 "inventory": cmd_inventory, "kill": cmd_kill}[args.cmd](args)

@@ -16,8 +16,8 @@ has its own BMC account: a host's credentials never power another host. ForceOff
 host's namespace PID 1 is killed, as ``tools/lab kill`` does); On boots that host again (``tools/lab up --only
 HOST``, other hosts that are off stay off);
 ForceRestart is both. Every request that changes power, and every refused one, is appended to bmc.log as
-one JSON line (time, client address, user, host, action, result): the log a test reads to see that a host
-was fenced.
+one JSON line (time, client address, the host acted on or the account's host, action or path, result): the
+log a test reads to see that a host was fenced.
 
   python3 tools/lab_bmc.py serve --dir DIR --listen ADDR --port PORT
 """
@@ -91,7 +91,8 @@ class Bmc(object):
         self.log_lock = threading.Lock()
 
     def log(self, **event):
-        event = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%03dZ" % (int(time.time() * 1000) % 1000),
+        now = time.time()
+        event = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000),
                      **event)
         with self.log_lock:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -103,13 +104,16 @@ class Bmc(object):
         if not authorization or not authorization.startswith("Basic "):
             return None
         try:
-            user, _sep, password = base64.b64decode(authorization[6:]).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
+            user, _sep, password = base64.b64decode(authorization[6:], validate=True).partition(b":")
+        except ValueError:
             return None
-        for host, cred in self.users.items():
-            if hmac.compare_digest(cred["user"], user) and hmac.compare_digest(cred["password"], password):
-                return host
-        return None
+        found = None
+        for host, cred in self.users.items():  # every account compared, as bytes (any input, constant time)
+            same_user = hmac.compare_digest(cred["user"].encode("utf-8"), user)
+            same_password = hmac.compare_digest(cred["password"].encode("utf-8"), password)
+            if same_user and same_password:
+                found = host
+        return found
 
     def system(self, host):
         uri = "%s/%s" % (SYSTEMS_URI, host)
@@ -128,6 +132,12 @@ class Bmc(object):
 class Handler(BaseHTTPRequestHandler):
     server_version = "kvmfusion-lab-bmc/1"
     bmc = None  # set by make_server
+    timeout = 30  # a client that stalls (in the TLS handshake or a request) holds its own thread only, this long
+
+    def setup(self):
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # here, in this request's thread: never in the accepting one
 
     def log_message(self, fmt, *args):  # requests are logged by Bmc.log, not on stderr
         return
@@ -168,6 +178,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.bmc.system(host))
         elif path.startswith(SYSTEMS_URI + "/"):
             # Another host's system does not exist for this account (no hint that it does elsewhere).
+            self.bmc.log(client=self.client_address[0], user_host=host, path=self.path,
+                         result="refused: not this account's system")
             self._error(404, "no such resource")
         else:
             self._error(404, "no such resource")
@@ -207,7 +219,8 @@ def make_server(bmc, listen, port, certfile=None, keyfile=None):
     if certfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certfile, keyfile)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        # the handshake happens in each request's thread (Handler.setup), with its timeout
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     return server
 
 

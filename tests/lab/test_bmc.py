@@ -108,9 +108,12 @@ def test_the_bmc_powers_one_lab_host_off_and_on():
 
         with open(os.path.join(LAB_DIR, "bmc", "bmc.log")) as f:
             events = [json.loads(line) for line in f]
-        assert [(e.get("host"), e.get("action"), e["result"]) for e in events if "result" in e] == [
-            (None, None, "refused: not this account's system"), (None, None, "refused: bad credentials"),
+        assert [(e.get("user_host") or e.get("host"), e.get("action") or e.get("path"), e["result"])
+                for e in events if "result" in e] == [
+            ("cna1", "/redfish/v1/Systems/cna2", "refused: not this account's system"),
+            ("cna1", reset, "refused: not this account's system"), (None, reset, "refused: bad credentials"),
             ("cna2", "ForceOff", "done"), ("cna2", "On", "done")]
     finally:
-        assert sh(LAB, "down").returncode == 0
+        down = sh(LAB, "down")
+    assert down.returncode == 0, down.stderr
     assert "lab_bmc.py" not in sh("ps", "-eo", "args").stdout

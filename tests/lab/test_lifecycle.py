@@ -84,10 +84,10 @@ def test_up_is_idempotent_and_down_leaves_nothing():
     open(machine_only, "w").close()
     try:
         seen = sh(LAB, "ssh", "cna1", "test -e %s && echo seen || echo absent; cmp /root/.bashrc "
-                                      "/usr/share/base-files/dot.bashrc && echo debian" % machine_only)
+                                      "/usr/share/base-files/dot.bashrc && echo debian; stat -c %%a /root" % machine_only)
     finally:
         os.remove(machine_only)
-    assert seen.stdout.split() == ["absent", "debian"], seen.stdout + seen.stderr
+    assert seen.stdout.split() == ["absent", "debian", "700"], seen.stdout + seen.stderr
 
     again = sh(LAB, "up", "--cna", "2", "--vrm", "1")
     assert again.returncode == 0 and "(0 booted)" in again.stderr

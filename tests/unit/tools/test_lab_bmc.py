@@ -9,6 +9,9 @@ import base64
 import importlib.util
 import json
 import os
+import socket
+import ssl
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -99,7 +102,50 @@ def test_one_hosts_account_cannot_power_another_host(bmc):
     assert status == 404
     assert call(base, "/redfish/v1/Systems/cna2", "bmc-cna1", "s1")[0] == 404
     assert power.calls == [] and power.on_hosts == {"cna1", "cna2"}
-    assert log_lines(log)[-1]["result"] == "refused: not this account's system"
+    assert [(e["user_host"], e["path"], e["result"]) for e in log_lines(log)] == [
+        ("cna1", "/redfish/v1/Systems/cna2/Actions/ComputerSystem.Reset", "refused: not this account's system"),
+        ("cna1", "/redfish/v1/Systems/cna2", "refused: not this account's system")]
+
+
+def test_force_restart_is_off_then_on(bmc):
+    base, power, log = bmc
+    target = "/redfish/v1/Systems/cna1/Actions/ComputerSystem.Reset"
+    assert call(base, target, "bmc-cna1", "s1", {"ResetType": "ForceRestart"})[0] == 204
+    assert power.calls == [("off", "cna1"), ("on", "cna1")] and power.on_hosts == {"cna1", "cna2"}
+    assert [(e["host"], e["action"], e["result"]) for e in log_lines(log)] == [("cna1", "ForceRestart", "done")]
+
+
+@pytest.mark.parametrize("header", ["Basic !!!not-base64", "Basic " + base64.b64encode(b"\xfc\xdf:\xff").decode(),
+                                    "Basic " + base64.b64encode("bmc-cna1:s1\u00e9".encode()).decode(), "Bearer x"])
+def test_malformed_or_non_ascii_credentials_are_refused_not_crashed(bmc, header):
+    base, power, log = bmc
+    req = urllib.request.Request(base + "/redfish/v1/Systems/cna1", headers={"Authorization": header})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 401
+    assert power.calls == [] and log_lines(log)[-1]["result"] == "refused: bad credentials"
+
+
+def test_a_stalled_client_does_not_block_the_others(tmp_path):
+    """Over TLS: a client that connects and says nothing holds its own thread, not the service."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    power = FakePower()
+    server = lab_bmc.make_server(lab_bmc.Bmc(USERS, power, str(tmp_path / "bmc.log")), "127.0.0.1", 0, cert, key)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port)):  # connected, no TLS handshake, nothing sent
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            req = urllib.request.Request("https://127.0.0.1:%d/redfish/v1/Systems/cna1" % port)
+            req.add_header("Authorization", "Basic " + base64.b64encode(b"bmc-cna1:s1").decode())
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as res:
+                assert res.status == 200 and json.loads(res.read())["PowerState"] == "On"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("user,password", [(None, None), ("bmc-cna1", "s2"), ("nobody", "s1")])
