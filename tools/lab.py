@@ -630,6 +630,8 @@ def bmc_up(hosts: list[dict], state: dict) -> dict:
     if bmc_alive(state) and not new:
         return users
     bmc_down(state)  # a running service learns new accounts by a restart
+    if _bmc_answers():
+        raise LabError(f"port {BMC_PORT} on {GATEWAY} is taken by another process: the lab BMC cannot start")
     errfd = os.open(os.path.join(d, "stderr.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         proc = subprocess.Popen([sys.executable, os.path.join(HERE, "lab_bmc.py"), "serve", "--dir", d, "--listen",
@@ -638,19 +640,20 @@ def bmc_up(hosts: list[dict], state: dict) -> dict:
     finally:
         os.close(errfd)
     deadline = time.time() + 10
-    while True:
-        try:
-            with socket.create_connection((GATEWAY, BMC_PORT), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise LabError(f"the lab BMC did not start: see {os.path.join(d, 'stderr.log')}")
-            time.sleep(0.2)
-    time.sleep(0.2)
-    if proc.poll() is not None:  # another process answered on the port, and ours could not bind it
-        raise LabError(f"the lab BMC did not start (is port {BMC_PORT} taken?): see {os.path.join(d, 'stderr.log')}")
+    while not _bmc_answers():
+        if proc.poll() is not None or time.time() > deadline:
+            raise LabError(f"the lab BMC did not start: see {os.path.join(d, 'stderr.log')}")
+        time.sleep(0.2)
     state["bmc"] = {"pid": proc.pid, "address": GATEWAY, "port": BMC_PORT}
     return users
+
+
+def _bmc_answers() -> bool:
+    try:
+        with socket.create_connection((GATEWAY, BMC_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def bmc_down(state: dict) -> None:
