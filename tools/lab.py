@@ -75,7 +75,7 @@ MASKED_UNITS = [
     "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
     "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
     "systemd-journald-audit.socket", "swap.target",
-    "postgresql.service", "corosync.service", "pacemaker.service", "corosync-qnetd.service",
+    "postgresql.service",
     "docker.service", "docker.socket", "containerd.service", "uuidd.socket", "tgt.service",
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
     "e2scrub_reap.service", "fstrim.timer", "logrotate.timer", "man-db.timer",
@@ -83,6 +83,11 @@ MASKED_UNITS = [
     "iscsid.socket", "iscsid.service", "open-iscsi.service", "multipathd.service", "multipathd.socket",
     "rpcbind.service", "rpcbind.socket", "nfs-server.service", "remote-fs.target",
 ]
+
+# Cluster services the machine image may have enabled (Debian's corosync starts a one-node cluster on install):
+# masked when a host is made, and then left to the host, whose roles turn them on (the cna role's HA cluster,
+# the vrm role's arbiter); a host that reboots (its BMC) keeps them as its roles left them.
+ROLE_UNITS = ["corosync.service", "pacemaker.service", "corosync-qdevice.service", "corosync-qnetd.service"]
 
 
 class LabError(Exception):
@@ -282,6 +287,22 @@ def root_home(d: str) -> None:
     os.rename(tmp, lower)
 
 
+def mask_units(d: str) -> None:
+    """Mask in the host's /etc the machine's units a lab host must not run (MASKED_UNITS, at every boot), and the
+    cluster units (ROLE_UNITS) once, when the host is made: after that they are the host's roles' to turn on, and
+    stay on across a power cycle by the host's BMC."""
+    unitdir = os.path.join(d, "etc.upper", "systemd/system")
+    os.makedirs(unitdir, exist_ok=True)
+    made = os.path.join(d, "role-units-masked")
+    for unit in MASKED_UNITS + (ROLE_UNITS if not os.path.exists(made) else []):
+        p = os.path.join(unitdir, unit)
+        if not os.path.islink(p):
+            if os.path.exists(p):
+                os.remove(p)
+            os.symlink("/dev/null", p)
+    write(made, "the cluster units were masked when the host was made; its roles own them since\n")
+
+
 def ssh_material() -> dict:
     d = os.path.join(LAB_DIR, "ssh")
     key = os.path.join(d, "id_ed25519")
@@ -325,14 +346,7 @@ def host_identity(h: dict, write_files: bool = True) -> None:
     # Keep the MAC the lab assigned (udev is masked too; this is belt and braces).
     write(os.path.join(etc, "systemd/network/99-kvmfusion-lab.link"),
           "[Match]\nOriginalName=*\n\n[Link]\nMACAddressPolicy=none\n")
-    unitdir = os.path.join(etc, "systemd/system")
-    os.makedirs(unitdir, exist_ok=True)
-    for unit in MASKED_UNITS:
-        p = os.path.join(unitdir, unit)
-        if not os.path.islink(p):
-            if os.path.exists(p):
-                os.remove(p)
-            os.symlink("/dev/null", p)
+    mask_units(d)
     # A lab host boots no kernel of its own: package triggers need not build initramfs images (about 25 s each
     # time a stack generation is installed; they would land in the host's own /boot, see host_layers).
     write(os.path.join(etc, "initramfs-tools/update-initramfs.conf"),
