@@ -407,6 +407,8 @@ def write_inventory(hosts: list[dict], ssh: dict, bmc_users: dict) -> str:
             lines.append(f"        {h['name']}:")
             lines.append(f"          ansible_host: {h['ip']}")
             lines.append(f"          kvmfusion_lab_own_usr: {'true' if h.get('own_usr') else 'false'}")
+            # its network namespace on the controller: tests cut its cables there (ip -n NETNS link set eth0 down)
+            lines.append(f"          kvmfusion_lab_netns: {h['netns']}")
             if h.get("stack"):
                 lines.append(f"          cna_virt_stack: {h['stack']}")
             # The host's BMC (tools/lab_bmc.py), as a real server's would be given to the cna role's fencing.

@@ -44,11 +44,21 @@ RESET_TYPES = ("On", "ForceOff", "ForceRestart")
 
 
 class LabPower(object):
-    """Power of lab hosts through tools/lab (one power change at a time)."""
+    """Power of lab hosts through tools/lab (one power change at a time).
 
-    def __init__(self, lab_py):
+    ``post_seconds`` > 0: On answers at once and the host boots that much later, as a server's power comes on and its
+    firmware runs before the OS starts (PowerState is On meanwhile; a ForceOff cancels the boot). A lab host boots in
+    about a second: booted synchronously, its cluster stack would join before the fence that rebooted it is reported
+    done, and pacemaker stops a node told it was "just fenced". A failed delayed boot goes to ``on_error(host, msg)``.
+    """
+
+    def __init__(self, lab_py, post_seconds=0.0, on_error=None):
         self.lab_py = lab_py
         self.lock = threading.Lock()
+        self.post_seconds = post_seconds
+        self.on_error = on_error
+        self.posting = {}  # host -> the power-on it belongs to (a ForceOff or a newer On replaces it)
+        self.generation = 0
 
     def _lab(self):
         import importlib.util
@@ -58,6 +68,8 @@ class LabPower(object):
         return mod
 
     def state(self, host):
+        if host in self.posting:
+            return "On"
         lab = self._lab()
         st = lab.load_state()
         layout = st.get("layout") or {}
@@ -72,13 +84,38 @@ class LabPower(object):
 
     def off(self, host):
         with self.lock:
+            self.posting.pop(host, None)
             self._run("kill", host)
 
     def on(self, host):
+        if self.post_seconds <= 0:
+            with self.lock:
+                self._boot(host)
+            return
         with self.lock:
-            layout = self._lab().load_state().get("layout") or {}
-            # this host only: a BMC powers its own server, never another one that happens to be off too
-            self._run("up", "--cna", str(layout.get("cna", 0)), "--vrm", str(layout.get("vrm", 0)), "--only", host)
+            self.generation += 1
+            self.posting[host] = self.generation
+            thread = threading.Thread(target=self._boot_later, args=(host, self.generation), daemon=True)
+        thread.start()
+
+    def _boot(self, host):
+        layout = self._lab().load_state().get("layout") or {}
+        # this host only: a BMC powers its own server, never another one that happens to be off too
+        self._run("up", "--cna", str(layout.get("cna", 0)), "--vrm", str(layout.get("vrm", 0)), "--only", host)
+
+    def _boot_later(self, host, generation):
+        time.sleep(self.post_seconds)
+        with self.lock:
+            if self.posting.get(host) != generation:
+                return  # powered off (or on again) meanwhile
+            try:
+                self._boot(host)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                if self.on_error:
+                    self.on_error(host, str(e))
+            finally:
+                if self.posting.get(host) == generation:
+                    del self.posting[host]
 
 
 class Bmc(object):
@@ -232,10 +269,14 @@ def main(argv=None):
     s.add_argument("--listen", required=True)
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--lab", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "lab.py"))
+    s.add_argument("--post-seconds", type=float, default=5.0,
+                   help="how long after On a host boots (its firmware's time; On answers at once)")
     args = p.parse_args(argv)
     with open(os.path.join(args.dir, "users.json")) as handle:
         users = json.load(handle)
-    bmc = Bmc(users, LabPower(args.lab), os.path.join(args.dir, "bmc.log"))
+    power = LabPower(args.lab, post_seconds=args.post_seconds)
+    bmc = Bmc(users, power, os.path.join(args.dir, "bmc.log"))
+    power.on_error = lambda host, msg: bmc.log(action="boot", host=host, result="failed: " + msg)
     server = make_server(bmc, args.listen, args.port, os.path.join(args.dir, "cert.pem"), os.path.join(args.dir, "key.pem"))
     bmc.log(event="serving", listen="%s:%d" % (args.listen, args.port), hosts=sorted(users))
     server.serve_forever()

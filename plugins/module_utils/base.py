@@ -69,7 +69,7 @@ class KvmfModule(object):
     ``dest_host``) and ``dest_client`` for operations that span two CNAs.
     """
 
-    def __init__(self, argument_spec, supports_check_mode=True, readonly=False, two_hosts=False, **kwargs):
+    def __init__(self, argument_spec, supports_check_mode=True, readonly=False, two_hosts=False, libvirt=True, **kwargs):
         # Every file this task makes (images, overlays, memory files, copies, temporary files), directly or through
         # qemu-img, is readable by its owner only from the moment it exists.
         os.umask(0o077)
@@ -77,7 +77,8 @@ class KvmfModule(object):
         self._dest_client = None
         self._peers = []
         self.readonly = readonly
-        spec = copy.deepcopy(COMMON_ARGSPEC)
+        # libvirt=False: a module of the cluster's own tools (pacemaker, corosync) on this node, no libvirt connection
+        spec = copy.deepcopy(COMMON_ARGSPEC) if libvirt else {}
         if two_hosts:
             spec.update(copy.deepcopy(DEST_ARGSPEC))
             kwargs["mutually_exclusive"] = list(kwargs.get("mutually_exclusive") or []) + [("dest_uri", "dest_host")]
@@ -86,9 +87,9 @@ class KvmfModule(object):
         self.params = self.module.params
         self.check_mode = self.module.check_mode
         self.diff_mode = self.module._diff
-        if not HAS_LIBVIRT:
+        if libvirt and not HAS_LIBVIRT:
             self.module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
-        self.uri = resolve_uri(self.params.get("uri"))
+        self.uri = resolve_uri(self.params.get("uri")) if libvirt else None
 
     @property
     def client(self):

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -203,3 +204,49 @@ def test_lab_power_on_boots_that_host_only_and_off_kills_it(monkeypatch):
     monkeypatch.setattr(lab_bmc.subprocess, "run", lambda argv, **kw: Done(1, "booting\nlab: cna2 did not boot"))
     with pytest.raises(RuntimeError, match="^lab: cna2 did not boot$"):
         power.on("cna2")
+
+
+def test_lab_power_on_answers_at_once_and_boots_after_the_firmware_time(monkeypatch):
+    """With post_seconds, On returns at once with PowerState On and the host boots later (a fenced host's cluster
+    stack must not join before its fence is reported done); a ForceOff during that time cancels the boot; a failed
+    delayed boot is reported to on_error."""
+    errors = []
+    power = lab_bmc.LabPower("/x/lab.py", post_seconds=0.2, on_error=lambda host, msg: errors.append((host, msg)))
+
+    class FakeLab(object):
+        @staticmethod
+        def load_state():
+            return {"layout": {"cna": 2, "vrm": 1}}
+
+        @staticmethod
+        def host_plan(cna, vrm):
+            return [{"name": "cna1"}, {"name": "cna2"}]
+
+        @staticmethod
+        def host_pid1(h, st):
+            return None  # off
+
+    monkeypatch.setattr(power, "_lab", lambda: FakeLab)
+    runs = []
+
+    class Done(object):
+        def __init__(self, code, out):
+            self.returncode, self.stdout = code, out
+
+    monkeypatch.setattr(lab_bmc.subprocess, "run", lambda argv, **kw: runs.append(argv[2:]) or Done(0, ""))
+    t0 = time.time()
+    power.on("cna2")
+    assert time.time() - t0 < 0.1 and runs == [] and power.state("cna2") == "On"
+    power.on("cna1")
+    power.off("cna1")  # during its firmware time: the boot is cancelled
+    deadline = time.time() + 5
+    while power.posting and time.time() < deadline:
+        time.sleep(0.05)
+    assert runs == [["kill", "cna1"], ["up", "--cna", "2", "--vrm", "1", "--only", "cna2"]]
+    assert power.state("cna2") == "Off"  # FakeLab: nothing really booted
+    monkeypatch.setattr(lab_bmc.subprocess, "run", lambda argv, **kw: Done(1, "lab: cna2 did not boot"))
+    power.on("cna2")
+    deadline = time.time() + 5
+    while not errors and time.time() < deadline:
+        time.sleep(0.05)
+    assert errors == [("cna2", "lab: cna2 did not boot")] and not power.posting
