@@ -88,7 +88,7 @@ class Cluster(object):
 
     def quorum(self):
         """corosync-quorumtool's view: votes, flags and whether a quorum device votes."""
-        rc, out = self._tool(["corosync-quorumtool", "-s"], ok=(0, 1, 2))
+        _rc, out = self._tool(["corosync-quorumtool", "-s"], ok=(0, 2))  # 2: not quorate (1 is an error)
         return parse_quorum(out)
 
 
@@ -202,8 +202,9 @@ def ha_summary(cluster):
     if st is None:
         return {"running": False}
     config = cluster.resources_config()
+    # the last fencing of each target: the latest completion time ("YYYY-MM-DD HH:MM:SSZ" sorts as text)
     last = {}
-    for e in st["fence_history"]:  # newest last in crm_mon's list? keep the latest completion per target
+    for e in st["fence_history"]:
         prev = last.get(e["target"])
         if prev is None or (e["completed"] or "") >= (prev["completed"] or ""):
             last[e["target"]] = e

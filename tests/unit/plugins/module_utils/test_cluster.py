@@ -130,3 +130,10 @@ def test_a_failing_tool_is_one_line_naming_it(tools):
     with pytest.raises(cluster.ClusterError) as e:
         cluster.ha_summary(cluster.Cluster(run))
     assert str(e.value).startswith("cibadmin failed (rc=103): Call cib_query failed (-6)") and "\n" not in str(e.value)
+
+
+def test_quorum_of_a_partition_without_quorum_is_read_and_an_error_is_one_line(tools):
+    text = fixture("quorumtool.txt").replace("Quorate WaitForAll Qdevice", "WaitForAll Qdevice")
+    assert cluster.Cluster(FakeRun({"corosync-quorumtool": (2, text, "")})).quorum()["flags"] == ["WaitForAll", "Qdevice"]
+    with pytest.raises(cluster.ClusterError, match=r"^corosync-quorumtool failed \(rc=1\): Cannot initialize QUORUM service$"):
+        cluster.Cluster(FakeRun({"corosync-quorumtool": (1, "", "Cannot initialize QUORUM service\n")})).quorum()
