@@ -94,7 +94,7 @@ class Cluster(object):
 
 def parse_status(text):
     root = xmlutil.parse(text)
-    summary = root.find("summary")
+    summary = root.find("summary")  # absent while pacemakerd is still starting its daemons
     dc = summary.find("current_dc") if summary is not None else None
     opts = summary.find("cluster_options") if summary is not None else None
     nodes = []
@@ -136,6 +136,7 @@ def parse_status(text):
             "completed": e.get("completed") or e.get("last-pending"),
         })
     return {
+        "ready": summary is not None,
         "dc": dc.get("name") if dc is not None and _bool(dc.get("present")) else None,
         "quorate": dc is not None and _bool(dc.get("with_quorum")),
         "stonith_enabled": opts is not None and _bool(opts.get("stonith-enabled")),
@@ -187,9 +188,12 @@ def parse_quorum(text):
         elif m and m.group(1) == "Flags":
             out["flags"] = m.group(2).split()
         else:
-            dev = re.match(r"^\s*0\s+(\d+)\s+Qdevice\s*$", line)
+            # "0  1  Qdevice" when this node holds the device's vote; "0  0  Qdevice (votes 1)" when it does not
+            # (the arbiter unreachable): votes now, and the votes the device is configured with
+            dev = re.match(r"^\s*0\s+(\d+)\s+Qdevice(?:\s+\(votes (\d+)\))?\s*$", line)
             if dev:
-                out["device"] = {"votes": int(dev.group(1))}
+                out["device"] = {"votes": int(dev.group(1)),
+                                 "configured_votes": int(dev.group(2) if dev.group(2) else dev.group(1))}
     return out
 
 
@@ -199,7 +203,7 @@ VM_PREFIX = "kvmfusion-vm-"
 def ha_summary(cluster):
     """What ha_info returns: {running: False}, or the cluster with its fencing devices and HA VMs."""
     st = cluster.status()
-    if st is None:
+    if st is None or not st["ready"]:
         return {"running": False}
     config = cluster.resources_config()
     # the last fencing of each target: the latest completion time ("YYYY-MM-DD HH:MM:SSZ" sorts as text)

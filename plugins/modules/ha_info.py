@@ -61,7 +61,9 @@ cluster:
   type: dict
   contains:
     running:
-      description: Whether pacemaker runs on this CNA. The other keys are absent when it is V(false).
+      description:
+        - Whether pacemaker runs on this CNA (and has started its daemons). The other keys are absent when it is
+          V(false).
       type: bool
       sample: true
     quorate:
@@ -81,9 +83,12 @@ cluster:
       type: str
       sample: stop
     quorum:
-      description: corosync's votes and flags, and the quorum device's votes (null without a quorum device).
+      description:
+        - corosync's votes and flags, and the quorum device's votes now and as configured (C(device) is null without a
+          quorum device; C(votes) 0 with C(configured_votes) 1 means this node does not get the arbiter's vote).
       type: dict
-      sample: {expected_votes: 3, total_votes: 3, quorum: 2, flags: [Quorate, WaitForAll, Qdevice], device: {votes: 1}}
+      sample: {expected_votes: 3, total_votes: 3, quorum: 2, flags: [Quorate, WaitForAll, Qdevice],
+               device: {votes: 1, configured_votes: 1}}
     nodes:
       description:
         - The cluster's nodes. A node is a full member when C(online) and neither C(pending) (still joining) nor

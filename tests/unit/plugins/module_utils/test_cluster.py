@@ -73,7 +73,14 @@ def test_status_reads_nodes_quorum_and_fencing_devices():
 def test_quorum_reads_votes_flags_and_the_device():
     q = cluster.parse_quorum(fixture("quorumtool.txt"))
     assert q == {"expected_votes": 3, "total_votes": 3, "quorum": 2, "flags": ["Quorate", "WaitForAll", "Qdevice"],
-                 "device": {"votes": 1}}
+                 "device": {"votes": 1, "configured_votes": 1}}
+
+
+def test_quorum_when_this_node_lacks_the_devices_vote():
+    """corosync-quorumtool 3.1.7 prints "(votes N)" after Qdevice when the device's vote is not this node's."""
+    text = fixture("quorumtool.txt").replace("         0          1            Qdevice\n",
+                                             "         0          0            Qdevice (votes 1)\n")
+    assert cluster.parse_quorum(text)["device"] == {"votes": 0, "configured_votes": 1}
 
 
 def test_quorum_without_a_device():
@@ -100,7 +107,7 @@ def test_summary_with_fencing_history_and_an_ha_vm(tools):
     res = fixture("resources.xml").replace("</resources>", VM_RESOURCE.split("</resources>", maxsplit=1)[0] + "</resources>")
     run = FakeRun({"crm_mon": (0, mon, ""), "cibadmin": (0, res, ""), "corosync-quorumtool": (0, fixture("quorumtool.txt"), "")})
     s = cluster.ha_summary(cluster.Cluster(run))
-    assert s["running"] and s["quorate"] and s["quorum"]["device"] == {"votes": 1}
+    assert s["running"] and s["quorate"] and s["quorum"]["device"] == {"votes": 1, "configured_votes": 1}
     f2 = [f for f in s["fencing"] if f["target"] == "cna2"][0]
     assert f2["running_on"] == ["cna1"] and f2["agent"] == "stonith:fence_redfish"
     assert f2["last"]["status"] == "success" and f2["last"]["action"] == "reboot"  # the newest of the two
@@ -137,3 +144,13 @@ def test_quorum_of_a_partition_without_quorum_is_read_and_an_error_is_one_line(t
     assert cluster.Cluster(FakeRun({"corosync-quorumtool": (2, text, "")})).quorum()["flags"] == ["WaitForAll", "Qdevice"]
     with pytest.raises(cluster.ClusterError, match=r"^corosync-quorumtool failed \(rc=1\): Cannot initialize QUORUM service$"):
         cluster.Cluster(FakeRun({"corosync-quorumtool": (1, "", "Cannot initialize QUORUM service\n")})).quorum()
+
+
+def test_summary_while_pacemakerd_starts_its_daemons(tools):
+    """crm_mon exits 0 with only <pacemakerd state="starting_daemons"> then: not running yet, nothing else asked."""
+    starting = ('<pacemaker-result api-version="2.25" request="crm_mon"><pacemakerd sys_from="pacemakerd" '
+                'state="starting_daemons" last_updated="2026-12-01 20:27:55Z"/><status code="0" message="OK"/>'
+                '</pacemaker-result>')
+    run = FakeRun({"crm_mon": (0, starting, "")})
+    assert cluster.ha_summary(cluster.Cluster(run)) == {"running": False}
+    assert len(run.calls) == 1
