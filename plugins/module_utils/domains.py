@@ -461,7 +461,10 @@ BLOCK_JOB_TYPES = {1: "pull", 2: "copy", 3: "commit", 4: "active_commit", 5: "ba
 
 
 def _percent(done, total):
-    return round(100.0 * done / total, 1) if total else None
+    """Progress to one decimal, rounded down: 100 only when done (134217727 of 134217728 bytes is 99.9, not 100)."""
+    if not total:
+        return None
+    return min(100.0, int(1000 * done // total) / 10.0)
 
 
 def running_jobs(client, dom, name, root):

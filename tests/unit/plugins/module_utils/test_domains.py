@@ -1220,3 +1220,14 @@ def test_running_jobs_report_a_migration_and_a_block_copy_in_progress():
     dom.jobStats.return_value = {"type": 0}
     dom.blockJobInfo.side_effect = lambda target, flags: {}
     assert domains.running_jobs(client, dom, "vm1", root) == (None, [])
+
+
+def test_progress_is_100_only_when_done():
+    """A copy one byte short of its end reported 100.0 (rounded), and the storage_migration target saw a running
+    copy as finished."""
+    from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import _percent
+    assert _percent(134217727, 134217728) == 99.9
+    assert _percent(134217728, 134217728) == 100.0
+    assert _percent(0, 134217728) == 0.0
+    assert _percent(1, 3) == 33.3
+    assert _percent(5, 0) is None
