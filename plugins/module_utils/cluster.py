@@ -25,6 +25,18 @@ NOT_CONNECTED = 102
 VM_AGENT = "ocf:heartbeat:VirtualDomain"
 FENCE_PREFIX = "stonith:"
 PRIORITIES = {"high": 30, "medium": 20, "low": 10}
+VM_PREFIX = "kvmfusion-vm-"
+
+
+def id_part(text):
+    """``text`` as part of a CIB id: letters, digits and '-' kept, anything else as _xx (hex). The result never
+    holds '.', which joins the parts of the ids the ha module derives, so no VM or host name forges another's."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c == "-" else "_%02x" % ord(c) for c in text)
+
+
+def vm_resource_id(vm):
+    """The cluster resource of a VM under HA."""
+    return VM_PREFIX + id_part(vm)
 
 
 class ClusterError(ValueError):
@@ -85,6 +97,16 @@ class Cluster(object):
         """The CIB's resources section: {id: {agent, params, meta}} for every primitive."""
         _rc, out = self._tool(["cibadmin", "--query", "--scope", "resources"])
         return parse_resources(out)
+
+    def cib(self):
+        """The whole configuration (see parse_cib)."""
+        _rc, out = self._tool(["cibadmin", "--query", "--scope", "configuration"])
+        return parse_cib(out)
+
+    def local_node(self):
+        """This node's name in the cluster."""
+        _rc, out = self._tool(["crm_node", "--name"])
+        return out.strip()
 
     def quorum(self):
         """corosync-quorumtool's view: votes, flags and whether a quorum device votes."""
@@ -171,6 +193,43 @@ def parse_resources(text):
     return out
 
 
+def _block(el, tag):
+    block = el.find(tag)
+    return {nv.get("name"): nv.get("value") for nv in block.findall("nvpair")} if block is not None else {}
+
+
+def parse_cib(text):
+    """The CIB's configuration: {properties: {set id: {name: value}}, nodes: {name: {utilization}},
+    resources: {id: {agent, params, meta, utilization, ops}}, locations: [{id, rsc, node, score}]}."""
+    root = xmlutil.parse(text)
+    conf = root if root.tag == "configuration" else root.find("configuration")
+    if conf is None:
+        raise ClusterError("cibadmin printed no configuration")
+    props = {}
+    for ps in conf.findall("crm_config/cluster_property_set"):
+        props[ps.get("id")] = {nv.get("name"): nv.get("value") for nv in ps.findall("nvpair")}
+    nodes = {}
+    for n in conf.findall("nodes/node"):
+        nodes[n.get("uname")] = {"utilization": _block(n, "utilization")}
+    resources = {}
+    for p in conf.iter("primitive"):
+        agent = ":".join(x for x in (p.get("class"), p.get("provider"), p.get("type")) if x)
+        ops = {}
+        for op in p.findall("operations/op"):
+            ops[op.get("name")] = {k: v for k, v in op.attrib.items() if k not in ("id", "name")}
+        resources[p.get("id")] = {
+            "agent": agent,
+            "params": _block(p, "instance_attributes"),
+            "meta": _block(p, "meta_attributes"),
+            "utilization": _block(p, "utilization"),
+            "ops": ops,
+        }
+    locations = []
+    for c in conf.findall("constraints/rsc_location"):
+        locations.append({"id": c.get("id"), "rsc": c.get("rsc"), "node": c.get("node"), "score": c.get("score")})
+    return {"properties": props, "nodes": nodes, "resources": resources, "locations": locations}
+
+
 _QUORUM_FIELDS = {
     "Expected votes": "expected_votes",
     "Total votes": "total_votes",
@@ -197,9 +256,6 @@ def parse_quorum(text):
     return out
 
 
-VM_PREFIX = "kvmfusion-vm-"
-
-
 def ha_summary(cluster):
     """What ha_info returns: {running: False}, or the cluster with its fencing devices and HA VMs."""
     st = cluster.status()
@@ -224,7 +280,8 @@ def ha_summary(cluster):
             })
         elif c["agent"] == VM_AGENT:
             vms.append({
-                "name": rid[len(VM_PREFIX):] if rid.startswith(VM_PREFIX) else None,
+                # the ha module records the VM's name (its resource id escapes what a CIB id cannot hold)
+                "name": c["meta"].get("kvmfusion-vm") or (rid[len(VM_PREFIX):] if rid.startswith(VM_PREFIX) else None),
                 "resource": rid, "role": r.get("role"), "hosts": r.get("nodes", []),
                 "priority": priority_name(c["meta"].get("priority")),
                 "failcounts": st["failcounts"].get(rid, {}),

@@ -21,10 +21,15 @@ TARGETS = sorted(d for d in os.listdir(os.path.join(HERE, "targets"))
 TARGET_ENV = {"host_info": {"ANSIBLE_DISPLAY_TRACEBACK": "error"}}
 
 
+# Targets that run on more than the CNAs: ha forms the HA cluster with the VRM's arbiter.
+TARGET_HOSTS = {"ha": "cna:vrm"}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_target(lab, target):
     res = subprocess.run(
-        ["ansible-playbook", "-i", lab.inventory, os.path.join(HERE, "target.yml"), "-e", "target=" + target],
+        ["ansible-playbook", "-i", lab.inventory, os.path.join(HERE, "target.yml"), "-e", "target=" + target,
+         "-e", "target_hosts=" + TARGET_HOSTS.get(target, "cna")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800, check=False,
         env=dict(os.environ, **TARGET_ENV.get(target, {})))
     print(res.stdout[-20000:])
