@@ -115,6 +115,9 @@ class VmManager(Manager):
             raise
         info = None
         if dom is not None and not self.check_mode:
+            # a VM under HA stopped through the cluster was a transient domain: gone from this CNA now
+            dom = self.client.domain(name)
+        if dom is not None and not self.check_mode:
             self._refresh_definition_copy(name)
             info = vm_facts(self.client, dom, self.local)
         return self.result(before, after, vm=info, previous_state=previous)

@@ -10,6 +10,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.kvmfusion.compute.plugins.module_utils.cluster import Cluster, vm_resource_id
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     DOMAIN_STATE,
     SHUTDOWN_ACPI,
@@ -17,6 +18,11 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+
+
+# The states a wanted state ends in.
+_ENDS = {"running": ("running",), "paused": ("paused",), "suspended": ("suspended",),
+         "stopped": ("shutoff", "crashed", "nostate")}
 
 
 def state_of(client, dom, name):
@@ -48,6 +54,11 @@ class PowerManager(Manager):
             # suspended to RAM by the guest itself: wake it (resume would be refused)
             self.act("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
             cur = "running"
+        if want == "restarted" or cur not in _ENDS.get(want, (cur,)):
+            ha = self._under_ha(name)
+            if ha is not None:
+                self._through_cluster(name, ha, want)
+                return cur
         if want in ("running", "restarted", "paused") and cur in ("shutoff", "crashed", "nostate", "suspended"):
             refuse_in_maintenance(self.client, "VM '%s' cannot start" % name)
         if want == "running":
@@ -89,6 +100,44 @@ class PowerManager(Manager):
             elif cur in ("running", "paused"):
                 self.act("shut down", self._shutdown, name, dom, cur)
         return cur
+
+    def _under_ha(self, name):
+        """(resource id, the nodes running it) when the VM is under HA on the cluster of this CNA, else None. Asked
+        only before a power change, and only where pacemaker runs."""
+        if not self.local:
+            return None
+        cl = Cluster(self._run_command)
+        if cl.which("crm_mon") is None:
+            return None
+        st = cl.status()
+        if st is None or not st["ready"]:
+            return None
+        rid = vm_resource_id(name)
+        if rid not in cl.resources_config():
+            return None
+        return rid, st["resources"].get(rid, {}).get("nodes", [])
+
+    def _through_cluster(self, name, ha, want):
+        """A VM under HA is started, stopped and restarted by the cluster (which may start it on another CNA); a
+        change behind its back would be taken for a failure, or undone."""
+        rid, nodes = ha
+        if want in ("paused", "suspended"):
+            raise ValueError("VM '%s' is under HA (cluster resource %s): the cluster would take a %s VM for a failed "
+                             "one; take it out of HA first (kvmfusion.compute.ha state=absent)" % (name, rid, want))
+        tool = Cluster.which("crm_resource")
+        wait = "--timeout=%ds" % (self.timeout + 60)
+        if want == "restarted":
+            self.act("restart through the HA cluster (resource %s)" % rid, self.run,
+                     [tool, "--restart", "--resource", rid, wait])
+            return
+        role = "Started" if want == "running" else "Stopped"
+        if bool(nodes) == (role == "Started"):
+            return  # already so, on whichever CNA the cluster runs it
+        self.act("%s through the HA cluster (resource %s)" % ("start" if role == "Started" else "stop", rid),
+                 self.run, [tool, "--resource", rid, "--meta", "--set-parameter", "target-role",
+                            "--parameter-value", role])
+        if not self.check_mode:
+            self.run([tool, "--wait", wait])
 
     def _shutdown(self, name, dom, cur):
         obj = "VM '%s'" % name

@@ -186,6 +186,9 @@ notes:
     RV(reboot_required=true); they take effect at the next power cycle, which the module does not do for you.
   - A new VM is made completely or not at all; if a later step fails, the definition and the disks the task made
     are removed.
+  - A VM under HA (M(kvmfusion.compute.ha)) is started, stopped and restarted by the cluster. The cluster may start
+    it on another CNA. The actions say so (C(start through the HA cluster)). A VM the cluster runs on another CNA
+    counts as running. Pausing or suspending it is refused, because the cluster would take it for a failed VM.
 seealso:
   - module: kvmfusion.compute.vm_info
   - module: kvmfusion.compute.disk

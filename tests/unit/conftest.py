@@ -89,6 +89,14 @@ def _no_host_facts(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _no_host_cluster(monkeypatch):
+    """Unit tests never ask the pacemaker of the machine they run on (its tools may be installed): no cluster
+    tools, unless a test's own fixture says otherwise."""
+    from ansible_collections.kvmfusion.compute.plugins.module_utils import cluster
+    monkeypatch.setattr(cluster.Cluster, "which", staticmethod(lambda name: None))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_module_warnings(monkeypatch):
     """AnsibleModule collects warnings process-wide (a list in ansible-core 2.18, a dict in 2.19): each test
     starts with none."""

@@ -1231,3 +1231,68 @@ def test_progress_is_100_only_when_done():
     assert _percent(0, 134217728) == 0.0
     assert _percent(1, 3) == 33.3
     assert _percent(5, 0) is None
+
+
+# ---------------------------------------------------------------- a VM under HA: power through the cluster
+class _Runs(object):
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cmd, data=None):
+        self.calls.append(list(cmd))
+        return 0, "", ""
+
+
+def ha_converge(client, monkeypatch, current, want, nodes, check_mode=False):
+    monkeypatch.setattr(power.PowerManager, "_under_ha", lambda self, name: ("kvmfusion-vm-vm1", nodes))
+    monkeypatch.setattr(power.Cluster, "which", staticmethod(lambda name: "/usr/sbin/" + name))
+    runs = _Runs()
+    dom = fake_dom(*POWER[current])
+    mgr = power.PowerManager(client, check_mode=check_mode, run_command=runs)
+    mgr.ensure("vm1", dom, want)
+    return mgr.actions, runs.calls, dom
+
+
+@pytest.mark.parametrize("current, want, nodes, role", [
+    ("running", "stopped", ["cna1"], "Stopped"),
+    ("shutoff", "running", [], "Started"),
+])
+def test_a_vm_under_ha_is_started_and_stopped_by_the_cluster(client, monkeypatch, current, want, nodes, role):
+    actions, calls, dom = ha_converge(client, monkeypatch, current, want, nodes)
+    verb = "stop" if role == "Stopped" else "start"
+    assert actions == ["%s through the HA cluster (resource kvmfusion-vm-vm1)" % verb]
+    assert calls[0][-2:] == ["--parameter-value", role] and calls[1][:2] == ["/usr/sbin/crm_resource", "--wait"]
+    dom.create.assert_not_called()
+    dom.shutdownFlags.assert_not_called()
+
+
+def test_a_vm_under_ha_running_on_another_cna_is_left_alone(client, monkeypatch):
+    """Stopped here (a definition a failover left), running where the cluster put it: nothing to do."""
+    actions, calls, dom = ha_converge(client, monkeypatch, "shutoff", "running", ["cna2"])
+    assert actions == [] and calls == []
+    dom.create.assert_not_called()
+
+
+def test_a_vm_under_ha_restarts_through_the_cluster_and_is_never_paused(client, monkeypatch):
+    actions, calls, dom = ha_converge(client, monkeypatch, "running", "restarted", ["cna1"])
+    assert calls[0][1:4] == ["--restart", "--resource", "kvmfusion-vm-vm1"]
+    dom.reboot.assert_not_called()
+    for want in ("paused", "suspended"):
+        with pytest.raises(ValueError) as err:
+            ha_converge(client, monkeypatch, "running", want, ["cna1"])
+        assert "is under HA (cluster resource kvmfusion-vm-vm1)" in str(err.value)
+
+
+def test_check_mode_through_the_cluster_runs_nothing(client, monkeypatch):
+    actions, calls, _dom = ha_converge(client, monkeypatch, "running", "stopped", ["cna1"], check_mode=True)
+    assert actions and calls == []
+
+
+def test_no_cluster_question_without_a_power_change(client, monkeypatch):
+    asked = []
+    monkeypatch.setattr(power.PowerManager, "_under_ha", lambda self, name: asked.append(name))
+    converge(client, "running", "running")
+    converge(client, "shutoff", "stopped")
+    assert asked == []
+    converge(client, "running", "stopped")
+    assert asked == ["vm1"]
