@@ -26,6 +26,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.cluster import (
     Cluster, PRIORITIES, VM_AGENT, id_part, vm_resource_id)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
 
 # What the cna role installs on every cluster CNA: pings the guest agent of the VM whose definition is in
 # OCF_RESKEY_config (VirtualDomain runs monitor scripts with no arguments, that variable set).
@@ -39,8 +40,9 @@ NAME_META = "kvmfusion-vm"
 # "should run on" moves it there, live).
 STICKINESS = "100"
 PREFERRED_SCORE = "200"
+# is-managed: left "false" by a parameter change that failed half way, it is a difference (HA off for the VM)
 COMPARED_META = ("allow-migrate", "priority", "migration-threshold", "failure-timeout", "resource-stickiness",
-                 NAME_META)
+                 NAME_META, "is-managed")
 
 
 resource_id = vm_resource_id
@@ -189,16 +191,17 @@ class HaManager(Manager):
                     raise ValueError("admission_control.percentage must be between 1 and 99, not %s"
                                      % ac["percentage"])
                 want_own[ADMISSION] = "percent:%d" % ac["percentage"]
-            else:
+            elif ac.get("host_failures") is not None or admission_policy(own.get(ADMISSION))[0] is None:
+                # a policy left out keeps the stored one; none stored: room for one host failure
                 hosts = 1 if ac.get("host_failures") is None else ac["host_failures"]
                 if hosts < 1 or hosts >= len(st["nodes"]):
                     raise ValueError("admission_control.host_failures must be at least 1 and less than the cluster's "
                                      "%d nodes, not %s" % (len(st["nodes"]), hosts))
                 want_own[ADMISSION] = "hosts:%d" % hosts
-            ratio = 4.0 if ac.get("vcpu_ratio") is None else ac["vcpu_ratio"]
-            if ratio <= 0:
-                raise ValueError("admission_control.vcpu_ratio must be positive, not %s" % ratio)
-            want_own[VCPU_RATIO] = ("%g" % ratio)
+            if ac.get("vcpu_ratio") is not None:  # left out: the stored ratio (4 when none is)
+                if ac["vcpu_ratio"] <= 0:
+                    raise ValueError("admission_control.vcpu_ratio must be positive, not %s" % ac["vcpu_ratio"])
+                want_own[VCPU_RATIO] = "%g" % ac["vcpu_ratio"]
         admission_on = admission_policy(want_own.get(ADMISSION, own.get(ADMISSION)))[0] is not None
         placement = c.get("placement") or before["placement"]
         strategy = "balanced" if placement == "balanced" else ("utilization" if admission_on else "default")
@@ -248,7 +251,7 @@ class HaManager(Manager):
         allowed = allowance(capacity, admission_policy(own.get(ADMISSION)))
         for key in ("cpu", "hv_memory"):
             if used[key] > allowed[key]:
-                self.warn("admission control: the running HA VMs already use %d %s, more than the %d the reserve "
+                self.warn("admission control: the HA VMs already use %d %s, more than the %d the reserve "
                           "leaves: a host failure may leave some of them stopped (lowest priority first)"
                           % (used[key], "vCPUs" if key == "cpu" else "MiB", allowed[key]))
 
@@ -256,7 +259,7 @@ class HaManager(Manager):
     def _demand(resources, skip=None):
         out = {"cpu": 0, "hv_memory": 0}
         for rid, r in resources.items():
-            if r["agent"] != VM_AGENT or rid == skip or r["meta"].get("target-role") == "Stopped":
+            if r["agent"] != VM_AGENT or rid == skip:
                 continue
             for key in out:
                 out[key] += int(r["utilization"].get(key) or 0)
@@ -285,9 +288,12 @@ class HaManager(Manager):
         both = set(p.get("preferred_hosts") or []) & set(p.get("forbidden_hosts") or [])
         if both:
             raise ValueError("host(s) %s both preferred and forbidden for VM %s" % (", ".join(sorted(both)), name))
-        elsewhere = bool(cur) and bool(st["resources"].get(rid, {}).get("nodes")) and \
-            self.cluster.local_node() not in st["resources"][rid]["nodes"]
-        want, domain_running, pending = self._desired(name, p, cur, elsewhere)
+        if hosts and hosts <= set(p.get("forbidden_hosts") or []):
+            raise ValueError("VM %s: every node of the cluster is forbidden, so it could run nowhere" % name)
+        # Once under HA, the definition copy is the VM: this CNA's own definition is read only while the VM runs
+        # here (a definition a failover or a move left behind may be older).
+        local = cur is None or self.cluster.local_node() in st["resources"].get(rid, {}).get("nodes", [])
+        want, domain_running, pending = self._desired(name, p, cur, not local)
         target_role = cur["meta"].get("target-role", "Started") if cur else ("Started" if domain_running else "Stopped")
         self._admit(name, rid, cib, want, target_role, cur)
         # every check passed: only now the changes of the VM itself (its definition copy, its autostart)
@@ -369,7 +375,13 @@ class HaManager(Manager):
         if dom is not None:
             self.need_local("ha for a VM (its definition copy is written beside its system disk)")
             running = bool(self.client.call("read state of", "VM '%s'" % name, dom.isActive))
+            state = state_of(self.client, dom, name)
+            if state in ("paused", "suspended", "pmsuspended"):
+                raise ValueError("VM %s is %s: the cluster would take it for a failed VM, or start it afresh and lose "
+                                 "its saved memory; resume or stop it before putting it under HA" % (name, state))
             xml = self.client.domain_xml(name, secure=True)
+            if p["guest_monitor"] and not (cur or {}).get("params", {}).get("monitor_scripts"):
+                self._need_agent(name, xml, running)
             config = images.definition_copy_path(xml)
             if config is None:
                 raise ValueError("VM %s has no disk image file: HA needs its system disk on a shared datastore" % name)
@@ -421,6 +433,20 @@ class HaManager(Manager):
         return {"params": params, "meta": meta, "utilization": {"cpu": str(vcpus), "hv_memory": str(mib)},
                 "ops": ops}, running, pending
 
+    def _need_agent(self, name, xml, running):
+        """guest_monitor on: the VM has a guest agent channel and, running, its agent answers (else the cluster's
+        first probe would fail and restart it)."""
+        if not any(xmlutil.find_attr(c, "target", "name") == "org.qemu.guest_agent.0"
+                   for c in xmlutil.parse(xml).findall("devices/channel")):
+            raise ValueError("VM %s has no guest agent channel: guest_monitor needs one (the vm module's "
+                             "guest_agent: true)" % name)
+        if running:
+            rc, _out = self.probe(["virsh", "-c", "qemu:///system", "qemu-agent-command", name,
+                                   '{"execute":"guest-ping"}', "--timeout", "5"])
+            if rc != 0:
+                raise ValueError("VM %s: its guest agent does not answer, and with guest_monitor the cluster would "
+                                 "restart the VM for it; start the agent in the guest first" % name)
+
     def _need_shared(self, name, xml):
         """Every image of every file disk on a shared datastore of this CNA (what another CNA can start it from)."""
         shared = {}
@@ -459,8 +485,8 @@ class HaManager(Manager):
         """Admission control: refuse a VM that would break the capacity kept for host failures."""
         own = cib["properties"].get(OWN_SET, {})
         policy = admission_policy(own.get(ADMISSION))
-        if policy[0] is None or target_role == "Stopped":
-            return
+        if policy[0] is None:
+            return  # a stopped VM is counted too: the vm module may start it through the cluster at any time
         mine = {k: int(want["utilization"][k]) for k in ("cpu", "hv_memory")}
         had = {k: int((cur or {}).get("utilization", {}).get(k) or 0) for k in ("cpu", "hv_memory")}
         if cur is not None and all(mine[k] <= had[k] for k in mine):
@@ -472,7 +498,7 @@ class HaManager(Manager):
         used = self._demand(cib["resources"], skip=rid)
         allowed = allowance(capacity, policy)
         for key, unit in (("cpu", "vCPUs"), ("hv_memory", "MiB")):
-            if used[key] + mine[key] > allowed[key]:
+            if used[key] + mine[key] > allowed[key]:  # HA VMs, stopped ones included
                 keep = ("%d host failure(s)" % policy[1]) if policy[0] == "hosts" else ("%d%% of the cluster" % policy[1])
                 raise ValueError("admission control refuses VM %s: it needs %d %s and the HA VMs already use %d of the "
                                  "%d the cluster can give while keeping room for %s"
@@ -499,23 +525,33 @@ class HaManager(Manager):
                              ET.Element("rsc_location", {"id": cid, "rsc": rid, "node": node, "score": score}))])
 
     def _remove(self, name, rid, cur, st, cib, ours):
-        """Out of HA, left running where it runs: the definition made persistent again on that CNA (harmless while
-        the cluster still manages it), then unmanaged (pacemaker neither stops nor moves it), then the resource and
-        its rules removed."""
+        """Out of HA, left as it is: a running VM keeps running where it runs, defined persistently there; a
+        stopped one is defined on this CNA from its copy when no definition is here. Everything is read first; then
+        the definitions (harmless while the cluster still manages the VM), then the VM unmanaged (pacemaker neither
+        stops nor moves it), then its resource and rules removed."""
         where = st["resources"].get(rid, {}).get("nodes", [])
         config = cur["params"].get("config")
+        local = self.cluster.local_node()
+        plan = []  # (node, client, definition) to define
+        for node in where:
+            client = self.client if node == local else self._peers([node])[0]
+            dom = client.domain(name)
+            if dom is not None and not client.call("read persistence of", "VM '%s'" % name, dom.isPersistent):
+                plan.append((node, client, self._definition_of(name, config, client)))
+        if not where and self.client.domain(name) is None:
+            if not config or not os.path.isfile(config):
+                raise ValueError("VM %s is stopped and defined nowhere but in its definition copy %s, which this CNA "
+                                 "does not see: run ha on a CNA that sees its datastore" % (name, config))
+            self.need_local("taking VM %s out of HA (its definition is read from its copy)" % name)
+            plan.append((local, self.client, self._definition_of(name, config, self.client)))
+        for node, client, xml in plan:
+            self.act("define VM %s persistently on %s" % (name, node), client.define_domain, xml)
         boot = cib["properties"].get(BOOTSTRAP, {})
         if boot.get("stop-orphan-resources") != "false":
             # pacemaker stops a running resource that was deleted ("orphan") unless told not to: a VM taken out of
             # HA must keep running, whatever the timing of the deletion and the refresh below
             self.act("keep deleted resources running (cluster property stop-orphan-resources=false)", self._tool,
                      ["crm_attribute", "--type", "crm_config", "--name", "stop-orphan-resources", "--update", "false"])
-        for node in where:
-            client = self.client if node == self.cluster.local_node() else self._peers([node])[0]
-            dom = client.domain(name)
-            if dom is not None and not client.call("read persistence of", "VM '%s'" % name, dom.isPersistent):
-                self.act("define VM %s persistently on %s, where it runs" % (name, node), client.define_domain,
-                         self._definition_of(name, config, client))
         self.act("stop the cluster managing VM %s" % name, self._tool,
                  ["crm_resource", "--resource", rid, "--meta", "--set-parameter", "is-managed",
                   "--parameter-value", "false"])

@@ -20,9 +20,21 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import ref
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 
 
+# Where the cna role writes corosync's configuration: this CNA is a node of an HA cluster.
+COROSYNC_CONF = "/etc/corosync/corosync.conf"
+COROSYNC_MARK = "# Written by kvmfusion.compute.cna"
 # The states a wanted state ends in.
 _ENDS = {"running": ("running",), "paused": ("paused",), "suspended": ("suspended",),
          "stopped": ("shutoff", "crashed", "nostate")}
+
+
+def _cluster_node():
+    """Whether this host is a node of an HA cluster the cna role formed (its corosync.conf)."""
+    try:
+        with open(COROSYNC_CONF) as f:
+            return f.readline().startswith(COROSYNC_MARK)
+    except (IOError, OSError):
+        return False
 
 
 def state_of(client, dom, name):
@@ -54,7 +66,9 @@ class PowerManager(Manager):
             # suspended to RAM by the guest itself: wake it (resume would be refused)
             self.act("wake up", self.client.call, "wake up", obj, dom.pMWakeup, 0)
             cur = "running"
-        if want == "restarted" or cur not in _ENDS.get(want, (cur,)):
+        # The cluster is asked before a change, and for "stopped" always: a VM the cluster runs on another CNA may be
+        # shut off here (a definition a failover left). A paused VM under HA runs here: it is resumed here.
+        if want in ("restarted", "stopped") or (cur not in _ENDS.get(want, (cur,)) and cur != "paused"):
             ha = self._under_ha(name)
             if ha is not None:
                 self._through_cluster(name, ha, want)
@@ -111,11 +125,19 @@ class PowerManager(Manager):
             return None
         st = cl.status()
         if st is None or not st["ready"]:
+            if _cluster_node():
+                # a node of a cluster whose pacemaker does not run (yet): whether the VM runs elsewhere is unknown
+                raise ValueError("VM '%s': this CNA is a node of an HA cluster whose pacemaker is not running here "
+                                 "(yet), so whether the VM is under HA and runs on another CNA cannot be told; start "
+                                 "pacemaker first (systemctl start pacemaker)" % name)
             return None
         rid = vm_resource_id(name)
         if rid not in cl.resources_config():
             return None
-        return rid, st["resources"].get(rid, {}).get("nodes", [])
+        res = st["resources"].get(rid, {})
+        if st["maintenance_mode"] or (res and not res.get("managed", True)):
+            return None  # HA is off (or off for this VM): the VM is handled directly
+        return rid, res.get("nodes", [])
 
     def _through_cluster(self, name, ha, want):
         """A VM under HA is started, stopped and restarted by the cluster (which may start it on another CNA); a
@@ -133,6 +155,7 @@ class PowerManager(Manager):
         role = "Started" if want == "running" else "Stopped"
         if bool(nodes) == (role == "Started"):
             return  # already so, on whichever CNA the cluster runs it
+        # the cluster's stop is a shutdown that ends in a power-off after the VM's HA stop_timeout (the ha module)
         self.act("%s through the HA cluster (resource %s)" % ("start" if role == "Started" else "stop", rid),
                  self.run, [tool, "--resource", rid, "--meta", "--set-parameter", "target-role",
                             "--parameter-value", role])

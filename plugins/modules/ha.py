@@ -21,8 +21,11 @@ description:
     disk. When its CNA fails, it is restarted on another CNA, highest O(priority) first. It live-migrates when
     the cluster moves it (a preferred host coming back). Every disk image must be on a shared datastore.
   - A VM is put under HA as it is. A running VM is found running where it is and keeps running; a stopped VM
-    stays stopped. The VM's libvirt autostart is turned off, because the cluster starts it. Taken out of HA, a
-    running VM keeps running where it is, defined persistently there.
+    stays stopped. A paused or suspended VM is refused. The VM's libvirt autostart is turned off, because the
+    cluster starts it. Taken out of HA, a running VM keeps running where it is, defined persistently there; a
+    stopped one is defined on the CNA the task runs on.
+  - Once the VM is under HA, its definition copy is the VM. A CNA's own definition is read only while the VM runs
+    there, because a definition left behind by a failover may be older.
   - With O(cluster), sets the cluster's HA settings. These are HA on or off, the host isolation response,
     placement, and admission control. Admission control keeps capacity free for host failures, through pacemaker
     utilization. A VM that would use the capacity kept free is refused, with the numbers.
@@ -61,7 +64,7 @@ options:
     default: []
   forbidden_hosts:
     description:
-      - CNAs the VM must never run on.
+      - CNAs the VM must never run on. Forbidding every node of the cluster is refused.
     type: list
     elements: str
     default: []
@@ -79,7 +82,8 @@ options:
     description:
       - Detect guest failures through the QEMU guest agent. The cluster pings it every 10 seconds. A guest
         that stops answering is restarted, and so is a hung guest.
-      - The guest must run the agent. The first start waits for the agent, within O(start_timeout).
+      - The guest must run the agent. Turning this on is refused when the VM has no agent channel or, running, its
+        agent does not answer. The first start waits for the agent, within O(start_timeout).
     type: bool
     default: false
   start_timeout:
@@ -87,7 +91,9 @@ options:
     type: int
     default: 120
   stop_timeout:
-    description: Seconds a stop may take. After that, the VM is powered off.
+    description:
+      - Seconds a stop by the cluster may take (including one asked through M(kvmfusion.compute.vm)). The agent
+        powers the VM off when its shutdown has not ended 5 seconds before that.
     type: int
     default: 120
   migrate_timeout:
@@ -127,7 +133,9 @@ options:
         type: str
         choices: [balanced, default]
       admission_control:
-        description: Capacity kept free for host failures.
+        description:
+          - Capacity kept free for host failures. Every VM under HA counts, stopped ones included, since the
+            cluster may start them at any time.
         type: dict
         suboptions:
           enabled:
@@ -136,7 +144,9 @@ options:
             default: true
           host_failures:
             description:
-              - Keep room for this many CNA failures. The largest CNAs count as the failed ones. Default 1.
+              - Keep room for this many CNA failures. The largest CNAs count as the failed ones.
+              - When neither this nor O(cluster.admission_control.percentage) is given, the stored policy is kept,
+                or 1 when none is stored.
             type: int
           percentage:
             description:
@@ -146,8 +156,8 @@ options:
           vcpu_ratio:
             description:
               - vCPUs a CNA may run per host CPU. A CNA's capacity is its CPUs times this, and all its memory.
+              - Left out, the stored ratio is kept (4 when none is stored).
             type: float
-            default: 4.0
 notes:
   - Run it on a CNA of the cluster. It touches files only there (the definition copy of a VM defined on that
     CNA), so O(uri) must be local for O(name).
@@ -262,7 +272,7 @@ def main():
                 enabled=dict(type="bool", default=True),
                 host_failures=dict(type="int"),
                 percentage=dict(type="int"),
-                vcpu_ratio=dict(type="float", default=4.0),
+                vcpu_ratio=dict(type="float"),
             ), mutually_exclusive=[("host_failures", "percentage")]),
         )),
     )

@@ -1288,11 +1288,39 @@ def test_check_mode_through_the_cluster_runs_nothing(client, monkeypatch):
     assert actions and calls == []
 
 
-def test_no_cluster_question_without_a_power_change(client, monkeypatch):
+def test_the_cluster_is_asked_before_a_change_and_for_stopped(client, monkeypatch):
+    """Running stays running and a paused VM resumes here without asking; "stopped" always asks, since a VM shut
+    off here may run on another CNA under the cluster."""
     asked = []
     monkeypatch.setattr(power.PowerManager, "_under_ha", lambda self, name: asked.append(name))
     converge(client, "running", "running")
-    converge(client, "shutoff", "stopped")
+    assert converge(client, "paused", "running")[0] == ["resume"]
     assert asked == []
+    converge(client, "shutoff", "stopped")
     converge(client, "running", "stopped")
-    assert asked == ["vm1"]
+    converge(client, "shutoff", "running")
+    assert asked == ["vm1"] * 3
+
+
+def test_a_cluster_node_without_pacemaker_refuses_power_changes(client, monkeypatch, tmp_path):
+    """Fail closed: a node of an HA cluster whose pacemaker does not run cannot tell whether a VM runs elsewhere."""
+    conf = tmp_path / "corosync.conf"
+    conf.write_text("# Written by kvmfusion.compute.cna: changes here are replaced on the role's next run.\n")
+    monkeypatch.setattr(power, "COROSYNC_CONF", str(conf))
+    monkeypatch.setattr(power.Cluster, "which", staticmethod(lambda name: "/usr/sbin/" + name))
+    monkeypatch.setattr(power.Cluster, "status", lambda self: None)
+    with pytest.raises(ValueError) as err:
+        converge(client, "shutoff", "running")
+    assert "pacemaker is not running here" in str(err.value)
+    conf.write_text("totem {\n")  # Debian's own default, not a cluster the cna role formed
+    assert converge(client, "shutoff", "running")[0] == ["start"]
+
+
+def test_ha_off_or_an_unmanaged_vm_is_handled_directly(client, monkeypatch):
+    monkeypatch.setattr(power.Cluster, "which", staticmethod(lambda name: "/usr/sbin/" + name))
+    monkeypatch.setattr(power.Cluster, "resources_config", lambda self: {"kvmfusion-vm-vm1": {}})
+    for mm, managed in ((True, True), (False, False)):
+        st = {"ready": True, "maintenance_mode": mm,
+              "resources": {"kvmfusion-vm-vm1": {"managed": managed, "nodes": []}}}
+        monkeypatch.setattr(power.Cluster, "status", lambda self, st=st: st)
+        assert converge(client, "shutoff", "running")[0] == ["start"]

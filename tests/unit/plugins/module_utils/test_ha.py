@@ -36,7 +36,8 @@ MON = """<pacemaker-result api-version="2.25" request="crm_mon">
 
 DOMAIN = """<domain type='qemu'><name>%s</name><uuid>6b1c7e9a-0000-4000-8000-00000000000%d</uuid>
   <memory unit='KiB'>%d</memory><vcpu placement='static'>%d</vcpu>
-  <devices><disk type='file' device='disk'><source file='%s/%s.qcow2'/><target dev='vda'/></disk></devices>
+  <devices><disk type='file' device='disk'><source file='%s/%s.qcow2'/><target dev='vda'/></disk>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices>
 </domain>"""
 
 
@@ -48,6 +49,7 @@ class FakePacemaker(object):
         self.running = {}  # resource id -> node
         self.quorate = quorate
         self.writes = []
+        self.agent_answers = True
 
     def _section(self, name):
         return self.conf.find(name)
@@ -68,6 +70,9 @@ class FakePacemaker(object):
                           for r, n in self.running.items())
             text = MON % res
             return 0, text.replace('with_quorum="true"', 'with_quorum="%s"' % str(self.quorate).lower()), ""
+        if tool == "virsh":  # the guest agent's ping (read only)
+            assert args[2:4] == ["qemu-agent-command", args[3]] and "guest-ping" in args[4]
+            return (0, '{"return":{}}', "") if self.agent_answers else (1, "", "error: Guest agent is not responding")
         if tool == "crm_node":
             return 0, "cna1\n", ""
         if tool == "cibadmin" and "--query" in args:
@@ -122,6 +127,12 @@ class FakeDomain(object):
     def isPersistent(self):
         return self.persistent
 
+    def state(self, _flags):
+        return (1, 0) if self.active else (5, 0)
+
+    def hasManagedSaveImage(self, _flags):
+        return 0
+
     def autostart(self):
         return self._autostart
 
@@ -168,6 +179,9 @@ def env(monkeypatch, tmp_path):
 
     client = FakeClient({"web1": vm("web1"), "big": vm("big", vcpus=4, mib=2048, n=2),
                          "off1": vm("off1", n=3, active=False, autostart=True)})
+    for name, dom in client.domains.items():  # the definition copies the vm module keeps beside the disks
+        with open(os.path.join(ds, ".%s~vm.xml" % name), "w") as f:
+            f.write(dom.xml)
     peers = FakeClient(cpus=2, memory_mib=4096)
 
     def manager(check_mode=False):
@@ -358,11 +372,15 @@ def test_admission_control_refuses_a_vm_that_breaks_the_reserve(env):
     assert manager().converge(vm_params("big")).changed
 
 
-def test_admission_control_counts_no_stopped_vm(env):
+def test_admission_control_counts_stopped_vms_too(env):
+    """The vm module may start a stopped HA VM through the cluster at any time: it holds its share already."""
     pm, _client, manager, _ds = env
     manager().converge(cluster_params(admission_control={"enabled": True, "host_failures": 1, "vcpu_ratio": 0.5,
                                                          "percentage": None}))
-    assert manager().converge(vm_params("off1")).changed  # stopped: reserves nothing
+    assert manager().converge(vm_params("off1")).changed  # stopped, 1 vCPU of the 1 allowed
+    with pytest.raises(ValueError, match="admission control refuses VM web1: it needs 1 vCPUs and the HA VMs already "
+                                         "use 1 of the 1"):
+        manager().converge(vm_params("web1"))
 
 
 def test_cluster_settings_four_steps(env):
@@ -431,3 +449,56 @@ def test_a_refused_vm_keeps_its_autostart_and_definition_copy(env, monkeypatch):
     with pytest.raises(ValueError, match="admission control refuses VM off1"):
         manager().converge(vm_params("off1"))
     assert client.domains["off1"].autostart() is True
+
+
+def test_guest_monitor_needs_an_agent_that_answers(env):
+    pm, client, manager, _ds = env
+    pm.agent_answers = False
+    with pytest.raises(ValueError, match="its guest agent does not answer"):
+        manager().converge(vm_params("web1", guest_monitor=True))
+    client.domains["web1"].xml = client.domains["web1"].xml.replace("org.qemu.guest_agent.0", "org.other")
+    with pytest.raises(ValueError, match="has no guest agent channel"):
+        manager().converge(vm_params("web1", guest_monitor=True))
+    assert pm.writes == [] and client.domains["web1"].autostart() is False
+
+
+def test_paused_or_suspended_vms_are_refused(env):
+    pm, client, manager, _ds = env
+    client.domains["web1"].state = lambda _flags: (3, 0)
+    with pytest.raises(ValueError, match="VM web1 is paused"):
+        manager().converge(vm_params("web1"))
+    client.domains["off1"].hasManagedSaveImage = lambda _flags: 1
+    with pytest.raises(ValueError, match="VM off1 is suspended"):
+        manager().converge(vm_params("off1"))
+    assert pm.writes == []
+
+
+def test_every_node_forbidden_is_refused(env):
+    pm, _client, manager, _ds = env
+    with pytest.raises(ValueError, match="every node of the cluster is forbidden"):
+        manager().converge(vm_params("web1", forbidden_hosts=["cna1", "cna2"]))
+    assert pm.writes == []
+
+
+def test_a_leftover_unmanaged_flag_is_a_difference(env):
+    """A parameter change that failed half way left is-managed=false: the next run manages the VM again."""
+    pm, _client, manager, _ds = env
+    manager().converge(vm_params("web1"))
+    rid = ha.resource_id("web1")
+    pm.running[rid] = "cna1"
+    prim = [p for p in pm.conf.iter("primitive") if p.get("id") == rid][0]
+    ET.SubElement(prim.find("meta_attributes"), "nvpair", {"id": "x", "name": "is-managed", "value": "false"})
+    res = manager().converge(vm_params("web1"))
+    assert res.changed and "is-managed" not in pm.primitive(rid)["meta"]
+    assert not manager().converge(vm_params("web1")).changed
+
+
+def test_admission_settings_left_out_keep_what_is_stored(env):
+    pm, _client, manager, _ds = env
+    manager().converge(cluster_params(admission_control={"enabled": True, "percentage": 25, "host_failures": None,
+                                                         "vcpu_ratio": 2.0}))
+    res = manager().converge(cluster_params(admission_control={"enabled": True, "percentage": None,
+                                                               "host_failures": None, "vcpu_ratio": None}))
+    assert not res.changed
+    assert res.values["cluster"]["admission_control"] == {"enabled": True, "host_failures": None, "percentage": 25,
+                                                          "vcpu_ratio": 2.0}
