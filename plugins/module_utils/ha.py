@@ -135,7 +135,12 @@ class HaManager(Manager):
 
     def _settle(self):
         """Wait for the cluster to carry out what was just changed (the VM started, moved or left alone)."""
-        if self.actions and not self.check_mode:
+        if self.actions:
+            self._wait_now()
+
+    def _wait_now(self):
+        """Wait for the cluster to settle (none in check mode, which changed nothing)."""
+        if not self.check_mode:
             self._tool(["crm_resource", "--wait", "--timeout=%ds" % self.timeout])
 
     def converge(self, params):
@@ -336,10 +341,6 @@ class HaManager(Manager):
         self._wait_now()
         self.act("manage VM %s again" % name, self._tool,
                  ["crm_resource", "--resource", rid, "--meta", "--delete-parameter", "is-managed"])
-
-    def _wait_now(self):
-        if not self.check_mode:
-            self._tool(["crm_resource", "--wait", "--timeout=%ds" % self.timeout])
 
     @staticmethod
     def _compared(r):
