@@ -297,3 +297,69 @@ def ha_summary(cluster):
         "fencing": fencing,
         "vms": vms,
     }
+
+
+# Moves and standby (vm_migration, host_maintenance) -------------------------------------------------------------
+# What crm_resource --move leaves behind until --clear (pacemaker's own id).
+MOVE_PREFIX = "cli-prefer-"
+
+
+def written_by(path, mark):
+    """Whether the file at ``path`` starts with ``mark`` (a configuration a role of ours wrote); False if unreadable."""
+    try:
+        with open(path) as f:
+            return f.readline().startswith(mark)
+    except (IOError, OSError):
+        return False
+
+
+def node_name(hostname, nodes):
+    """The cluster node of a CNA whose libvirt reports ``hostname`` (the node names are the CNAs' short host names:
+    libvirt may report the fully qualified one), or None."""
+    if hostname in nodes:
+        return hostname
+    short = (hostname or "").split(".")[0]
+    return short if short in nodes else None
+
+
+def usable(node):
+    """Whether the cluster may place a resource on a node of ``parse_status``."""
+    return node["online"] and not (node["standby"] or node["pending"] or node["unclean"] or node["maintenance"])
+
+
+def node_state(node):
+    """What keeps the cluster from placing resources on a node of ``parse_status``, in words ("usable" if nothing)."""
+    says = ["offline"] if not node["online"] else []
+    says += [k for k in ("standby", "pending", "unclean", "maintenance") if node[k]]
+    return ", ".join(says) or "usable"
+
+
+def placement(cib, rid):
+    """{preferred, forbidden, moves} of a resource: the nodes of the ha module's preference rules, the nodes any
+    -INFINITY rule bans it from (the ha module's or another's, such as crm_resource --ban), and the ids of the
+    constraints crm_resource --move left."""
+    out = {"preferred": set(), "forbidden": set(), "moves": []}
+    for c in cib["locations"]:
+        if c["rsc"] != rid:
+            continue
+        if c["id"] == MOVE_PREFIX + rid:
+            out["moves"].append(c["id"])
+        elif c["score"] == "-INFINITY":
+            out["forbidden"].add(c["node"])
+        elif c["id"].startswith(rid + "."):
+            out["preferred"].add(c["node"])
+    return out
+
+
+def vm_resources(st, config):
+    """{VM name: {resource, nodes, managed, failed}} of the VMs under HA, from ``status`` and the resources of
+    ``resources_config`` or ``cib``; ``managed`` is False while the cluster is in maintenance mode (HA off)."""
+    out = {}
+    for rid, c in config.items():
+        if c["agent"] != VM_AGENT:
+            continue
+        name = c["meta"].get("kvmfusion-vm") or (rid[len(VM_PREFIX):] if rid.startswith(VM_PREFIX) else rid)
+        r = st["resources"].get(rid, {})
+        out[name] = {"resource": rid, "nodes": list(r.get("nodes", [])), "failed": bool(r.get("failed")),
+                     "managed": not st["maintenance_mode"] and r.get("managed", True)}
+    return out

@@ -15,6 +15,12 @@ libvirt 9.0 refuses to migrate a VM with snapshots; their metadata moves with it
 XML is read (SECURE), its metadata removed on the source, the VM migrated, and the snapshots
 redefined on the destination (parents first, the current one marked). A failed migration
 redefines them on the source, where the VM still runs.
+
+A VM under HA on the cluster of this CNA, which the cluster manages, is moved by the cluster instead (a move behind
+its back would be taken for a failure): ``crm_resource --move`` to the destination's node, a wait for the cluster
+to settle, where it runs read back, and ``crm_resource --clear`` so that no move constraint stays (the VM stays
+where it is: resource-stickiness). A destination its placement rules forbid, or outside its preferred hosts (the
+cluster would move it back), a disk copy, and a stopped VM (the cluster starts it where it picks) are refused.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,7 +31,9 @@ import os
 import threading
 import time
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, storage, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, power, storage, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils.cluster import (
+    Cluster, node_name, node_state, placement, usable, vm_resource_id, vm_resources, written_by)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     JOB_STATS_COMPLETED,
     MIGRATE_ABORT_ON_ERROR,
@@ -61,6 +69,10 @@ COMPRESSION = ("none", "xbzrle", "mt", "zlib", "zstd")
 #: memory the destination keeps free beyond the VM's (QEMU's own overhead)
 MEMORY_MARGIN = 64 * 1024 * 1024
 POLL = 0.1
+#: seconds the cluster gets to carry out a move or a standby when the task sets no timeout
+CLUSTER_WAIT = 600
+# options of libvirt's migration the cluster's own migration (the VirtualDomain agent) does not take
+_NOT_THROUGH_CLUSTER = ("max_downtime", "bandwidth", "parallel_connections", "post_copy_after")
 
 
 def desired_state(p):
@@ -91,6 +103,25 @@ def desired_state(p):
         raise ValueError("compression %s works with parallel connections only: set parallel_connections"
                          % d["compression"])
     return d
+
+
+def cluster_here(run_command, local, obj):
+    """(Cluster, its status) when the host this code runs on is a node of a running HA cluster; None when it is not
+    one, or when the client is remote (the cluster of the CNA it reaches is not known here). Fails closed on a node
+    of a cluster the cna role formed whose pacemaker does not answer: what runs where cannot be told there."""
+    if not local:
+        return None
+    cl = Cluster(run_command)
+    if cl.which("crm_mon") is None:
+        return None
+    st = cl.status()
+    if st is None or not st["ready"]:
+        if written_by(power.COROSYNC_CONF, power.COROSYNC_MARK):
+            raise ValueError("%s: this CNA is a node of an HA cluster whose pacemaker is not running here (yet), so "
+                             "what the cluster runs where cannot be told; start pacemaker first (systemctl start "
+                             "pacemaker)" % obj)
+        return None
+    return cl, st
 
 
 class ContentHash(object):
@@ -164,9 +195,13 @@ class MigrationManager(TwoHostManager):
         self._hosts = (src_host, dst_host)
         # the destination is another CNA: a source equal to it is bad input, whatever the VM's state
         self.refuse_same_host("migrate VM '%s'" % name)
+        ha = self._under_ha(name)
+        if ha is not None:
+            return self._through_cluster(d, name, ha)
         src_dom, dst_dom = self.source.domain(name), self.dest.domain(name)
         if dst_dom is not None and src_dom is None:
-            return self.result({"host": dst_host}, {"host": dst_host}, vm=name, host=dst_host, migration=None)
+            return self.result({"host": dst_host}, {"host": dst_host}, vm=name, host=dst_host, migration=None,
+                               through_cluster=False)
         if dst_dom is not None:
             raise ValueError("%s is defined on both %s and %s: remove the stale definition first"
                              % (obj, src_host, dst_host))
@@ -194,7 +229,7 @@ class MigrationManager(TwoHostManager):
             self.record("%s copy of %s on %s" % ("replace the partial" if c["stale"] else "create the",
                                                  c["path"], dst_host))
         if self.check_mode:
-            return self.result(before, after, vm=name, host=dst_host, migration=None)
+            return self.result(before, after, vm=name, host=dst_host, migration=None, through_cluster=False)
         snaps = self._lift_snapshots(src_dom, name)
         made, markers = [], []
         try:
@@ -231,8 +266,139 @@ class MigrationManager(TwoHostManager):
         else:
             self._refresh_definition_copy(name)
         stats.update(mode=mode, storage=plan["storage"], source=src_host, destination=dst_host,
-                     snapshots=[s[0] for s in snaps])
-        return self.result(before, after, vm=name, host=dst_host, migration=stats)
+                     snapshots=[s[0] for s in snaps], through_cluster=False)
+        return self.result(before, after, vm=name, host=dst_host, migration=stats, through_cluster=False)
+
+    # a VM under HA: moved by the cluster ---------------------------------------------------------
+    def _under_ha(self, name):
+        """{cluster, status, resource, nodes, failed} when the VM is under HA on the cluster of this CNA and the
+        cluster manages it; None when it is not (or HA is off: maintenance mode, or the VM unmanaged), and the VM
+        is moved directly."""
+        here = cluster_here(self._run_command, self.local, "VM '%s'" % name)
+        if here is None:
+            return None
+        cl, st = here
+        rid = vm_resource_id(name)
+        config = cl.resources_config()
+        if rid not in config:
+            return None
+        vm = list(vm_resources(st, {rid: config[rid]}).values())[0]
+        if not vm["managed"]:
+            return None
+        return dict(vm, cluster=cl, status=st)
+
+    def _through_cluster(self, d, name, ha):
+        """Validate (every refusal before any change), then one move by the cluster."""
+        obj = "VM '%s'" % name
+        src_host, dst_host = self._hosts
+        cl, st, rid, where = ha["cluster"], ha["status"], ha["resource"], ha["nodes"]
+        under = "%s is under HA (cluster resource %s)" % (obj, rid)
+        nodes = {n["name"]: n for n in st["nodes"]}
+        dst_node = node_name(dst_host, nodes)
+        if dst_node is None:
+            raise ValueError("%s and %s is not a node of its cluster (%s): the cluster runs it on its nodes only"
+                             % (under, dst_host, ", ".join(sorted(nodes))))
+        rules = placement(cl.cib(), rid)
+        if where == [dst_node]:
+            return self._already_there(name, ha, rules, dst_node)
+        if not where:
+            raise ValueError("%s and stopped: the cluster starts it on the node it picks, so there is nothing to "
+                             "move; set its preferred_hosts (kvmfusion.compute.ha) to choose where it runs" % under)
+        if d["mode"] == "cold":
+            raise ValueError("%s is running on %s: cold migration needs it stopped (mode live moves it running)"
+                             % (obj, ", ".join(where)))
+        if ha["failed"] or len(where) > 1:
+            raise ValueError("%s and the cluster reports it failed or active on %s: clean it up first (crm_resource "
+                             "--cleanup --resource %s)" % (under, ", ".join(where), rid))
+        src_node = cl.local_node()
+        if where != [src_node]:
+            raise ValueError("%s and runs on %s, not on %s: run the task there" % (under, where[0], src_host))
+        if d["storage"] == "copy":
+            raise ValueError("%s: its disks are on shared datastores and the cluster moves it without copying them; "
+                             "to move its disks, take it out of HA first (kvmfusion.compute.ha state=absent)" % under)
+        if not st["quorate"]:
+            raise ValueError("%s and this CNA's partition of the cluster has no quorum: the cluster moves nothing "
+                             "from here" % under)
+        if not usable(nodes[dst_node]):
+            raise ValueError("%s and the cluster cannot place it on %s: that node is %s" % (
+                under, dst_node, node_state(nodes[dst_node])))
+        if dst_node in rules["forbidden"]:
+            raise ValueError("%s and %s is forbidden for it: change the VM's forbidden_hosts (kvmfusion.compute.ha) to "
+                             "move it there" % (under, dst_node))
+        if rules["preferred"] and dst_node not in rules["preferred"]:
+            raise ValueError("%s and prefers %s, so the cluster would move it back from %s: add %s to the VM's "
+                             "preferred_hosts (kvmfusion.compute.ha) to move it there" % (
+                                 under, ", ".join(sorted(rules["preferred"])), dst_node, dst_node))
+        dom = self.source.domain(name)
+        if dom is None:
+            raise ValueError("%s and runs on %s by the cluster's account, but its libvirt does not have it"
+                             % (under, src_host))
+        state = state_of(self.source, dom, name)
+        snaps = self.source.call("list snapshots of", obj, dom.listAllSnapshots, 0)
+        if snaps:
+            raise ValueError("%s and has %d snapshot(s): libvirt refuses to migrate it, and the cluster would restart "
+                             "it on %s instead; delete them first" % (under, len(snaps), dst_node))
+        uuid = self.source.call("read the UUID of", obj, dom.UUIDString)
+        plan = self.precheck(name, "live", dict(d, storage="auto"), dst_host, uuid)
+        if plan["storage"] == "copy":
+            c = plan["create"][0]
+            raise ValueError("%s but its image %s is on datastore %s, which %s does not share: the cluster does not "
+                             "copy disks; move it to a shared datastore first" % (under, c["path"], c["datastore"],
+                                                                                  dst_host))
+        unused = [k for k in _NOT_THROUGH_CLUSTER if d[k]] + [k for k in ("auto_converge", "post_copy") if d[k]]
+        unused += ["compression"] if d["compression"] != "none" else []
+        unused += ["tls"] if d["tls"] is not None else []
+        if unused:
+            self.warn("%s: %s not used: the cluster migrates a VM under HA with its own settings "
+                      "(kvmfusion.compute.ha migrate_timeout; the cna role's migration transport)"
+                      % (obj, ", ".join(unused)))
+        before, after = {"host": src_host, "state": state}, {"host": dst_host, "state": state}
+        stats = self.act("live-migrate to %s, moved by the cluster (resource %s)" % (dst_host, rid),
+                         self._cluster_move, cl, name, rid, dst_node, d["timeout"] or CLUSTER_WAIT)
+        if stats is not None:
+            stats.update(source=src_host, destination=dst_host)
+        return self.result(before, after, vm=name, host=dst_host, migration=stats, through_cluster=True)
+
+    def _already_there(self, name, ha, rules, dst_node):
+        """No move. A move constraint an interrupted run left goes, unless the VM's placement rules would then take
+        it elsewhere (said in a warning)."""
+        rid, dst_host = ha["resource"], self._hosts[1]
+        if rules["moves"]:
+            if dst_node in rules["forbidden"] or (rules["preferred"] and dst_node not in rules["preferred"]):
+                self.warn("VM '%s' stays on %s only by the move constraint %s an earlier move left: its preferred_hosts "
+                          "(kvmfusion.compute.ha) would take it back; clearing it (crm_resource --clear --resource "
+                          "%s) moves it" % (name, dst_node, rules["moves"][0], rid))
+            else:
+                self.act("clear the move constraint an earlier move of VM '%s' left (%s)" % (name, rules["moves"][0]),
+                         self.run, [Cluster.which("crm_resource"), "--clear", "--resource", rid])
+        same = {"host": dst_host, "state": "running"}
+        return self.result(same, same, vm=name, host=dst_host, migration=None, through_cluster=True)
+
+    def _cluster_move(self, cl, name, rid, node, timeout):
+        """crm_resource --move, a wait, where the VM runs read back, and the move constraint cleared whatever
+        happened (the VM stays where it runs then: resource-stickiness, and no preference elsewhere)."""
+        tool = Cluster.which("crm_resource")
+        start = time.time()
+        self.run([tool, "--move", "--resource", rid, "--node", node])
+        error, where = None, None
+        try:
+            try:
+                self.run([tool, "--wait", "--timeout=%ds" % timeout])
+            except ValueError as e:
+                error = "not settled within %d s: %s" % (timeout, e)
+            st = cl.status()
+            where = (st or {}).get("resources", {}).get(rid, {}).get("nodes", [])
+        finally:
+            self.run([tool, "--clear", "--resource", rid])
+        if where != [node]:
+            raise ValueError("the cluster did not move VM '%s' to %s (%s); it runs on %s, and the move constraint is "
+                             "cleared" % (name, node, error or "it settled elsewhere", ", ".join(where) or "no node"))
+        if error:
+            self.warn("VM '%s' runs on %s, but the cluster had not settled within %d s" % (name, node, timeout))
+        return {"mode": "live", "storage": "shared", "through_cluster": True,
+                "total_time_ms": int((time.time() - start) * 1000), "downtime_ms": None, "setup_time_ms": None,
+                "transferred_bytes": None, "memory_bytes": None, "disk_bytes": None, "memory_iterations": None,
+                "post_copy_used": False, "snapshots": [], "options": {}}
 
     # prerequisites -------------------------------------------------------------------------
     def precheck(self, name, mode, d, dst_host, uuid):

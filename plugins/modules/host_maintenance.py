@@ -24,7 +24,21 @@ description:
   - Stopped VMs stay defined on the host.
   - A migration that fails leaves that VM running on the host, which stays in maintenance. The task fails, naming
     what moved and what did not, and a re-run goes on from there.
-  - O(state=active) ends the maintenance. The VMs that left are not moved back.
+  - B(On a node of the CNAs' HA cluster) (the P(kvmfusion.compute.cna#role) role's C(cna_ha_cluster)), the VMs under HA
+    that the cluster manages are moved by the cluster. The node is put in standby
+    (C(crm_attribute --node NODE --name standby --update on --lifetime forever)), and the task waits for the cluster
+    to move them (at most O(timeout) seconds, 600 when unset). Only the other VMs are live-migrated to O(peers).
+    RV(cluster_moves) says where the cluster put each VM.
+  - The standby is refused before any change when it would leave a VM under HA with nowhere to run. That is the
+    case when every other node is offline or in standby, when the others are forbidden for the VM, when no other node
+    has room for it (placement by utilization), or when the partition has no quorum. VMs under HA are not shut down
+    by O(shutdown_unmovable).
+  - A node already in standby is not changed again. With HA off (the cluster in maintenance mode), or for an
+    unmanaged VM, the VMs under HA are live-migrated like the others.
+    On a node of an HA cluster whose pacemaker does not run, the task is refused, because which VMs the cluster
+    runs there cannot be told.
+  - O(state=active) ends the maintenance, and takes the node out of standby. The VMs that left are not moved back
+    by the task. The cluster may move a VM under HA back on its own, if the node is one of the VM's preferred hosts.
   - The mark is kept in the host's libvirt configuration, so it survives reboots.
     M(kvmfusion.compute.vm) and M(kvmfusion.compute.clone) refuse to start VMs on a host in maintenance,
     M(kvmfusion.compute.vm_migration) refuses to move VMs there, and M(kvmfusion.compute.host_info) reports it.
@@ -73,13 +87,16 @@ options:
     type: bool
     default: false
   timeout:
-    description: Abort a migration that takes longer than this many seconds (that VM stays and blocks the maintenance).
+    description:
+      - Abort a migration that takes longer than this many seconds (that VM stays and blocks the maintenance).
+      - On a node of the HA cluster, also how long to wait for the cluster to move the VMs under HA (600 when unset).
     type: int
   tls:
     description: Encrypt the migration streams (default as the P(kvmfusion.compute.cna#role) role set up).
     type: bool
 seealso:
   - module: kvmfusion.compute.vm_migration
+  - module: kvmfusion.compute.ha
 '''
 
 EXAMPLES = r'''
@@ -114,7 +131,7 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["mark cna1 in maintenance", "migrate web1 to cna2"]
+  sample: ["mark cna1 in maintenance", "put cluster node cna1 in standby: the cluster moves db1", "migrate web1 to cna2"]
 maintenance:
   description: The maintenance mark (since when, why); null after O(state=active) and in check mode.
   returned: success
@@ -126,6 +143,18 @@ moves:
   type: list
   elements: dict
   sample: [{vm: web1, to: cna2, downtime_ms: 25, total_time_ms: 790, transferred_bytes: 623738}]
+cluster_moves:
+  description: The VMs under HA that the cluster moved off the node, each with the node it runs on now. Empty in check
+    mode and after O(state=active).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{vm: db1, to: cna3}]
+standby:
+  description: Whether the node is in standby in the HA cluster after the task; null when the host is not a node of one.
+  returned: success
+  type: bool
+  sample: true
 shut_down:
   description: VMs shut down because they could not move (O(shutdown_unmovable)).
   returned: success

@@ -34,6 +34,26 @@ description:
     If the destination dies mid-copy, they are removed when it boots again, by the cleanup the
     P(kvmfusion.compute.cna#role) role installs (each copy target is announced by a marker file first).
   - A VM that is already on the destination is not changed.
+  - B(A VM under HA) (M(kvmfusion.compute.ha)) on the cluster of the CNA of O(uri), which the cluster manages, is
+    moved by the cluster, not behind its back. The task runs C(crm_resource --move) to the destination's cluster node
+    (the node named as the destination's host name), waits for the cluster to settle (at most O(timeout) seconds,
+    600 when unset), reads where the VM runs, and then runs C(crm_resource --clear), so that no move constraint
+    stays. The VM stays on the destination afterwards, held there by its resource stickiness.
+    The result says RV(through_cluster=true) and the actions say C(moved by the cluster).
+  - For a VM under HA, these are refused before any change, each in one line. A destination its C(forbidden_hosts)
+    hold, or any other rule bans it from. A destination outside its C(preferred_hosts), if it has some, because the
+    cluster would move it back; change them with M(kvmfusion.compute.ha) first. A disk copy (O(storage=copy), or
+    a disk the destination does not share), because HA VMs live on shared datastores. A VM with snapshots, because
+    libvirt refuses to migrate it and the cluster would restart it instead. A destination node that is offline or
+    in standby, and a partition without quorum.
+  - A stopped VM under HA is refused as well, because there is nothing to move. The cluster starts it on the node
+    it picks. Set its C(preferred_hosts) to choose that node.
+  - The cluster's migration uses its own settings (M(kvmfusion.compute.ha)'s C(migrate_timeout), the transport the
+    P(kvmfusion.compute.cna#role) role set up). O(max_downtime), O(bandwidth), O(auto_converge), O(post_copy),
+    O(parallel_connections), O(compression) and O(tls) are not used for it, and a warning says so.
+  - With HA off (the cluster in maintenance mode), or for an unmanaged VM, the VM is moved directly.
+    On a node of an HA cluster the P(kvmfusion.compute.cna#role) role formed whose pacemaker does not run, the task
+    is refused, because whether the VM is under HA and where it runs cannot be told there.
   - The result reports the downtime, total time and bytes transferred, as QEMU measured them.
 author:
   - kvmfusion.compute developers (@kvmfusion)
@@ -98,7 +118,10 @@ options:
     choices: [none, xbzrle, mt, zlib, zstd]
     default: none
   timeout:
-    description: Abort a live migration that takes longer than this many seconds. The VM keeps running on its source.
+    description:
+      - Abort a live migration that takes longer than this many seconds. The VM keeps running on its source.
+      - For a VM under HA, how long to wait for the cluster to move it (600 when unset). The move constraint is
+        cleared either way, and the task fails if the VM does not run on the destination by then.
     type: int
   tls:
     description:
@@ -107,10 +130,12 @@ options:
     type: bool
 notes:
   - Run the task on the source CNA; the destination is reached from there, the way O(uri) reaches its host.
+  - The cluster of the CNA is asked only when O(uri) reaches the host the task runs on (the default).
   - Security groups and port security need the destination's cna role hook. It refuses the VM's start there
     when a NIC's security group is unknown on that CNA, and the migration then fails with the VM on its source.
 seealso:
   - module: kvmfusion.compute.cluster_cpu_info
+  - module: kvmfusion.compute.ha
   - name: libvirt migration
     description: How libvirt migrates domains.
     link: https://libvirt.org/migration.html
@@ -188,6 +213,11 @@ actions:
   type: list
   elements: str
   sample: ["live-migrate to cna2 (shared storage)"]
+through_cluster:
+  description: Whether the VM is under HA and the cluster moved it (or would, in check mode, or has it there already).
+  returned: success
+  type: bool
+  sample: false
 migration:
   description: The migration that was made; null when nothing moved (already there, or check mode).
   returned: success
@@ -209,6 +239,10 @@ migration:
       description: The CNA the VM is on.
       type: str
       sample: cna2
+    through_cluster:
+      description: Whether the cluster moved the VM. Its figures are then null, except RV(migration.total_time_ms).
+      type: bool
+      sample: false
     downtime_ms:
       description: How long the guest was paused at the switch-over, as QEMU measured it; null for a cold migration.
       type: int

@@ -426,6 +426,8 @@ def test_live_migration_flags_params_and_result():
     assert (m["mode"], m["storage"], m["source"], m["destination"]) == ("live", "shared", "cna1", "cna2")
     assert m["options"]["max_downtime"] == 100 and m["options"]["unsafe"] is True
     dom.jobStats.assert_called_with(constants.JOB_STATS_COMPLETED)
+    # no cluster on this host (the autouse _no_host_cluster): libvirt moved it, and the result says so
+    assert res.values["through_cluster"] is False and m["through_cluster"] is False
 
 
 def test_cold_migration_is_an_offline_move_of_the_definition():
