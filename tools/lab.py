@@ -84,10 +84,12 @@ MASKED_UNITS = [
     "rpcbind.service", "rpcbind.socket", "nfs-server.service", "remote-fs.target",
 ]
 
-# Cluster services the machine image may have enabled (Debian's corosync starts a one-node cluster on install):
-# masked when a host is made, and then left to the host, whose roles turn them on (the cna role's HA cluster,
-# the vrm role's arbiter); a host that reboots (its BMC) keeps them as its roles left them.
-ROLE_UNITS = ["corosync.service", "pacemaker.service", "corosync-qdevice.service", "corosync-qnetd.service"]
+# Services the machine image may have enabled (Debian's corosync starts a one-node cluster on install, cockpit's
+# socket listens as soon as it is installed): masked when a host is made, and then left to the host, whose roles
+# turn them on (the cna role's HA cluster, the vrm role's arbiter and web console); a host that reboots (its BMC)
+# keeps them as its roles left them.
+ROLE_UNITS = ["corosync.service", "pacemaker.service", "corosync-qdevice.service", "corosync-qnetd.service",
+              "cockpit.socket"]
 
 
 class LabError(Exception):

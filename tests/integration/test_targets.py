@@ -22,7 +22,7 @@ TARGET_ENV = {"host_info": {"ANSIBLE_DISPLAY_TRACEBACK": "error"}}
 
 
 # Targets that run on more than the CNAs: ha forms the HA cluster with the VRM's arbiter.
-TARGET_HOSTS = {"ha": "cna:vrm"}
+TARGET_HOSTS = {"ha": "cna:vrm", "console": "cna:vrm"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
