@@ -93,11 +93,16 @@ class Attachments(object):
         if target in used:
             raise ValueError("VM %s already has a disk at %s" % (d["vm"], target))
         want = self._wanted_view(d, target)
-        el = disk_element(d, path, fmt, target)
+        # path None: check mode, and the disk a new volume of a block datastore, whose device libvirt names when it
+        # makes it
+        el = disk_element(d, path, fmt, target) if path is not None else None
         self._make_room_for_boot_order(dom, d)
         live = running and d["mode"] != "independent_nonpersistent"
-        self.act("attach as %s%s" % (target, " (live and persistent)" if live else " (persistent config)"),
-                 self._attach, dom, el, live, path, d["mode"])
+        what = "attach as %s%s" % (target, " (live and persistent)" if live else " (persistent config)")
+        if el is None:
+            self.record(what)
+        else:
+            self.act(what, self._attach, dom, el, live, path, d["mode"])
         if running and not live:
             self.reboot_required = True
         return None, want

@@ -38,6 +38,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import refuse_under_ha
 from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template, random_mac
 
 CLONE_KEY = "kvmfclone"
@@ -309,6 +310,8 @@ class CloneManager(Manager):
         """The snapshot that freezes a plain VM's images (for linked clones, or to copy a running VM), or None."""
         if src["snap"] is not None or src["template"] or not todo or not (linked or src["running"]):
             return None
+        refuse_under_ha(self._run_command, self.local, source, "putting it on new overlays for %s (a stopped VM "
+                        "can be fully cloned)" % ("linked clones" if linked else "a copy while it runs"))
         parts, _rdm = snapshots.participating_disks(self.client, source, src["running"])
         if not any(take for _t, _b, take in parts):
             raise ValueError("VM '%s' has no persistent disk to clone" % source)

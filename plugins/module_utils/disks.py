@@ -99,10 +99,21 @@ class DiskManager(Attachments, Manager):
         info = None
         if not self.check_mode and (d["rdm"] or not absent):
             info = self._facts(d)
+        if d["vm"] and self.actions and not self.check_mode and self.local:
+            self._refresh_definition_copy(d["vm"])
         stats = self.stats
         throughput = int(stats["zeroed_bytes"] / stats["zero_seconds"]) if stats["zero_seconds"] > 0 else 0
         return self.result(before, after, disk=info, zeroed_bytes=stats["zeroed_bytes"],
                            zero_seconds=round(stats["zero_seconds"], 3), zero_throughput=throughput)
+
+    def _refresh_definition_copy(self, vm):
+        """After a change of its disks, the copy beside the VM's system disk says what libvirt now holds: the HA
+        cluster starts the VM from it (kvmfusion.compute.ha), and every CNA sees it."""
+        if self.client.domain(vm) is None:
+            return
+        copy = images.definition_copy_path(self.client.domain_xml(vm, inactive=True))
+        if copy:
+            images.write_definition_copy(self.client, vm, copy)
 
     def _converge_rdm(self, d, absent):
         self._check_rdm_device(d)

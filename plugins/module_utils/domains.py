@@ -25,6 +25,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts, refuse_in_maintenance
+from ansible_collections.kvmfusion.compute.plugins.module_utils.images import write_definition_copy  # noqa: F401 (imported from here too)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.network import guest_checksums, program_ports, security_state
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import PowerManager, state_of
@@ -45,22 +46,6 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import (
 def _hardware(nic):
     """What of a NIC needs a restart to change (its port security does not)."""
     return dict(nic, mac=None, security_group=None, bound_ips=None)
-
-
-def write_definition_copy(client, name, path):
-    """The VM's definition beside its system disk, so any CNA that sees the datastore can re-create it."""
-    # With secrets (SECURE): re-created from this copy, the VM keeps its console password. The copy is 0600.
-    xml = client.domain_xml(name, inactive=True, secure=True)
-    tmp = images.temp_path(path, "new")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(xml)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class VmManager(Manager):

@@ -380,6 +380,12 @@ class HaManager(Manager):
             if state in ("paused", "suspended", "pmsuspended"):
                 raise ValueError("VM %s is %s: the cluster would take it for a failed VM, or start it afresh and lose "
                                  "its saved memory; resume or stop it before putting it under HA" % (name, state))
+            snaps = self.client.call("list snapshots of", "VM '%s'" % name, dom.listAllSnapshots, 0)
+            if snaps and cur is None:
+                raise ValueError("VM %s has %d snapshot(s) (%s): the cluster restarts a VM under HA from its definition "
+                                 "copy as a transient domain, where snapshots are not kept; delete them first "
+                                 "(kvmfusion.compute.snapshot state=absent)" % (
+                                     name, len(snaps), ", ".join(sorted(s.getName() for s in snaps))))
             xml = self.client.domain_xml(name, secure=True)
             if p["guest_monitor"] and not (cur or {}).get("params", {}).get("monitor_scripts"):
                 self._need_agent(name, xml, running)

@@ -80,6 +80,22 @@ def remove_stale_temp(path, purpose):
     return tmp
 
 
+def write_definition_copy(client, name, path):
+    """The VM's definition beside its system disk, so any CNA that sees the datastore can re-create it."""
+    # With secrets (SECURE): re-created from this copy, the VM keeps its console password. The copy is 0600.
+    xml = client.domain_xml(name, inactive=True, secure=True)
+    tmp = temp_path(path, "new")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(xml)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def definition_copy_path(xml):
     """Hidden file beside the VM's first file disk: <dir>/.<vm>.kvmf-vm.xml (dot entries are the platform's)."""
     root = xmlutil.parse(xml)

@@ -37,6 +37,38 @@ def _cluster_node():
         return False
 
 
+def ha_resource(run_command, local, name):
+    """The cluster resource of VM ``name`` when it is under HA on the cluster of this CNA (whether or not the cluster
+    manages it right now), else None. Asked only where pacemaker runs; None for a remote client. Fails closed on a
+    node of a cluster the cna role formed whose pacemaker does not answer."""
+    if not local:
+        return None
+    cl = Cluster(run_command)
+    if cl.which("crm_mon") is None:
+        return None
+    st = cl.status()
+    if st is None or not st["ready"]:
+        if _cluster_node():
+            raise ValueError("VM '%s': this CNA is a node of an HA cluster whose pacemaker is not running here (yet), "
+                             "so whether the VM is under HA cannot be told; start pacemaker first (systemctl start "
+                             "pacemaker)" % name)
+        return None
+    rid = vm_resource_id(name)
+    return rid if rid in cl.resources_config() else None
+
+
+def refuse_under_ha(run_command, local, name, what):
+    """Refuse ``what`` (a change of the VM's disks or their chain) on a VM under HA. The cluster starts such a VM
+    from its definition copy as a transient domain (VirtualDomain), where snapshot metadata does not survive a
+    restart or a failover, and the copy is the cluster's: a disk chain changed behind it would have the VM start
+    from the wrong image after a failover."""
+    rid = ha_resource(run_command, local, name)
+    if rid is not None:
+        raise ValueError("VM '%s' is under HA (cluster resource %s): %s is refused, because the cluster restarts it "
+                         "from its definition copy, where snapshots and changed disk chains are not kept; take it out "
+                         "of HA first (kvmfusion.compute.ha state=absent), then put it back" % (name, rid, what))
+
+
 def state_of(client, dom, name):
     st, _reason = client.call("read state of", "VM '%s'" % name, dom.state, 0)
     state = DOMAIN_STATE.get(st, str(st))

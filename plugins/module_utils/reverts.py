@@ -45,6 +45,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, repoint_disk
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import refuse_under_ha
 from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import (
     SnapshotManager,
     all_snapshots,
@@ -106,6 +107,7 @@ class RevertManager(Manager):
             if self._finish_interrupted(ctx):
                 return True, {"snapshot": name, "state": ctx["want"]}
             return False, {"snapshot": name, "state": ctx["want"]}
+        refuse_under_ha(self._run_command, self.local, vm, "reverting to snapshot '%s'" % name)
         plan = self._plan(ctx, discard_newer, save_current_as)
         if not plan["descendants"] and plan["save_name"] is None and self._libvirt_reverts(ctx["mem_file"], ctx["want"]):
             # libvirt >= 9.9 reverts external snapshots itself: new overlays on the snapshot's images, the

@@ -35,6 +35,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks, disk_source
 from ansible_collections.kvmfusion.compute.plugins.module_utils.images import disk_bases, own_base
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import refuse_under_ha
 
 SNAP_NS = "https://kvmfusion.compute/xmlns/snapshots/1"
 SNAP_KEY = "kvmfsnap"
@@ -271,6 +272,7 @@ class SnapshotManager(Manager):
                 raise ValueError("snapshot '%s' of VM '%s' exists with memory=%s; snapshots are immutable: delete it "
                                  "or use another name" % (name, vm, facts["memory"]))
             return False, facts
+        refuse_under_ha(self._run_command, self.local, vm, "taking snapshot '%s'" % name)
         if memory and quiesce != "false":
             raise ValueError("snapshot '%s': quiesce applies to disk-only snapshots (a memory snapshot is already "
                              "consistent)" % name)
@@ -336,6 +338,7 @@ class SnapshotManager(Manager):
         snap = self.client.snapshot(vm, name)
         if snap is None:
             return False, None
+        refuse_under_ha(self._run_command, self.local, vm, "deleting snapshot '%s'" % name)
         self.need_local("deleting a snapshot (it merges images and removes files)")
         facts = [s for s in snapshot_facts(self.client, dom, vm, self.local) if s["name"] == name][0]
         # The merge writes the snapshot's data into the image it froze: clones made from it stand on that.

@@ -43,7 +43,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import 
 )
 from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import write_definition_copy
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
-from ansible_collections.kvmfusion.compute.plugins.module_utils.power import state_of
+from ansible_collections.kvmfusion.compute.plugins.module_utils.power import refuse_under_ha, state_of
 from ansible_collections.kvmfusion.compute.plugins.module_utils.snapshots import lift_snapshots, put_snapshots, record_quiesced
 
 PROVISIONING = fileops.PROVISIONING
@@ -100,6 +100,8 @@ class StorageMigrationManager(Manager):
         before = dict((p["target"], p["before"]) for p in plans)
         after = dict((p["target"], p["after"]) for p in plans)
         todo = [p for p in plans if p["before"] != p["after"]]
+        if todo:
+            refuse_under_ha(self._run_command, self.local, vm, "moving its disks")
         for p in todo:
             if len(p["chain"]) > 1:
                 how = ", %d layers %s" % (len(p["chain"]), "kept" if p["keep"] else "flattened")

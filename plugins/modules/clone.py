@@ -35,6 +35,8 @@ description:
     started with O(state=running)); any other VM of that name is a collision and fails before any change.
   - A batch makes the clones one after the other; a clone that fails is removed completely (its files and definition),
     the ones made before it stay, and a new run makes the rest.
+  - A VM under HA (M(kvmfusion.compute.ha)) is not put on new overlays; linked clones of it, or a copy of it while
+    it runs, are refused before any change (a full clone of it stopped works). Take it out of HA first.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

@@ -24,6 +24,9 @@ description:
   - O(state=absent) deletes a snapshot, any one in the chain, merging its data so that no other snapshot and no
     current data is lost (libvirt's block commit, live or offline); its memory file is removed too.
   - Snapshots are immutable; asking for an existing name with other settings fails.
+  - On a VM under HA (M(kvmfusion.compute.ha)), taking or deleting a snapshot is refused before any change, because the
+    cluster restarts the VM from its definition copy as a transient domain, where no snapshot survives. Take it out
+    of HA first, then put it back.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

@@ -33,6 +33,8 @@ description:
   - "libvirt 9.9.0 and later revert external snapshots themselves, but this module does not hand them the revert: on
     libvirt 11.3 libvirt's revert left overlays readable by all (mode 0644) under names of its own, which later
     reverts could not discard. This module's engine reverts on every libvirt; C(engine) in RV(revert) says which did it."
+  - On a VM under HA (M(kvmfusion.compute.ha)), a revert is refused before any change, because the cluster starts the VM
+    from its definition copy, which a revert behind it would leave pointing at other images. Take it out of HA first.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

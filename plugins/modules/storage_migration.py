@@ -38,6 +38,8 @@ description:
     naming the clones.
     Also refused for an independent-nonpersistent disk, a raw device mapping, and a datastore without the space.
   - Files are touched only on the CNA that has them. A remote O(uri) is refused.
+  - The disks of a VM under HA (M(kvmfusion.compute.ha)) are not moved (refused before any change), because the cluster
+    starts it from its definition copy, which names the images where they are. Take it out of HA first.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, vmspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, fileops
+from ansible_collections.kvmfusion.compute.plugins.module_utils import clones, fileops, power
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_revert import (
     FakeClient, FakeDomain, FakeLibvirtError, Runner, qemu_img, read_pattern, run, tree)
 
@@ -754,6 +754,20 @@ def test_linked_clone_of_a_stopped_vm_freezes_its_disks_first(tmp_path):
     again = lab.manager()
     assert again.clone("vm1", ["a"])[0] is False and again.actions == []
     assert sorted(lab.src.snaps) == ["clone-base-a"]
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_vm_under_ha_is_not_put_on_new_overlays_for_a_linked_clone(tmp_path, monkeypatch, check_mode):
+    # the cluster restarts it from its definition copy: its disks moved onto overlays behind that would be lost
+    lab = Lab(tmp_path, template=False, name="vm1")
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    before, src_xml = tree(lab.dir), lab.src.xml
+    with pytest.raises(ValueError) as err:
+        lab.manager(check_mode=check_mode).clone("vm1", ["a"])
+    assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): putting it on new overlays for linked clones" \
+        in str(err.value) and "\n" not in str(err.value)
+    assert tree(lab.dir) == before and lab.src.xml == src_xml and lab.src.snaps == {}
+    assert lab.client.defined == [] and lab.runner.commands == []
 
 
 # ---------------------------------------------------------------------------- runs killed half way

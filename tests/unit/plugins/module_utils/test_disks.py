@@ -953,3 +953,22 @@ def test_a_volume_another_cna_deleted_is_left_out_and_its_datastore_reread(host)
     with pytest.raises(Exception) as err:
         disks.inventory(Client(URI), True, datastore="ds1")
     assert "I/O error" in str(err.value)
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_disk_attached_by_the_disk_module_reaches_the_vms_definition_copy(host, monkeypatch, check_mode):
+    # the HA cluster starts a VM from the copy beside its system disk: a disk missing there is missing after a failover
+    pool = host.add_pool()
+    pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
+
+    def create(xml, flags):
+        vol = host.add_volume(capacity=GIB, allocation=0, fmt="raw")
+        vol.path.return_value = "/dev/vg1/data1"
+        return vol
+    pool.createXML.side_effect = create
+    host.add_domain("vm1", running=False)
+    written = []
+    monkeypatch.setattr(images, "write_definition_copy", lambda client, vm, path: written.append((vm, path)))
+    res = disks.DiskManager(Client(URI), check_mode=check_mode).converge(opts(size=GIB, format="raw", vm="vm1"))
+    assert res.changed
+    assert written == ([] if check_mode else [("vm1", images.definition_copy_name(DS_PATH, "vm1"))])

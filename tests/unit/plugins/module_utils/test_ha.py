@@ -117,9 +117,21 @@ class FakePacemaker(object):
         return cluster.parse_cib(ET.tostring(self.conf, encoding="unicode"))["resources"].get(rid)
 
 
+class FakeSnapshot(object):
+    def __init__(self, name):
+        self._name = name
+
+    def getName(self):
+        return self._name
+
+
 class FakeDomain(object):
     def __init__(self, xml, active=True, persistent=True, autostart=False):
         self.xml, self.active, self.persistent, self._autostart = xml, active, persistent, autostart
+        self.snapshots = []
+
+    def listAllSnapshots(self, _flags):
+        return [FakeSnapshot(n) for n in self.snapshots]
 
     def isActive(self):
         return self.active
@@ -260,6 +272,16 @@ def test_a_running_vm_put_under_ha_four_steps(env):
     assert not again.changed and again.before == again.after
     again = manager().converge(vm_params("web1", priority="high", preferred_hosts=["cna1"]))
     assert not again.changed and again.actions == [] and len(pm.writes) == writes
+
+
+def test_a_vm_with_snapshots_is_refused_before_any_change(env):
+    # the cluster restarts a VM under HA as a transient domain (VirtualDomain): its snapshots' metadata would be lost
+    pm, client, manager, _ds = env
+    client.domains["web1"].snapshots = ["before-upgrade"]
+    with pytest.raises(ValueError) as e:
+        manager().converge(vm_params("web1"))
+    assert "1 snapshot(s) (before-upgrade)" in str(e.value) and "\n" not in str(e.value)
+    assert pm.writes == []
 
 
 def test_a_stopped_vm_stays_stopped_and_loses_libvirt_autostart(env):

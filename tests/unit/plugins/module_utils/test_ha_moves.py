@@ -506,3 +506,18 @@ def test_a_host_that_is_no_cluster_node_is_evacuated_as_before(pm):
     res = maintain(pm, src, peer)
     assert res.actions == ["mark cna1 in maintenance", "migrate web1 to cna2"]
     assert res.values["standby"] is None and pm.writes == []
+
+
+# ---------------------------------------------------------------- is a VM under HA (snapshots, reverts, disk moves ask)
+def test_ha_resource_names_the_vm_resource_and_fails_closed(pm, monkeypatch, tmp_path):
+    pm.add_vm("vm1", "cna1")
+    assert power.ha_resource(pm, True, "vm1") == RID
+    assert power.ha_resource(pm, True, "vm2") is None
+    assert power.ha_resource(pm, False, "vm1") is None  # a remote client: the cluster of that CNA is not known here
+    pm.ready = False
+    assert power.ha_resource(pm, True, "vm1") is None  # pacemaker installed, but this host is no node of ours
+    our_corosync(monkeypatch, tmp_path)
+    with pytest.raises(ValueError) as err:
+        power.ha_resource(pm, True, "vm1")
+    assert "pacemaker is not running here" in str(err.value) and "\n" not in str(err.value)
+    assert pm.writes == []

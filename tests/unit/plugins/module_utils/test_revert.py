@@ -22,7 +22,7 @@ import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images
 from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
-from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, reverts, snapshots
+from ansible_collections.kvmfusion.compute.plugins.module_utils import fileops, power, reverts, snapshots
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-io") is None,
                                 reason="qemu-img and qemu-io are needed to build real qcow2 chains")
@@ -935,3 +935,19 @@ def test_a_failure_at_any_later_step_leaves_the_vm_on_files_that_exist(tmp_path,
     assert lab.manager().revert("vm1", "s1")[0] is True
     assert lab.manager().revert("vm1", "s1")[0] is False
     assert not os.path.exists(s2)
+
+
+def test_a_vm_under_ha_is_refused_reverts_and_snapshot_deletes(tmp_path, monkeypatch):
+    # both change the disk chain the cluster's definition copy starts the VM from
+    lab = two_snapshots(tmp_path)
+    before, xml_before = tree(lab.dir), lab.vm.xml
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    for call, what in ((lambda: lab.manager().revert("vm1", "s1"), "reverting to snapshot 's1'"),
+                       (lambda: snapshots.SnapshotManager(lab.client, run_command=lab.runner).absent("vm1", "s1"),
+                        "deleting snapshot 's1'")):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): %s is refused" % what in str(err.value)
+        assert "\n" not in str(err.value)
+    assert tree(lab.dir) == before and lab.vm.xml == xml_before and sorted(lab.vm.snaps) == ["s1", "s2"]
+    assert lab.client.defined == [] and lab.runner.commands == []

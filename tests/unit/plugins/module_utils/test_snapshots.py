@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, names
-from ansible_collections.kvmfusion.compute.plugins.module_utils import snapshots
+from ansible_collections.kvmfusion.compute.plugins.module_utils import power, snapshots
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 from ansible_collections.kvmfusion.compute.tests.unit.plugins.module_utils.test_disks import (
     DS_PATH, Host, LUN, URI, disk_xml)
@@ -94,6 +94,18 @@ def test_refusals_are_one_line_and_change_nothing(host, kwargs, running, extra, 
     with pytest.raises(ValueError) as err:
         manager().present("vm1", "s1", **kwargs)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert host.mutating_calls() == []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_vm_under_ha_is_refused_a_snapshot_in_one_line(host, monkeypatch, check_mode):
+    # the cluster restarts it from its definition copy, as a transient domain: no snapshot would survive that
+    vm(host)
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    with pytest.raises(ValueError) as err:
+        manager(check_mode=check_mode).present("vm1", "s1")
+    assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): taking snapshot 's1' is refused" in str(err.value)
+    assert "\n" not in str(err.value)
     assert host.mutating_calls() == []
 
 

@@ -12,7 +12,8 @@ from unittest import mock
 
 import pytest
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec, disks, fileops, images, storagemove, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import (
+    constants, diskspec, disks, fileops, images, power, storagemove, xmlutil)
 
 MIB = 1024 ** 2
 
@@ -167,6 +168,14 @@ def test_check_mode_moves_nothing(cna):
     c = cna()
     mgr, res = move(c, check_mode=True)
     assert res.changed and res.actions and c.defined == [] and os.listdir(c.ds2) == [] and os.path.exists(c.disk)
+
+
+def test_a_vm_under_ha_keeps_its_disks_where_its_definition_copy_says(cna, monkeypatch):
+    # the cluster starts it from its definition copy: disks moved behind it would start from the old images
+    c = cna()
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    refused(c, "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): moving its disks is refused")
+    assert os.path.exists(c.disk)
 
 
 def test_refusals_before_any_change(cna, monkeypatch):
