@@ -16,7 +16,7 @@ __metaclass__ = type
 import time
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import images, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import images, power, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     AFFECT_CONFIG,
     AFFECT_LIVE,
@@ -44,9 +44,14 @@ class Attachments(object):
     def precheck_attachment(self, d, path):
         """Everything about the attachment that can be refused, checked before the volume is touched."""
         self._domain(d["vm"])
-        if not d["attached"] or not d["target"]:
+        if not d["attached"]:
             return
-        for el, src, _mode, chain in images.own_chains(self.client, d["vm"], local=self.local):
+        chains = images.own_chains(self.client, d["vm"], local=self.local)
+        if path is None or not any(path in chain for _el, _src, _mode, chain in chains):
+            self._not_under_ha(d["vm"], "attaching a disk")  # before its volume is made
+        if not d["target"]:
+            return
+        for el, src, _mode, chain in chains:
             tgt = xmlutil.find_attr(el, "target", "dev")
             if path is not None and path in chain and tgt != d["target"]:
                 raise ValueError("disk '%s' is attached to VM %s as %s; moving it to %s needs a detach first"
@@ -99,6 +104,7 @@ class Attachments(object):
         self._make_room_for_boot_order(dom, d)
         live = running and d["mode"] != "independent_nonpersistent"
         what = "attach as %s%s" % (target, " (live and persistent)" if live else " (persistent config)")
+        self._not_under_ha(d["vm"], "attaching a disk")
         if el is None:
             self.record(what)
         else:
@@ -167,6 +173,11 @@ class Attachments(object):
         self.client.call("record disk modes of", "VM '%s'" % dom.name(), dom.setMetadata, METADATA_ELEMENT,
                          xmlutil.tostring(metadata_element(modes, namespaced=False)), META_KEY, META_NS, flags)
 
+    def _not_under_ha(self, vm, what):
+        """A VM under HA runs from its definition copy (a transient domain after the cluster's first start of it):
+        its disks change only out of HA."""
+        power.refuse_under_ha(self._run_command, self.local, vm, what)
+
     def _update_attachment(self, d, dom, running, path, fmt, before, want):
         changed_keys = sorted(k for k in want if want[k] != before[k])
         # persistent <-> independent_persistent is bookkeeping for snapshots (metadata), QoS applies live;
@@ -174,6 +185,8 @@ class Attachments(object):
         meta_mode = "mode" in changed_keys and "independent_nonpersistent" not in (before["mode"], want["mode"])
         device_keys = [k for k in changed_keys if k != "iotune" and not (k == "mode" and meta_mode)]
         target = before["target"]
+        if changed_keys:
+            self._not_under_ha(d["vm"], "changing the attachment of disk %s" % target)
         if device_keys:
             merged = dict(d, cache=want["cache"], io=want["io"], discard=want["discard"], boot_order=want["boot_order"])
             self.act("update %s in the persistent config" % ", ".join(changed_keys), self._redefine_disk,
@@ -235,6 +248,7 @@ class Attachments(object):
             return None
         el, active, mode = found[0]
         before = attachment_view(el, mode)
+        self._not_under_ha(vm, "detaching disk %s" % before["target"])
         self.act("detach %s from VM %s" % (before["target"], vm), self._detach, dom, el, True, bool(live_found), active)
         if live_found and not self.check_mode and not self._wait_unplugged(vm, path, UNPLUG_WAIT):
             self._pending_unplug(vm, path)

@@ -65,8 +65,8 @@ def refuse_under_ha(run_command, local, name, what):
     rid = ha_resource(run_command, local, name)
     if rid is not None:
         raise ValueError("VM '%s' is under HA (cluster resource %s): %s is refused, because the cluster restarts it "
-                         "from its definition copy, where snapshots and changed disk chains are not kept; take it out "
-                         "of HA first (kvmfusion.compute.ha state=absent), then put it back" % (name, rid, what))
+                         "from its definition copy, where snapshots and disk changes made behind it are not kept; take "
+                         "it out of HA first (kvmfusion.compute.ha state=absent), then put it back" % (name, rid, what))
 
 
 def state_of(client, dom, name):

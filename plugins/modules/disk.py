@@ -30,6 +30,9 @@ description:
     expansion through this collection are refused for it.
   - Provisioning work reads and writes the volume's file, so create thick disks, convert and grow them with
     the task running on the CNA that holds the datastore (the default O(uri)).
+  - A change of a VM's disks refreshes its definition copy beside its system disk. On a VM under HA
+    (M(kvmfusion.compute.ha)) attaching, detaching or changing an attachment is refused before any change, its
+    volume not made, because the cluster runs the VM from that copy; take it out of HA first.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

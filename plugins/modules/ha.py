@@ -31,7 +31,8 @@ description:
     utilization. A VM that would use the capacity kept free is refused, with the numbers.
   - Shutting idle hosts down (the seed platform's DPM) is not done; it is a later step.
   - A VM with snapshots is refused (the cluster restarts a VM under HA as a transient domain, where snapshots do not
-    survive); so are, while it is under HA, snapshots, reverts, linked clones and disk moves of it.
+    survive); so are, while it is under HA, snapshots, reverts, linked clones, disk attachments and disk moves
+    of it.
 author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:

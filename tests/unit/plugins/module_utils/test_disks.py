@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import client as client_mod
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, diskspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils import attachments, disks, images, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import attachments, disks, images, power, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
 
 URI = "qemu:///system"
@@ -972,3 +972,16 @@ def test_a_disk_attached_by_the_disk_module_reaches_the_vms_definition_copy(host
     res = disks.DiskManager(Client(URI), check_mode=check_mode).converge(opts(size=GIB, format="raw", vm="vm1"))
     assert res.changed
     assert written == ([] if check_mode else [("vm1", images.definition_copy_name(DS_PATH, "vm1"))])
+
+
+def test_a_new_disk_for_a_vm_under_ha_is_refused_before_its_volume_is_made(host, monkeypatch):
+    # the cluster runs it from its definition copy, as a transient domain after its first start by the cluster
+    pool = host.add_pool()
+    pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
+    dom = host.add_domain("vm1", running=True)
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    with pytest.raises(ValueError) as err:
+        disks.DiskManager(Client(URI), check_mode=False).converge(opts(size=GIB, format="raw", vm="vm1"))
+    assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): attaching a disk is refused" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not pool.createXML.called and not dom.attachDeviceFlags.called
