@@ -304,15 +304,6 @@ def ha_summary(cluster):
 MOVE_PREFIX = "cli-prefer-"
 
 
-def written_by(path, mark):
-    """Whether the file at ``path`` starts with ``mark`` (a configuration a role of ours wrote); False if unreadable."""
-    try:
-        with open(path) as f:
-            return f.readline().startswith(mark)
-    except (IOError, OSError):
-        return False
-
-
 def node_name(hostname, nodes):
     """The cluster node of a CNA whose libvirt reports ``hostname`` (the node names are the CNAs' short host names:
     libvirt may report the fully qualified one), or None."""

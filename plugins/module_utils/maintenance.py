@@ -25,7 +25,7 @@ __metaclass__ = type
 import threading
 import time
 
-from ansible_collections.kvmfusion.compute.plugins.module_utils import hosts, migration, names, xmlutil
+from ansible_collections.kvmfusion.compute.plugins.module_utils import hosts, migration, names, power, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.cluster import (
     Cluster, node_state, placement, usable, vm_resources)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
@@ -136,7 +136,7 @@ class MaintenanceManager(Manager):
     def _cluster(self, host):
         """This CNA as a node of its HA cluster: {cluster, status, cib, node, standby, vms}, or None when it is
         not one (refused, one line, when it is one whose pacemaker does not answer)."""
-        here = migration.cluster_here(self._run_command, self.local, "maintenance of %s" % host)
+        here = power.cluster_here(self._run_command, self.local, "maintenance of %s" % host)
         if here is None:
             return None
         cl, st = here

@@ -33,7 +33,7 @@ import time
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import images, names, power, storage, xmlutil
 from ansible_collections.kvmfusion.compute.plugins.module_utils.cluster import (
-    Cluster, node_name, node_state, placement, usable, vm_resource_id, vm_resources, written_by)
+    Cluster, node_name, node_state, placement, usable, vm_resource_id, vm_resources)
 from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import (
     JOB_STATS_COMPLETED,
     MIGRATE_ABORT_ON_ERROR,
@@ -103,25 +103,6 @@ def desired_state(p):
         raise ValueError("compression %s works with parallel connections only: set parallel_connections"
                          % d["compression"])
     return d
-
-
-def cluster_here(run_command, local, obj):
-    """(Cluster, its status) when the host this code runs on is a node of a running HA cluster; None when it is not
-    one, or when the client is remote (the cluster of the CNA it reaches is not known here). Fails closed on a node
-    of a cluster the cna role formed whose pacemaker does not answer: what runs where cannot be told there."""
-    if not local:
-        return None
-    cl = Cluster(run_command)
-    if cl.which("crm_mon") is None:
-        return None
-    st = cl.status()
-    if st is None or not st["ready"]:
-        if written_by(power.COROSYNC_CONF, power.COROSYNC_MARK):
-            raise ValueError("%s: this CNA is a node of an HA cluster whose pacemaker is not running here (yet), so "
-                             "what the cluster runs where cannot be told; start pacemaker first (systemctl start "
-                             "pacemaker)" % obj)
-        return None
-    return cl, st
 
 
 class ContentHash(object):
@@ -274,7 +255,7 @@ class MigrationManager(TwoHostManager):
         """{cluster, status, resource, nodes, failed} when the VM is under HA on the cluster of this CNA and the
         cluster manages it; None when it is not (or HA is off: maintenance mode, or the VM unmanaged), and the VM
         is moved directly."""
-        here = cluster_here(self._run_command, self.local, "VM '%s'" % name)
+        here = power.cluster_here(self._run_command, self.local, "VM '%s'" % name)
         if here is None:
             return None
         cl, st = here

@@ -37,10 +37,11 @@ def _cluster_node():
         return False
 
 
-def ha_resource(run_command, local, name):
-    """The cluster resource of VM ``name`` when it is under HA on the cluster of this CNA (whether or not the cluster
-    manages it right now), else None. Asked only where pacemaker runs; None for a remote client. Fails closed on a
-    node of a cluster the cna role formed whose pacemaker does not answer."""
+def cluster_here(run_command, local, obj):
+    """(Cluster, its status) when the host this code runs on is a node of a running HA cluster; None when it is not
+    one, or when the client is remote (the cluster of the CNA it reaches is not known here). Fails closed, naming
+    ``obj``, on a node of a cluster the cna role formed whose pacemaker does not answer: what runs where, and what is
+    under HA, cannot be told there."""
     if not local:
         return None
     cl = Cluster(run_command)
@@ -49,12 +50,21 @@ def ha_resource(run_command, local, name):
     st = cl.status()
     if st is None or not st["ready"]:
         if _cluster_node():
-            raise ValueError("VM '%s': this CNA is a node of an HA cluster whose pacemaker is not running here (yet), "
-                             "so whether the VM is under HA cannot be told; start pacemaker first (systemctl start "
-                             "pacemaker)" % name)
+            raise ValueError("%s: this CNA is a node of an HA cluster whose pacemaker is not running here (yet), so "
+                             "what the cluster runs where cannot be told; start pacemaker first (systemctl start "
+                             "pacemaker)" % obj)
+        return None
+    return cl, st
+
+
+def ha_resource(run_command, local, name):
+    """The cluster resource of VM ``name`` when it is under HA on the cluster of this CNA (whether or not the cluster
+    manages it right now), else None (cluster_here: None for a remote client, fails closed)."""
+    here = cluster_here(run_command, local, "VM '%s'" % name)
+    if here is None:
         return None
     rid = vm_resource_id(name)
-    return rid if rid in cl.resources_config() else None
+    return rid if rid in here[0].resources_config() else None
 
 
 def refuse_under_ha(run_command, local, name, what):
@@ -150,19 +160,10 @@ class PowerManager(Manager):
     def _under_ha(self, name):
         """(resource id, the nodes running it) when the VM is under HA on the cluster of this CNA, else None. Asked
         only before a power change, and only where pacemaker runs."""
-        if not self.local:
+        here = cluster_here(self._run_command, self.local, "VM '%s'" % name)
+        if here is None:
             return None
-        cl = Cluster(self._run_command)
-        if cl.which("crm_mon") is None:
-            return None
-        st = cl.status()
-        if st is None or not st["ready"]:
-            if _cluster_node():
-                # a node of a cluster whose pacemaker does not run (yet): whether the VM runs elsewhere is unknown
-                raise ValueError("VM '%s': this CNA is a node of an HA cluster whose pacemaker is not running here "
-                                 "(yet), so whether the VM is under HA and runs on another CNA cannot be told; start "
-                                 "pacemaker first (systemctl start pacemaker)" % name)
-            return None
+        cl, st = here
         rid = vm_resource_id(name)
         if rid not in cl.resources_config():
             return None

@@ -781,7 +781,8 @@ def test_converting_a_disk_images_stand_on_is_refused(host, monkeypatch):
     assert mgr.actions == [] and host.mutating_calls() == []
 
 
-def test_a_new_disk_on_a_block_datastore_is_made_by_libvirt_and_attached_as_a_block_device(host):
+def block_pool(host):
+    """Datastore ds1 on an LVM volume group: libvirt makes its volumes and names their devices."""
     pool = host.add_pool()
     pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
 
@@ -790,6 +791,11 @@ def test_a_new_disk_on_a_block_datastore_is_made_by_libvirt_and_attached_as_a_bl
         vol.path.return_value = "/dev/vg1/data1"
         return vol
     pool.createXML.side_effect = create
+    return pool
+
+
+def test_a_new_disk_on_a_block_datastore_is_made_by_libvirt_and_attached_as_a_block_device(host):
+    pool = block_pool(host)
     dom = host.add_domain("vm1", running=False)
     mgr = disks.DiskManager(Client(URI), check_mode=False)
     out = mgr.ensure(diskspec.desired_state(opts(size=GIB, format="raw", vm="vm1")))
@@ -958,14 +964,7 @@ def test_a_volume_another_cna_deleted_is_left_out_and_its_datastore_reread(host)
 @pytest.mark.parametrize("check_mode", [True, False])
 def test_a_disk_attached_by_the_disk_module_reaches_the_vms_definition_copy(host, monkeypatch, check_mode):
     # the HA cluster starts a VM from the copy beside its system disk: a disk missing there is missing after a failover
-    pool = host.add_pool()
-    pool.XMLDesc.return_value = "<pool type='logical'><name>ds1</name><target><path>/dev/vg1</path></target></pool>"
-
-    def create(xml, flags):
-        vol = host.add_volume(capacity=GIB, allocation=0, fmt="raw")
-        vol.path.return_value = "/dev/vg1/data1"
-        return vol
-    pool.createXML.side_effect = create
+    pool = block_pool(host)
     host.add_domain("vm1", running=False)
     written = []
     monkeypatch.setattr(images, "write_definition_copy", lambda client, vm, path: written.append((vm, path)))
