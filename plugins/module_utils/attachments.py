@@ -44,11 +44,19 @@ class Attachments(object):
     def precheck_attachment(self, d, path):
         """Everything about the attachment that can be refused, checked before the volume is touched."""
         self._domain(d["vm"])
-        if not d["attached"]:
-            return
         chains = images.own_chains(self.client, d["vm"], local=self.local)
-        if path is None or not any(path in chain for _el, _src, _mode, chain in chains):
-            self._not_under_ha(d["vm"], "attaching a disk")  # before its volume is made
+        mine = [(el, mode) for el, _src, mode, chain in chains if path is not None and path in chain]
+        # a VM under HA: any change of its attachments is refused here, before the volume is touched
+        if not d["attached"]:
+            if mine:
+                self._not_under_ha(d["vm"], "detaching disk %s" % xmlutil.find_attr(mine[0][0], "target", "dev"))
+            return
+        if not mine:
+            self._not_under_ha(d["vm"], "attaching a disk")
+        else:
+            before = attachment_view(*mine[0])
+            if self._wanted_view(d, before["target"], before) != before:
+                self._not_under_ha(d["vm"], "changing the attachment of disk %s" % before["target"])
         if not d["target"]:
             return
         for el, src, _mode, chain in chains:

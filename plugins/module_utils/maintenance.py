@@ -60,7 +60,14 @@ class MaintenanceManager(Manager):
         host = self.client.host_info()["hostname"]
         mark = hosts.maintenance(self.client)
         running = self._running()
-        ha = self._cluster(host)
+        try:
+            ha = self._cluster(host)
+        except ValueError:
+            # pacemaker stopped on a node of our cluster (patching it, say): a maintenance already in place with
+            # nothing running here is no change; anything else needs to know what the cluster runs where
+            if p["state"] != "maintenance" or mark is None or running:
+                raise
+            ha = None
         before = {"maintenance": mark is not None, "running": sorted(running)}
         if ha is not None:
             before["standby"] = ha["standby"]
@@ -71,7 +78,7 @@ class MaintenanceManager(Manager):
                 self.act("take cluster node %s out of standby" % ha["node"], self._standby, ha["node"], "off")
             after = dict(before, maintenance=False, **({"standby": False} if ha is not None else {}))
             return self.result(before, after, host=host, maintenance=None, moves=[], shut_down=[], total_time_ms=0,
-                               cluster_moves=[], standby=False if ha is not None else None)
+                               cluster_moves=[], standby=self._standby_now(ha, False))
         opts = migration.desired_state({
             "name": "placeholder", "mode": "live", "storage": "auto", "compression": "none",
             "max_downtime": p.get("max_downtime"), "bandwidth": p.get("bandwidth"),
@@ -130,7 +137,7 @@ class MaintenanceManager(Manager):
                                  "%s to %s" % (m["vm"], m["to"]) for m in cluster_moves + moves) or "nothing"))
         return self.result(before, after, host=host, maintenance=hosts.maintenance(self.client), moves=moves,
                            shut_down=shut, total_time_ms=int((time.time() - start) * 1000),
-                           cluster_moves=cluster_moves, standby=standby)
+                           cluster_moves=cluster_moves, standby=self._standby_now(ha, True))
 
     # the HA cluster -----------------------------------------------------------------------
     def _cluster(self, host):
@@ -210,6 +217,16 @@ class MaintenanceManager(Manager):
                         if k in room[n]:
                             room[n][k] -= _int(amount)
         return room
+
+    def _standby_now(self, ha, planned):
+        """The node's standby as the cluster reports it after the task (``planned`` in check mode); None when this
+        CNA is no node of a cluster."""
+        if ha is None:
+            return None
+        if self.check_mode:
+            return planned
+        st = ha["cluster"].status() or {"nodes": []}
+        return any(n["name"] == ha["node"] and n["standby"] for n in st["nodes"])
 
     def _standby(self, node, value):
         path = Cluster.which("crm_attribute")

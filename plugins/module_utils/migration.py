@@ -350,8 +350,11 @@ class MigrationManager(TwoHostManager):
                           "(kvmfusion.compute.ha) would take it back; clearing it (crm_resource --clear --resource "
                           "%s) moves it" % (name, dst_node, rules["moves"][0], rid))
             else:
-                self.act("clear the move constraint an earlier move of VM '%s' left (%s)" % (name, rules["moves"][0]),
-                         self.run, [Cluster.which("crm_resource"), "--clear", "--resource", rid])
+                # by its id: crm_resource --clear would also drop the bans (cli-ban) an operator placed
+                for leftover in rules["moves"]:
+                    self.act("clear the move constraint an earlier move of VM '%s' left (%s)" % (name, leftover),
+                             self.run, [Cluster.which("cibadmin"), "--delete", "--scope", "constraints", "--xml-text",
+                                        '<rsc_location id="%s"/>' % leftover])
         same = {"host": dst_host, "state": "running"}
         return self.result(same, same, vm=name, host=dst_host, migration=None, through_cluster=True)
 
@@ -370,7 +373,8 @@ class MigrationManager(TwoHostManager):
             st = cl.status()
             where = (st or {}).get("resources", {}).get(rid, {}).get("nodes", [])
         finally:
-            self.run([tool, "--clear", "--resource", rid])
+            # this move's constraint only (on the destination node): the bans an operator placed stay
+            self.run([tool, "--clear", "--resource", rid, "--node", node])
         if where != [node]:
             raise ValueError("the cluster did not move VM '%s' to %s (%s); it runs on %s, and the move constraint is "
                              "cleared" % (name, node, error or "it settled elsewhere", ", ".join(where) or "no node"))

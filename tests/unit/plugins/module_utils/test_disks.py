@@ -984,3 +984,22 @@ def test_a_new_disk_for_a_vm_under_ha_is_refused_before_its_volume_is_made(host,
     assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): attaching a disk is refused" in str(err.value)
     assert "\n" not in str(err.value)
     assert not pool.createXML.called and not dom.attachDeviceFlags.called
+
+
+@pytest.mark.parametrize("kw, what", [
+    (dict(size=2 * GIB, cache="none"), "changing the attachment of disk vdb"),
+    (dict(size=2 * GIB, attached=False), "detaching disk vdb"),
+])
+def test_an_attachment_change_on_a_vm_under_ha_is_refused_before_the_volume_grows(host, monkeypatch, kw, what):
+    base, top, dom = on_a_snapshot(host)
+    monkeypatch.setattr(power, "ha_resource", lambda run, local, name: "kvmfusion-vm-" + name)
+    with pytest.raises(ValueError) as err:
+        disks.DiskManager(Client(URI), check_mode=False).ensure(diskspec.desired_state(opts(vm="vm1", **kw)))
+    assert "VM 'vm1' is under HA (cluster resource kvmfusion-vm-vm1): %s is refused" % what in str(err.value)
+    assert not top.resize.called and not base.resize.called
+    assert not host.fake.conn.defineXML.called and not host.fake.conn.defineXMLFlags.called
+    # the same disk, as attached, grows: its chain and attachment stay what the cluster's copy says
+    mgr = disks.DiskManager(Client(URI), check_mode=False)
+    mgr.ensure(diskspec.desired_state(opts(vm="vm1", size=2 * GIB)))
+    assert mgr.actions and all("attach" not in a for a in mgr.actions)
+    top.resize.assert_called_once_with(2 * GIB, 0)

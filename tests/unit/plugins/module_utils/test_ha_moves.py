@@ -84,7 +84,15 @@ class FakePacemaker(object):
             self.locations.append(("cli-prefer-" + opt["--resource"], opt["--resource"], opt["--node"], "INFINITY"))
             return 0, "", ""
         if tool == "crm_resource" and "--clear" in args:
-            self.locations = [loc for loc in self.locations if loc[0] != "cli-prefer-" + opt["--resource"]]
+            # pacemaker's --clear: the move (cli-prefer) and ban (cli-ban) constraints of the resource, on --node only
+            # when given
+            self.locations = [loc for loc in self.locations
+                              if not (loc[0].startswith(("cli-prefer-", "cli-ban-")) and loc[1] == opt["--resource"]
+                                      and opt.get("--node") in (None, loc[2]))]
+            return 0, "", ""
+        if tool == "cibadmin" and "--delete" in args:
+            gone = ET.fromstring(opt["--xml-text"]).get("id")
+            self.locations = [loc for loc in self.locations if loc[0] != gone]
             return 0, "", ""
         if tool == "crm_resource" and "--wait" in args:
             if not self.settles:
@@ -141,7 +149,7 @@ class FakePacemaker(object):
         return ET.tostring(conf, encoding="unicode")
 
     def moves_left(self):
-        return [loc for loc in self.locations if loc[0].startswith("cli-")]
+        return [loc for loc in self.locations if loc[0].startswith("cli-prefer-")]
 
 
 @pytest.fixture
@@ -197,7 +205,7 @@ def test_an_ha_vm_is_moved_by_the_cluster_with_move_wait_locate_clear(pm):
     res = migrate(pm, src, dst)
     assert pm.writes == [["crm_resource", "--move", "--resource", RID, "--node", "cna2"],
                          ["crm_resource", "--wait", "--timeout=600s"],
-                         ["crm_resource", "--clear", "--resource", RID]]
+                         ["crm_resource", "--clear", "--resource", RID, "--node", "cna2"]]
     # where it runs is read between the wait and the clear
     wait = pm.calls.index(pm.writes[1])
     assert ["crm_mon", "--one-shot", "--output-as=xml", "--include=all"] in pm.calls[wait:pm.calls.index(pm.writes[2])]
@@ -231,6 +239,14 @@ def test_a_forbidden_or_not_preferred_destination_is_refused_before_any_command(
     dom.migrateToURI3.assert_not_called()
 
 
+def test_a_ban_an_operator_placed_survives_a_move(pm):
+    pm.add_vm("vm1", "cna1")
+    pm.locations.append(("cli-ban-%s-on-cna3" % RID, RID, "cna3", "-INFINITY"))
+    src, dst, _dom = cnas()
+    assert migrate(pm, src, dst).changed and pm.resources[RID]["node"] == "cna2"
+    assert ("cli-ban-%s-on-cna3" % RID, RID, "cna3", "-INFINITY") in pm.locations and pm.moves_left() == []
+
+
 def test_a_preferred_destination_is_moved_to(pm):
     pm.add_vm("vm1", "cna1", preferred=["cna2"], forbidden=["cna3"])
     src, dst, _dom = cnas()
@@ -252,7 +268,9 @@ def test_a_move_constraint_an_interrupted_run_left_is_cleared(pm):
     pm.locations.append(("cli-prefer-" + RID, RID, "cna2", "INFINITY"))
     src, dst, _dom = cnas(state=5)
     res = migrate(pm, src, dst)
-    assert res.changed and pm.writes == [["crm_resource", "--clear", "--resource", RID]] and pm.moves_left() == []
+    delete = ["cibadmin", "--delete", "--scope", "constraints", "--xml-text", '<rsc_location id="cli-prefer-%s"/>' % RID]
+    assert res.changed and pm.writes == [delete]
+    assert pm.moves_left() == []
     assert not migrate(pm, src, dst).changed
 
 
@@ -347,7 +365,7 @@ def test_a_move_the_cluster_does_not_finish_fails_and_leaves_no_constraint(pm):
     msg = refused(pm, src, dst, "the cluster did not move VM 'vm1' to cna2", "not settled within 600 s",
                   "it runs on cna1, and the move constraint is cleared")
     assert "Timeout after 600s" in msg
-    assert pm.writes[-1] == ["crm_resource", "--clear", "--resource", RID] and pm.moves_left() == []
+    assert pm.writes[-1] == ["crm_resource", "--clear", "--resource", RID, "--node", "cna2"] and pm.moves_left() == []
 
 
 def test_options_of_libvirt_migration_are_said_unused(pm):
@@ -463,6 +481,23 @@ def test_room_is_counted_down_for_several_ha_vms(pm):
     # a and b take cna2 and cna3; c fits nowhere
     assert "VM 'c' (under HA): no other node has room for it" in str(err.value)
     assert "VM 'a'" not in str(err.value) and "VM 'b'" not in str(err.value)
+
+
+def test_a_maintenance_in_place_with_nothing_running_is_no_change_while_pacemaker_stops(pm, monkeypatch, tmp_path):
+    # the operator stopped pacemaker to patch the node: re-applying the play reports no change
+    pm.ready = False
+    our_corosync(monkeypatch, tmp_path)
+    src, peer = cna1(pm, [])
+    secret = mock.MagicMock()
+    secret.XMLDesc.return_value = maintenance.hosts.maintenance_xml("patching")
+    src.secret_by_uuid = lambda uuid: secret
+    res = maintain(pm, src, peer)
+    assert not res.changed and res.actions == [] and pm.writes == []
+    # leaving it needs the cluster (the node's standby): refused, one line, while pacemaker is stopped
+    with pytest.raises(ValueError) as err:
+        maintain(pm, src, peer, state="active")
+    assert "pacemaker is not running" in str(err.value) and "\n" not in str(err.value)
+    assert not secret.undefine.called
 
 
 def test_a_cluster_node_whose_pacemaker_is_down_refuses_maintenance(pm, monkeypatch, tmp_path):
