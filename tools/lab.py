@@ -43,9 +43,11 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAB_DIR = os.environ.get("KVMF_LAB_DIR", "/srv/kvmfusion-lab")
 BRIDGE = "kvmflab0"
+BRIDGE_MAC = "02:6b:76:6d:66:01"  # locally administered, fixed: see network_up
 # The second bridge: the "physical switch" DVS uplinks plug into. No address; it carries the VMs'
 # VLAN-tagged frames between hosts (a Linux bridge without VLAN filtering forwards tags as they are).
 UNDERLAY = "kvmflab1"
+UNDERLAY_MAC = "02:6b:76:6d:66:02"
 UNDERLAY_PREFIX = "kvmfu-"
 UNDERLAY_NIC = "eth1"
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
@@ -185,14 +187,18 @@ IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
 def network_up() -> None:
-    if not link_exists(BRIDGE):
-        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    for br, mac in ((BRIDGE, BRIDGE_MAC), (UNDERLAY, UNDERLAY_MAC)):
+        if not link_exists(br):
+            run(["ip", "link", "add", br, "type", "bridge"])
+        # A bridge without an address of its own takes its lowest port's, and a new one when that port goes: a
+        # killed host's port taking the gateway's (and the BMC's) MAC with it left the survivors' ARP caches stale
+        # for up to a minute, and their fence agent (fence_redfish: no request timeout) hung until pacemaker's 60 s
+        # timeout. A set address stays (addr_assign_type 3).
+        run(["ip", "link", "set", br, "address", mac])
     addrs = run(["ip", "-o", "-4", "addr", "show", "dev", BRIDGE]).stdout
     if f"{GATEWAY}/" not in addrs:
         run(["ip", "addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE])
     run(["ip", "link", "set", BRIDGE, "up"])
-    if not link_exists(UNDERLAY):
-        run(["ip", "link", "add", UNDERLAY, "type", "bridge"])
     run(["ip", "link", "set", UNDERLAY, "up"])
     # Bridged lab traffic passes this namespace's FORWARD chain (bridge-nf-call-iptables).
     for rule in ipt_rules():
