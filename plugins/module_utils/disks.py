@@ -107,12 +107,13 @@ class DiskManager(Attachments, Manager):
                            zero_seconds=round(stats["zero_seconds"], 3), zero_throughput=throughput)
 
     def _refresh_definition_copy(self, vm):
-        """After a change of its disks, the copy beside the VM's system disk says what libvirt now holds: the HA
-        cluster starts the VM from it (kvmfusion.compute.ha), and every CNA sees it."""
+        """After a change of its disks, the copy beside the VM's system disk says what libvirt now holds (every CNA
+        sees it; migration and HA use it). Only a copy that exists (the vm module's) is refreshed: a VM defined
+        outside the collection gets none, which would later read as a VM defined on another CNA."""
         if self.client.domain(vm) is None:
             return
         copy = images.definition_copy_path(self.client.domain_xml(vm, inactive=True))
-        if copy:
+        if copy and os.path.exists(copy):
             images.write_definition_copy(self.client, vm, copy)
 
     def _converge_rdm(self, d, absent):

@@ -4,6 +4,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import xml.etree.ElementTree as ET
 from unittest import mock
 
@@ -968,9 +969,22 @@ def test_a_disk_attached_by_the_disk_module_reaches_the_vms_definition_copy(host
     host.add_domain("vm1", running=False)
     written = []
     monkeypatch.setattr(images, "write_definition_copy", lambda client, vm, path: written.append((vm, path)))
+    copy = images.definition_copy_name(DS_PATH, "vm1")
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: p == copy or real_exists(p))  # the vm module made the copy
     res = disks.DiskManager(Client(URI), check_mode=check_mode).converge(opts(size=GIB, format="raw", vm="vm1"))
     assert res.changed
-    assert written == ([] if check_mode else [("vm1", images.definition_copy_name(DS_PATH, "vm1"))])
+    assert written == ([] if check_mode else [("vm1", copy)])
+
+
+def test_a_vm_without_a_definition_copy_gets_none_from_the_disk_module(host, monkeypatch):
+    # a VM defined outside the collection: a copy made for it would later read as a VM defined on another CNA
+    block_pool(host)
+    host.add_domain("vm1", running=False)
+    written = []
+    monkeypatch.setattr(images, "write_definition_copy", lambda client, vm, path: written.append((vm, path)))
+    assert disks.DiskManager(Client(URI), check_mode=False).converge(opts(size=GIB, format="raw", vm="vm1")).changed
+    assert written == []
 
 
 def test_a_new_disk_for_a_vm_under_ha_is_refused_before_its_volume_is_made(host, monkeypatch):
