@@ -392,6 +392,14 @@ def cna1(pm, vms):
     return src, peer
 
 
+def in_maintenance(client):
+    """The CNA of ``client`` marked in maintenance already (the libvirt secret host_maintenance leaves)."""
+    secret = mock.MagicMock()
+    secret.XMLDesc.return_value = maintenance.hosts.maintenance_xml("patching")
+    client.secret_by_uuid = lambda uuid: secret
+    return secret
+
+
 def maintain(pm, src, peer, check_mode=False, **kw):
     p = dict(state="maintenance", parallel=1, auto_converge=False)
     p.update(kw)
@@ -427,9 +435,7 @@ def test_a_node_already_in_standby_is_no_change_and_active_takes_it_out(pm):
     pm.nodes["cna1"]["standby"] = True
     pm.add_vm("db1", "cna2")
     src, peer = cna1(pm, [])
-    secret = mock.MagicMock()
-    secret.XMLDesc.return_value = maintenance.hosts.maintenance_xml("patching")
-    src.secret_by_uuid = lambda uuid: secret
+    secret = in_maintenance(src)
     res = maintain(pm, src, peer)
     assert not res.changed and res.actions == [] and pm.writes == []
     assert res.values["standby"] is True and res.values["cluster_moves"] == []
@@ -488,9 +494,7 @@ def test_a_maintenance_in_place_with_nothing_running_is_no_change_while_pacemake
     pm.ready = False
     our_corosync(monkeypatch, tmp_path)
     src, peer = cna1(pm, [])
-    secret = mock.MagicMock()
-    secret.XMLDesc.return_value = maintenance.hosts.maintenance_xml("patching")
-    src.secret_by_uuid = lambda uuid: secret
+    secret = in_maintenance(src)
     res = maintain(pm, src, peer)
     assert not res.changed and res.actions == [] and pm.writes == []
     # leaving it needs the cluster (the node's standby): refused, one line, while pacemaker is stopped
