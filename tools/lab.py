@@ -489,26 +489,34 @@ def cgroup_dirs_for(name: str) -> list[str]:
     return out
 
 
-def _lab_cgroups() -> list[str]:
-    dirs = cgroup_layout()[1]
+def _cgroup_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return sorted({line.split()[1] for line in f if line.split()[2] in ("cgroup", "cgroup2")})
+
+
+def _lab_cgroups(name: str = "") -> list[str]:
+    """Every lab cgroup on the machine, not only under our own path: a lab whose runner was killed (a CI job
+    cut off, a session ended) left its subtrees under that runner's cgroup, which 'down' must clear too."""
+    prefix = f"kvmflab-{name}" if name else "kvmflab-"
     found = []
-    for mnt, path in dirs:
-        base = os.path.join(mnt, path.lstrip("/"))
-        found += [os.path.join(base, d) for d in os.listdir(base) if d.startswith("kvmflab-")]
+    for mnt in _cgroup_mounts():
+        for base, dirs, _files in os.walk(mnt):
+            hits = [d for d in dirs if (d == prefix if name else d.startswith(prefix))]
+            found += [os.path.join(base, d) for d in hits]
+            # never into a lab host's own tree (systemd's), and not deeper than a runner's cgroup can be
+            dirs[:] = [] if base.count("/") - mnt.count("/") > 6 else [d for d in dirs if not d.startswith("kvmflab-")]
     return found
 
 
-def cgroup_remove(name: str) -> None:
-    dirs = cgroup_layout()[1]
-    for mnt, path in dirs:
-        d = os.path.join(mnt, path.lstrip("/"), f"kvmflab-{name}")
-        if os.path.isdir(d):
-            # Children first (systemd and libvirt inside the host created them).
-            for root in sorted((w[0] for w in os.walk(d)), key=lambda r: -r.count("/")):
-                try:
-                    os.rmdir(root)
-                except OSError:
-                    pass
+def cgroup_remove(name: str = "") -> None:
+    """Remove a host's cgroups (every host's without a name) wherever they are, children first (systemd and
+    libvirt inside the host made them). A cgroup with a process left in it stays, and 'down' reports it."""
+    for d in _lab_cgroups(name):
+        for root in sorted((w[0] for w in os.walk(d)), key=lambda r: -r.count("/")):
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------- hosts
@@ -849,6 +857,7 @@ def cmd_down(args) -> int:
     leftovers = lab_processes() + [f"{p} (not reaped)" for p in unreaped]
     if os.path.isdir(LAB_DIR):
         shutil.rmtree(LAB_DIR, ignore_errors=True)
+    cgroup_remove()
     leftovers += _lab_cgroups()
     if leftovers:
         raise LabError("left behind in lab namespaces: " + ", ".join(leftovers))

@@ -5,7 +5,8 @@
 Covers: 'up' from nothing boots every host to systemd 'running' with SSH; a second
 'up' boots nothing; hosts see the machine's /usr read-only and routing is on (NAT to the mirror); after
 'down', 'ip netns list', 'mount', 'ip link', iptables (filter and nat), the cgroup tree and the process list
-show nothing of the lab, its state is gone and routing is as it was.
+show nothing of the lab, its state is gone and routing is as it was; 'down' also clears a lab host's cgroup
+left under another runner's cgroup (a killed CI job's).
 Ends with the lab down. Boot time is printed, never asserted (bench/lab_up.py measures it).
 """
 
@@ -52,8 +53,27 @@ def ip_forward():
         return f.read().strip()
 
 
+def stale_runner_cgroup():
+    """A lab host's cgroup as a killed runner (a CI job cut off) leaves it: under another cgroup than ours."""
+    with open("/proc/self/cgroup") as f:
+        line = next(x for x in f if x.split(":")[1] in ("memory", "pids", ""))
+    ctrl, path = line.rstrip("\n").split(":", 2)[1:]
+    mnt = "/sys/fs/cgroup" + ("/" + ctrl if ctrl and os.path.isdir("/sys/fs/cgroup/" + ctrl) else "")
+    runner = os.path.join(mnt, path.lstrip("/"), "kvmf-killed-runner")
+    stale = os.path.join(runner, "kvmflab-vrm1", "system.slice")
+    os.makedirs(stale)
+    return runner
+
+
 def test_up_is_idempotent_and_down_leaves_nothing():
-    assert sh(LAB, "down").returncode == 0
+    runner = stale_runner_cgroup()
+    try:
+        assert sh(LAB, "down").returncode == 0
+        assert not os.path.exists(os.path.join(runner, "kvmflab-vrm1"))
+    finally:
+        for d in (os.path.join(runner, "kvmflab-vrm1", "system.slice"), os.path.join(runner, "kvmflab-vrm1"), runner):
+            if os.path.isdir(d):
+                os.rmdir(d)
     assert traces() == []
     forward = ip_forward()
 
