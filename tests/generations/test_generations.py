@@ -3,7 +3,7 @@
 """Two generations of the stack in one lab (./dev test generations).
 
 A lab of its own: three CNAs; cna1 and cna2 get their own /usr (an overlay of the machine's), cna3 stays on
-the machine's libvirt 9.0 / QEMU 7.2. playbooks/lab.yml makes all three compute nodes on the stock stack; a test
+the machine's libvirt 9.0 / QEMU 7.2. playbooks/site.yml (tag cna) makes all three compute nodes on the stock stack; a test
 guest starts writing a checksummed block sequence on cna1; playbooks/rolling_upgrade.yml moves cna1 and cna2
 to the backports stack (libvirt 11 / QEMU 10) one at a time while the guest keeps writing; check.yml then
 moves VMs across the generations and reads every block back in the guest. Bad input (an unknown stack, a
@@ -36,6 +36,10 @@ NEWER_TARGETS = [t.strip() for t in os.environ.get("KVMF_GENERATION_TARGETS", ""
 
 def sh(*cmd, **kw):
     return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, **kw)
+
+
+# The compute nodes of the site (the cna role), without the lab's example site (inventories/lab).
+SITE_YML = os.path.join(ROOT, "playbooks", "site.yml")
 
 
 def play(inventory, path, *extra):
@@ -71,7 +75,7 @@ def lab():
     up = sh(LAB, "up", "--cna", "3", "--vrm", "0", "--own-usr", "cna1", "--own-usr", "cna2")
     assert up.returncode == 0, up.stdout
     inventory = sh(LAB, "inventory").stdout.strip()
-    res = play(inventory, os.path.join(ROOT, "playbooks", "lab.yml"))
+    res = play(inventory, SITE_YML, "--tags", "cna")
     assert res.returncode == 0, res.stdout[-4000:]
     yield inventory
     if not os.environ.get("KVMF_KEEP_LAB"):
@@ -159,13 +163,12 @@ def _os_release(major):
 
 
 def test_the_role_refuses_bad_input_in_one_line_and_changes_nothing(lab):
-    lab_yml = os.path.join(ROOT, "playbooks", "lab.yml")
     fact_before = dict((h, facts(lab, h)) for h in ("cna1", "cna3"))
     # an unknown stack (the role's argument spec)
-    res = play(lab, lab_yml, "--limit", "cna3", "-e", "cna_virt_stack=warp")
+    res = play(lab, SITE_YML, "--tags", "cna", "--limit", "cna3", "-e", "cna_virt_stack=warp")
     print("unknown stack:", one_line_failure(res, r"cna_virt_stack=warp is not a stack: choose stock or backports"))
     # a downgrade: cna1 runs libvirt 11 after the rolling upgrade
-    res = play(lab, lab_yml, "--limit", "cna1", "-e", "cna_virt_stack=stock")
+    res = play(lab, SITE_YML, "--tags", "cna", "--limit", "cna1", "-e", "cna_virt_stack=stock")
     print("downgrade:", one_line_failure(res, r"runs libvirt 11\.[0-9.]+.*would install libvirt 9, an older generation"))
     # a release the role does not support, and backports on Debian 13 (cna3's own /etc says so for a moment)
     saved = sh(LAB, "ssh", "cna3", "cp -a /etc/os-release /root/os-release.kvmf && cp -a /etc/debian_version "
@@ -177,7 +180,7 @@ def test_the_role_refuses_bad_input_in_one_line_and_changes_nothing(lab):
                                        r"cna_virt_stack=backports does not exist on Debian 13")):
             assert sh(LAB, "ssh", "cna3", "rm -f /etc/os-release && printf '%%s' '%s' > /etc/os-release && "
                       "echo %s.1 > /etc/debian_version" % (_os_release(major), major)).returncode == 0
-            res = play(lab, lab_yml, "--limit", "cna3", *extra)
+            res = play(lab, SITE_YML, "--tags", "cna", "--limit", "cna3", *extra)
             print("Debian %s:" % major, one_line_failure(res, pattern))
     finally:
         sh(LAB, "ssh", "cna3", "rm -f /etc/os-release /etc/debian_version && cp -a /root/os-release.kvmf "

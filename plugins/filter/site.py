@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: kvmfusion.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Filters of playbooks/site.yml: its inventory schema checked in one place, where each declared VM is, and what a
+purge would remove. Plain functions over plain data (tests/unit/plugins/filter/test_site.py)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.kvmfusion.compute.plugins.module_utils import names
+from ansible_collections.kvmfusion.compute.plugins.module_utils.clones import clone_names
+
+# The areas of the site, as site.yml records what it declared (per area, names) and purges them.
+AREAS = ("vms", "ha", "security_groups", "portgroups", "switches", "datastores")
+_LISTS = ("kvmfusion_datastores", "kvmfusion_switches", "kvmfusion_security_groups", "kvmfusion_templates",
+          "kvmfusion_vms", "kvmfusion_clones")
+
+
+def _list(config, key, problems):
+    value = config.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
+        problems.append("%s must be a list of dicts" % key)
+        return []
+    return value
+
+
+def _name(item, key, kind, problems, field="name"):
+    try:
+        return names.validate_name(item.get(field), kind=kind)
+    except ValueError as e:
+        problems.append("%s: %s" % (key, e))
+        return None
+
+
+def clones_of(item):
+    """The VM names one entry of kvmfusion_clones makes."""
+    if item.get("name"):
+        return [item["name"]]
+    return clone_names(item.get("names"), item.get("count"), item.get("name_pattern"), item.get("start_index", 1))
+
+
+def site_problems(config, cna_hosts, ha_cluster=False):
+    """Every problem of the site's declarations (empty when none), each a short sentence."""
+    problems, cna_hosts = [], list(cna_hosts or [])
+    lists = {k: _list(config, k, problems) for k in _LISTS}
+    if not cna_hosts:
+        problems.append("the inventory has no host in group cna")
+
+    def on_cnas(key, item, field, many):
+        hosts = item.get(field)
+        if hosts is None:
+            return
+        for h in (hosts if many else [hosts]):
+            if h not in cna_hosts:
+                what = item.get("name") or item.get("source")
+                problems.append("%s %s: %s %r is not in the inventory's group cna" % (key, what, field, h))
+
+    def unique(key, values):
+        dup = sorted(set(v for v in values if v and values.count(v) > 1))
+        if dup:
+            problems.append("%s: %s declared more than once" % (key, ", ".join(dup)))
+
+    ds = [_name(i, "kvmfusion_datastores", "datastore", problems) for i in lists["kvmfusion_datastores"]]
+    unique("kvmfusion_datastores", ds)
+    for i in lists["kvmfusion_datastores"]:
+        on_cnas("datastore", i, "hosts", True)
+    sw = [_name(i, "kvmfusion_switches", "DVS", problems) for i in lists["kvmfusion_switches"]]
+    unique("kvmfusion_switches", sw)
+    for i in lists["kvmfusion_switches"]:
+        pgs = i.get("portgroups") or []
+        if not isinstance(pgs, list) or not all(isinstance(p, dict) for p in pgs):
+            problems.append("DVS %s: portgroups must be a list of dicts" % i.get("name"))
+            continue
+        pg_names = [_name(p, "DVS %s" % i.get("name"), "port group", problems) for p in pgs]
+        unique("DVS %s portgroups" % i.get("name"), pg_names)
+    sgs = [_name(i, "kvmfusion_security_groups", "security group", problems)
+           for i in lists["kvmfusion_security_groups"]]
+    unique("kvmfusion_security_groups", sgs)
+
+    vms = []
+    for key in ("kvmfusion_templates", "kvmfusion_vms"):
+        for i in lists[key]:
+            vms.append(_name(i, key, "VM", problems))
+            on_cnas(key[10:-1], i, "host", False)
+    for i in lists["kvmfusion_clones"]:
+        _name(i, "kvmfusion_clones", "source VM", problems, field="source")
+        on_cnas("clones of", i, "host", False)
+        try:
+            vms += clones_of(i)
+        except ValueError as e:
+            problems.append("kvmfusion_clones of %s: %s" % (i.get("source"), e))
+    unique("VMs (templates, VMs and clones)", vms)
+    with_ha = [i.get("name") for i in lists["kvmfusion_vms"] if i.get("ha")]
+    if with_ha and not ha_cluster:
+        problems.append("VM(s) %s have ha but the CNAs form no HA cluster (cna_ha_cluster)" % ", ".join(with_ha))
+    if config.get("kvmfusion_ha") and not ha_cluster:
+        problems.append("kvmfusion_ha is set but the CNAs form no HA cluster (cna_ha_cluster)")
+    for i in lists["kvmfusion_vms"]:
+        if i.get("ha") is not None and not isinstance(i.get("ha"), dict):
+            problems.append("VM %s: ha must be a dict (priority, preferred_hosts...)" % i.get("name"))
+        elif i.get("ha"):
+            for h in (i["ha"].get("preferred_hosts") or []) + (i["ha"].get("forbidden_hosts") or []):
+                if h not in cna_hosts:
+                    problems.append("VM %s: ha host %r is not in the inventory's group cna" % (i.get("name"), h))
+    return problems
+
+
+def site_declared(config):
+    """What the declarations name, per area (the record site.yml keeps, and what a purge compares with)."""
+    vms = [i["name"] for k in ("kvmfusion_templates", "kvmfusion_vms") for i in config.get(k) or []]
+    for i in config.get("kvmfusion_clones") or []:
+        vms += clones_of(i)
+    return {
+        "vms": sorted(vms),
+        "ha": sorted(i["name"] for i in config.get("kvmfusion_vms") or [] if i.get("ha")),
+        "security_groups": sorted(i["name"] for i in config.get("kvmfusion_security_groups") or []),
+        "portgroups": sorted("%s/%s" % (s["name"], p["name"]) for s in config.get("kvmfusion_switches") or []
+                             for p in s.get("portgroups") or []),
+        "switches": sorted(i["name"] for i in config.get("kvmfusion_switches") or []),
+        "datastores": sorted(i["name"] for i in config.get("kvmfusion_datastores") or []),
+    }
+
+
+def site_locate(vm_lists, wanted, default):
+    """{VM name: the CNA to manage it on}: where it runs, else where it is defined, else ``default`` (a name's
+    declared host, or the first CNA). ``vm_lists`` is {CNA: vm_info's vms} in inventory order."""
+    where = {}
+    for name in wanted:
+        running = [h for h, vms in vm_lists.items()
+                   if any(v["name"] == name and v["state"] != "shutoff" for v in vms or [])]
+        defined = [h for h, vms in vm_lists.items() if any(v["name"] == name for v in vms or [])]
+        where[name] = (running or defined or [default.get(name) if isinstance(default, dict) else default])[0]
+    return where
+
+
+def site_record(records, declared, purged=None):
+    """The new record: what earlier runs declared (every CNA's record merged), with what this run declares, less
+    what this run purged."""
+    merged = {a: set() for a in AREAS}
+    for r in records or []:
+        for a in AREAS:
+            merged[a].update((r or {}).get(a) or [])
+    for a in AREAS:
+        merged[a].update(declared.get(a) or [])
+        merged[a].difference_update((purged or {}).get(a) or [])
+    return {a: sorted(merged[a]) for a in AREAS}
+
+
+def site_purge(records, declared):
+    """What a purge removes: what earlier runs declared (the records) and the declarations no longer name."""
+    recorded = site_record(records, {})
+    return {a: [n for n in recorded[a] if n not in (declared.get(a) or [])] for a in AREAS}
+
+
+def snapshot_expired(results, prefix, keep, taking=None):
+    """[{vm, name}] of the snapshots playbooks/snapshot.yml deletes: per VM (``results``: snapshot_info's, looped
+    over VMs), those named ``<prefix>-...`` beyond the newest ``keep``, counting ``taking`` (the one this run takes,
+    which a check run has not) as the newest."""
+    if int(keep) < 1:
+        raise ValueError("keep must be at least 1")
+    out = []
+    for r in results or []:
+        snaps = sorted((s for s in r.get("snapshots") or [] if s["name"].startswith(prefix + "-")),
+                       key=lambda s: (s.get("creation_time") or 0, s["name"]))
+        ordered = [s["name"] for s in snaps if s["name"] != taking] + ([taking] if taking else [])
+        out += [{"vm": r["item"], "name": n} for n in ordered[:max(len(ordered) - int(keep), 0)]]
+    return out
+
+
+def _wrap(fn):
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, KeyError, TypeError) as e:
+            # imported here: ansible.errors marks the process as the controller, which changes how module results
+            # are made (the unit tests run modules in the same process)
+            from ansible.errors import AnsibleFilterError
+            raise AnsibleFilterError("%s: %s" % (fn.__name__, e))
+    return inner
+
+
+class FilterModule(object):
+    def filters(self):
+        fns = (site_problems, site_declared, site_locate, site_record, site_purge, snapshot_expired)
+        return dict((f.__name__, _wrap(f)) for f in fns)

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The filters of playbooks/site.yml and snapshot.yml: schema checks, where VMs are, the record and the purge."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ansible_collections.kvmfusion.compute.plugins.filter import site
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+CNAS = ["cna1", "cna2"]
+
+
+def example():
+    with open(os.path.join(ROOT, "inventories", "lab", "group_vars", "all.yml")) as f:
+        return yaml.safe_load(f)
+
+
+def test_the_lab_example_holds_together_and_names_every_object():
+    assert site.site_problems(example(), CNAS, True) == []
+    assert site.site_declared(example()) == {
+        "vms": ["db1", "tpl-web", "web-01", "web-02"], "ha": ["db1"], "security_groups": ["sg-db", "sg-web"],
+        "portgroups": ["dvs-lab/pg-db", "dvs-lab/pg-web"], "switches": ["dvs-lab"], "datastores": ["lab-shared"]}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"kvmfusion_vms": [{"name": "a b"}]}, "invalid VM name 'a b'"),
+    ({"kvmfusion_vms": [{"name": "x", "host": "cna9"}]}, "host 'cna9' is not in the inventory's group cna"),
+    ({"kvmfusion_vms": [{"name": "x", "ha": {"priority": "high"}}]}, "have ha but the CNAs form no HA cluster"),
+    ({"kvmfusion_vms": [{"name": "web-01"}]}, "web-01 declared more than once"),
+    ({"kvmfusion_clones": [{"source": "tpl-web", "count": 2, "name_pattern": "web"}]}, "name_pattern must contain"),
+    ({"kvmfusion_datastores": [{"name": "d", "hosts": ["nohost"]}]}, "hosts 'nohost' is not in"),
+    ({"kvmfusion_switches": [{"name": "s", "portgroups": [{"name": "p"}, {"name": "p"}]}]}, "p declared more than once"),
+    ({"kvmfusion_vms": "db1"}, "kvmfusion_vms must be a list of dicts"),
+])
+def test_bad_declarations_are_each_named_in_one_short_sentence(change, expected):
+    cfg = dict(example(), **change)
+    if "ha" in str(change):
+        cfg.pop("kvmfusion_ha")
+    problems = site.site_problems(cfg, CNAS, "ha" not in str(change))
+    assert any(expected in p for p in problems), problems
+    assert all("\n" not in p for p in problems)
+
+
+def test_a_vm_is_managed_where_it_runs_then_where_it_is_defined_then_at_home():
+    lists = {"cna1": [{"name": "a", "state": "shutoff"}, {"name": "b", "state": "shutoff"}],
+             "cna2": [{"name": "a", "state": "running"}]}
+    where = site.site_locate(lists, ["a", "b", "c"], {"a": "cna1", "b": "cna2", "c": "cna2"})
+    assert where == {"a": "cna2", "b": "cna1", "c": "cna2"}
+
+
+def test_the_record_keeps_what_was_declared_until_it_is_purged():
+    old = [{"vms": ["a", "b"], "switches": ["s"]}, {"vms": ["c"]}]
+    declared = {"vms": ["a"], "switches": []}
+    purge = site.site_purge(old, declared)
+    assert purge["vms"] == ["b", "c"] and purge["switches"] == ["s"] and purge["datastores"] == []
+    # not purged (no kvmfusion_purge): the record still holds them for a later purge
+    assert site.site_record(old, declared)["vms"] == ["a", "b", "c"]
+    after = site.site_record(old, declared, purge)
+    assert after["vms"] == ["a"] and after["switches"] == []
+    assert site.site_purge([after], declared)["vms"] == []
+
+
+def test_retention_counts_the_snapshot_being_taken_and_only_its_own_prefix():
+    results = [{"item": "web-01", "snapshots": [
+        {"name": "auto-1", "creation_time": 1}, {"name": "manual", "creation_time": 0},
+        {"name": "auto-2", "creation_time": 2}, {"name": "auto-3", "creation_time": 3}]},
+        {"item": "web-02", "skipped": True}]
+    # a check run: auto-4 is not taken yet, but counts as the newest
+    assert site.snapshot_expired(results, "auto", 2, "auto-4") == [{"vm": "web-01", "name": "auto-1"},
+                                                                   {"vm": "web-01", "name": "auto-2"}]
+    results[0]["snapshots"].append({"name": "auto-4", "creation_time": 4})
+    assert site.snapshot_expired(results, "auto", 2, "auto-4") == [{"vm": "web-01", "name": "auto-1"},
+                                                                   {"vm": "web-01", "name": "auto-2"}]
+    assert site.snapshot_expired(results, "auto", 9, "auto-4") == []
+
+
+def test_a_filter_error_is_an_ansible_filter_error():
+    # in a process of its own: importing ansible.errors makes this one the controller for every later test
+    code = ("from ansible.errors import AnsibleFilterError\n"
+            "from ansible_collections.kvmfusion.compute.plugins.filter import site\n"
+            "try:\n    site.FilterModule().filters()['snapshot_expired']([], 'auto', 0)\n"
+            "except AnsibleFilterError as e:\n    print('filter error:', e)\n")
+    res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         check=False)
+    assert "filter error: snapshot_expired: keep must be at least 1" in res.stdout, res.stderr
