@@ -20,6 +20,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.client import (
     LIBVIRT_IMPORT_ERROR,
     Client,
     LibvirtClientError,
+    is_local_uri,
     resolve_uri,
     uri_for_host,
 )
@@ -78,7 +79,8 @@ class KvmfModule(object):
         self._peers = []
         self.readonly = readonly
         # libvirt=False: a module of the cluster's own tools (pacemaker, corosync) on this node, no libvirt connection
-        spec = copy.deepcopy(COMMON_ARGSPEC) if libvirt else {}
+        # (its uri is still accepted, so that module_defaults of the group kvmfusion.compute.all apply, and must be local)
+        spec = copy.deepcopy(COMMON_ARGSPEC)
         if two_hosts:
             spec.update(copy.deepcopy(DEST_ARGSPEC))
             kwargs["mutually_exclusive"] = list(kwargs.get("mutually_exclusive") or []) + [("dest_uri", "dest_host")]
@@ -90,6 +92,9 @@ class KvmfModule(object):
         if libvirt and not HAS_LIBVIRT:
             self.module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
         self.uri = resolve_uri(self.params.get("uri")) if libvirt else None
+        if not libvirt and self.params.get("uri") and not is_local_uri(self.params["uri"]):
+            self.module.fail_json(msg="this module runs the cluster's tools of the CNA it runs on: run it there "
+                                      "(uri %s is remote)" % self.params["uri"])
 
     @property
     def client(self):

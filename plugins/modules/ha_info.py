@@ -24,7 +24,14 @@ author:
   - kvmfusion.compute developers (@kvmfusion)
 extends_documentation_fragment:
   - kvmfusion.compute.attributes.info_module
-options: {}
+options:
+  uri:
+    description:
+      - Accepted so that C(module_defaults) of the group C(kvmfusion.compute.all) apply to this module too.
+      - The cluster's tools run on the CNA the module runs on, so only a URI of that CNA (V(qemu:///system)) is
+        accepted; a remote one is refused in one line.
+    type: str
+    aliases: [libvirt_uri]
 notes:
   - Run it on a CNA of the cluster (any of them gives the same view while it has quorum; a CNA without quorum
     reports C(quorate=false)).
