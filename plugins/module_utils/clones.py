@@ -23,6 +23,7 @@ __metaclass__ = type
 
 import os
 import re
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -39,11 +40,30 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.domains import w
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.manager import Manager
 from ansible_collections.kvmfusion.compute.plugins.module_utils.power import refuse_under_ha
-from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template, random_mac
+from ansible_collections.kvmfusion.compute.plugins.module_utils.vmspec import CLONE_NS, VM_NS, is_template, kib, random_mac
 
 CLONE_KEY = "kvmfclone"
 EXT = {"qcow2": "qcow2", "raw": "raw"}
 _META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Clones started at the same time by one task (option parallel): libvirt serves a connection's calls concurrently,
+# and QEMU's start-up is mostly waiting (measured: bench/linked_clones.py --started).
+START_PARALLEL = 4
+# Free memory a batch start leaves on the CNA beyond the clones' own (as a live migration's destination keeps).
+START_MEMORY_MARGIN = 64 * 1024 * 1024
+MEMINFO = "/proc/meminfo"
+
+
+def available_memory(client):
+    """Bytes this CNA can give new guests: the kernel's MemAvailable (free memory and the page cache it would drop);
+    libvirt's free memory, which leaves the page cache out, where that cannot be read."""
+    try:
+        with open(MEMINFO) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return client.call("read free memory of", "the host", client.conn.getFreeMemory)
 
 
 def clone_names(names_list=None, count=None, pattern=None, start=1):
@@ -194,7 +214,7 @@ class CloneManager(Manager):
         changed, facts = self.clone(p["source"], wanted, snapshot=p.get("snapshot"), linked=p.get("linked", True),
                                     datastore=p.get("datastore"), provisioning=p.get("provisioning") or "thin",
                                     fmt=p.get("format"), state=p.get("state") or "present", hostname=p.get("hostname"),
-                                    metadata=p.get("metadata"))
+                                    metadata=p.get("metadata"), parallel=p.get("parallel") or START_PARALLEL)
         return self.result({"clones": sorted(f["name"] for f in facts if not f["created"])},
                            {"clones": sorted(f["name"] for f in facts)}, changed=changed, clones=facts)
 
@@ -208,21 +228,22 @@ class CloneManager(Manager):
         return path
 
     def clone(self, source, clones, snapshot=None, linked=True, datastore=None, provisioning="thin", fmt=None,
-              state="present", hostname=None, metadata=None):
-        """Make the clones that do not exist yet. Returns (changed, [per-clone facts])."""
+              state="present", hostname=None, metadata=None, parallel=None):
+        """Make the clones that do not exist yet (and start them with ``state`` running, ``parallel`` at a time).
+        Returns (changed, [per-clone facts])."""
         src = self._validate(source, clones, snapshot, linked, hostname, metadata)
         todo = src["todo"]
         freeze = self._plan_freeze(source, src, linked, todo)
         targets = self._plan_targets(todo, src["images"], linked, fmt, self._datastore_dir(datastore) if datastore else None,
                                      src["redo_files"])
-        changed = bool(todo)
-        self._make_all(source, src, freeze, targets, linked, provisioning, hostname, metadata, state, snapshot)
-        for n in clones:
-            if n not in todo and state == "running":
-                dom = self.client.domain(n)
-                if not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
-                    self.act("%s: start" % n, self._start, n)
-                    changed = True
+        starts = self._plan_starts(src, clones, todo) if state == "running" else []
+        changed = bool(todo) or bool(starts)
+        self._make_all(source, src, freeze, targets, linked, provisioning, hostname, metadata, snapshot)
+        if starts:
+            for n in starts:
+                self.record("%s: start" % n)
+            if not self.check_mode:
+                self._start_all(starts, parallel or START_PARALLEL)
         facts = []
         for n in clones:
             if n in targets:
@@ -341,7 +362,7 @@ class CloneManager(Manager):
         return targets
 
     # act ----------------------------------------------------------------------------------
-    def _make_all(self, source, src, freeze, targets, linked, provisioning, hostname, metadata, state, snapshot):
+    def _make_all(self, source, src, freeze, targets, linked, provisioning, hostname, metadata, snapshot):
         """Freeze a plain VM's images, then make each clone completely or not at all."""
         imgs = src["images"]
         if freeze:
@@ -359,8 +380,6 @@ class CloneManager(Manager):
                 rec = {"source": source, "snapshot": snapshot, "linked": bool(linked)}
                 self.act("%s: define (new UUID and MACs)" % n, self._make_clone, src["base_root"], n, imgs, targets[n],
                          provisioning, hostname, metadata, rec)
-                if state == "running":
-                    self.act("%s: start" % n, self._start, n)
                 self.made.append(n)
         finally:
             if freeze and not linked:
@@ -495,3 +514,50 @@ class CloneManager(Manager):
     def _start(self, name):
         dom = self.client.domain(name)
         self.client.call("start", "VM '%s'" % name, dom.create)
+
+    def _plan_starts(self, src, clones, todo):
+        """The clones to start, in order; refused in one line, before any change, when they would not fit in the
+        CNA's free memory (each needs the source's memory, and the margin every start on a CNA keeps)."""
+        starts = []
+        for n in clones:
+            if n in todo:
+                starts.append(n)
+                continue
+            dom = self.client.domain(n)
+            if not self.client.call("read state of", "VM '%s'" % n, dom.isActive):
+                starts.append(n)
+        if starts:
+            mem = kib(src["base_root"].find("currentMemory") if src["base_root"].find("currentMemory") is not None
+                      else src["base_root"].find("memory")) * 1024
+            need = mem * len(starts) + START_MEMORY_MARGIN
+            free = available_memory(self.client)
+            if need > free:
+                raise ValueError("starting %d clone(s) of %d MiB each needs %d MiB; %s has %d MiB available: start fewer "
+                                 "(state present), or free memory first" % (len(starts), mem >> 20, need >> 20,
+                                                                            self.uri, free >> 20))
+        return starts
+
+    def _start_all(self, names_to_start, parallel):
+        """Start the clones, ``parallel`` at a time (libvirt serves a connection's calls concurrently); every one is
+        tried, and the first failure is raised once all are done (those started stay running, the others defined)."""
+        pending, errors, lock = list(names_to_start), [], threading.Lock()
+
+        def worker():
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    n = pending.pop(0)
+                try:
+                    self._start(n)
+                except Exception as e:
+                    with lock:
+                        errors.append((names_to_start.index(n), e))
+
+        threads = [threading.Thread(target=worker) for dummy in range(max(1, min(int(parallel), len(pending))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise sorted(errors, key=lambda x: x[0])[0][1]

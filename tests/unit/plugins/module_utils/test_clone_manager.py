@@ -205,13 +205,13 @@ class Lab(object):
 
 
 def overlay_actions(lab, names, extra=()):
+    """Every clone made, the datastores refreshed, then the starts (all clones of a task start together)."""
     out = []
     for n in names:
         out += ["%s: overlay %s on %s" % (n, lab.path("%s-vda.qcow2" % n), lab.vda),
                 "%s: overlay %s on %s" % (n, lab.path("%s-vdb.qcow2" % n), lab.vdb),
                 "%s: define (new UUID and MACs)" % n]
-        out += ["%s: %s" % (n, e) for e in extra]
-    return out + ["refresh datastores"]
+    return out + ["refresh datastores"] + ["%s: %s" % (n, e) for n in names for e in extra]
 
 
 def linked_facts(lab, names, created=True):
@@ -302,7 +302,7 @@ def test_linked_clones_default_hostname_and_running(tmp_path):
     assert root.find("sysinfo/oemStrings") is None
     assert lab.client.domains["web-01"].running
     kinds = [c[0] for c in lab.client.log]
-    assert kinds == ["define", "setMetadata", "create", "refresh"]
+    assert kinds == ["define", "setMetadata", "refresh", "create"]
 
 
 def test_linked_clones_on_another_datastore(tmp_path):
@@ -374,6 +374,34 @@ def test_a_second_run_is_a_no_op_and_running_starts_only_the_stopped_ones(tmp_pa
     again = lab.manager()
     assert again.clone("tpl", ["a", "b"], state="running") == (False, facts)
     assert again.actions == []
+
+
+def test_starts_run_concurrently_and_every_one_is_tried(tmp_path):
+    lab = Lab(tmp_path)
+    names_ = ["c%02d" % i for i in range(10)]
+    assert lab.manager().clone("tpl", names_)[0]
+    # one start fails: the others still start, and its error is the task's
+
+    def refuse():
+        raise RuntimeError("c03 cannot start")
+    lab.client.domains["c03"].create = refuse
+    with pytest.raises(RuntimeError, match="c03 cannot start"):
+        lab.manager().clone("tpl", names_, state="running", parallel=4)
+    assert [n for n in names_ if not lab.client.domains[n].running] == ["c03"]
+
+
+def test_starting_more_than_the_free_memory_is_refused_before_any_clone(tmp_path, monkeypatch):
+    lab = Lab(tmp_path)
+    before = tree(lab.dir)
+    meminfo = tmp_path.parent / (tmp_path.name + "-meminfo")
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:          50000 kB\nMemAvailable:     102400 kB\n")
+    monkeypatch.setattr(clones, "MEMINFO", str(meminfo))
+    mgr = lab.manager()
+    with pytest.raises(ValueError, match=r"starting 2 clone\(s\) of .* MiB each needs .* MiB; .* has 100 MiB available"):
+        mgr.clone("tpl", ["a", "b"], state="running")
+    assert mgr.actions == [] and tree(lab.dir) == before and "a" not in lab.client.domains
+    # without starting them, they are made
+    assert lab.manager().clone("tpl", ["a", "b"])[0]
 
 
 def test_a_grown_batch_makes_only_the_new_clones(tmp_path):

@@ -231,6 +231,10 @@ class FakeConn(object):
     def __init__(self, host):
         self.host = host
         self.saved = {}
+        self.free_memory = 64 << 30
+
+    def getFreeMemory(self):
+        return self.free_memory
 
     def saveImageGetXMLDesc(self, path, flags):
         # without SECURE the XML lacks the console password, and the restored domain would lose it
