@@ -124,35 +124,89 @@ def site_declared(config):
     }
 
 
-def site_locate(vm_lists, wanted, default):
-    """{VM name: the CNA to manage it on}: where it runs, else where it is defined, else ``default`` (a name's
-    declared host, or the first CNA). ``vm_lists`` is {CNA: vm_info's vms} in inventory order."""
+def site_locate(vm_lists, wanted, homes, fallback=None):
+    """{VM name: the CNA to manage it on}: where it runs, else where it is defined, else its home (``homes``: the
+    declared host), else ``fallback`` (the first CNA). ``vm_lists`` is {CNA: vm_info's vms} in inventory order."""
     where = {}
     for name in wanted:
         running = [h for h, vms in vm_lists.items()
                    if any(v["name"] == name and v["state"] != "shutoff" for v in vms or [])]
         defined = [h for h, vms in vm_lists.items() if any(v["name"] == name for v in vms or [])]
-        where[name] = (running or defined or [default.get(name) if isinstance(default, dict) else default])[0]
+        where[name] = (running or defined or [(homes or {}).get(name) or fallback])[0]
     return where
 
 
-def site_record(records, declared, purged=None):
+def _uuids(vm_lists):
+    """{name: uuid} of the VMs of every CNA (a VM that runs on one CNA and is defined on another has one UUID)."""
+    return dict((v["name"], v.get("uuid")) for vms in (vm_lists or {}).values() for v in vms or [])
+
+
+def site_record(records, declared, purged=None, vm_lists=None):
     """The new record: what earlier runs declared (every CNA's record merged), with what this run declares, less
-    what this run purged."""
+    what this run purged. ``vm_uuids`` keeps the UUID of each declared VM as found (``vm_lists``): a purge removes
+    a VM only while it is still that VM."""
     merged = {a: set() for a in AREAS}
+    uuids = {}
     for r in records or []:
         for a in AREAS:
             merged[a].update((r or {}).get(a) or [])
+        uuids.update((r or {}).get("vm_uuids") or {})
+    found = _uuids(vm_lists)
     for a in AREAS:
         merged[a].update(declared.get(a) or [])
         merged[a].difference_update((purged or {}).get(a) or [])
-    return {a: sorted(merged[a]) for a in AREAS}
+    for n in declared.get("vms") or []:
+        if found.get(n):
+            uuids[n] = found[n]
+    out = {a: sorted(merged[a]) for a in AREAS}
+    out["vm_uuids"] = dict((n, u) for n, u in sorted(uuids.items()) if n in merged["vms"])
+    return out
 
 
-def site_purge(records, declared):
-    """What a purge removes: what earlier runs declared (the records) and the declarations no longer name."""
+def site_purge(records, declared, vm_lists=None, purge_all=False):
+    """What a purge removes: what earlier runs declared (the records) and the declarations no longer name.
+
+    With ``vm_lists`` ({CNA: vm_info's vms}), a VM is removed only while it is the VM the site recorded (same UUID):
+    one made since under the same name is left (``foreign``); one that exists nowhere is only dropped from the
+    record. ``clones_first`` orders the VMs so that a VM goes after the clones that stand on it; ``sources`` are the
+    VMs some purged clone stands on (a check run, which removes nothing, cannot remove them either). ``problems``
+    are refusals: a datastore still used by a VM that stays, an area the declarations leave empty while the record
+    still holds names in it (unless ``purge_all``)."""
     recorded = site_record(records, {})
-    return {a: [n for n in recorded[a] if n not in (declared.get(a) or [])] for a in AREAS}
+    purge = dict((a, [n for n in recorded[a] if n not in (declared.get(a) or [])]) for a in AREAS)
+    purge.update(foreign=[], gone=[], sources=[], problems=[])
+    if vm_lists is not None:
+        found = _uuids(vm_lists)
+        vms = []
+        for n in purge["vms"]:
+            if n not in found:
+                purge["gone"].append(n)
+            elif recorded["vm_uuids"].get(n) and recorded["vm_uuids"][n] == found[n]:
+                vms.append(n)
+            else:
+                purge["foreign"].append(n)
+        info = dict((v["name"], v) for lst in vm_lists.values() for v in lst or [])
+
+        def depth(n, seen=()):
+            src = ((info.get(n) or {}).get("clone_of") or {}).get("source")
+            return 0 if not src or src in seen else 1 + depth(src, seen + (n,))
+        purge["vms"] = sorted(vms, key=lambda n: (-depth(n), n))
+        purge["sources"] = sorted(set(((info[n].get("clone_of") or {}).get("source")) for n in vms
+                                      if (info[n].get("clone_of") or {}).get("source") in vms))
+        purge["ha"] = [n for n in purge["ha"] if n not in purge["foreign"]]
+        staying = [v for v in info.values() if v["name"] not in vms]
+        for ds in purge["datastores"]:
+            users = sorted(v["name"] for v in staying if any(d.get("datastore") == ds for d in v.get("disks") or []))
+            if users:
+                purge["problems"].append("datastore %s is still used by VM(s) %s, which stay" % (ds, ", ".join(users)))
+    if not purge_all:
+        # (HA is left out: taking every VM out of HA removes no data)
+        empty = [a for a in AREAS if a != "ha" and purge[a] and not declared.get(a)]
+        if empty:
+            purge["problems"].append("the declarations leave %s empty while the site made %s: set kvmfusion_purge_all "
+                                     "to remove all of it" % (", ".join(empty), "; ".join(
+                                         "%s %s" % (a, ", ".join(purge[a])) for a in empty)))
+    return purge
 
 
 def snapshot_expired(results, prefix, keep, taking=None):

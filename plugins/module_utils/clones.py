@@ -46,7 +46,7 @@ CLONE_KEY = "kvmfclone"
 EXT = {"qcow2": "qcow2", "raw": "raw"}
 _META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Clones started at the same time by one task (option parallel): libvirt serves a connection's calls concurrently,
-# and QEMU's start-up is mostly waiting (measured: bench/linked_clones.py --started).
+# and QEMU's start-up is partly waiting (measured: bench/clone_start.py).
 START_PARALLEL = 4
 # Free memory a batch start leaves on the CNA beyond the clones' own (as a live migration's destination keeps).
 START_MEMORY_MARGIN = 64 * 1024 * 1024
@@ -214,7 +214,7 @@ class CloneManager(Manager):
         changed, facts = self.clone(p["source"], wanted, snapshot=p.get("snapshot"), linked=p.get("linked", True),
                                     datastore=p.get("datastore"), provisioning=p.get("provisioning") or "thin",
                                     fmt=p.get("format"), state=p.get("state") or "present", hostname=p.get("hostname"),
-                                    metadata=p.get("metadata"), parallel=p.get("parallel") or START_PARALLEL)
+                                    metadata=p.get("metadata"), parallel=p.get("parallel", START_PARALLEL))
         return self.result({"clones": sorted(f["name"] for f in facts if not f["created"])},
                            {"clones": sorted(f["name"] for f in facts)}, changed=changed, clones=facts)
 
@@ -231,6 +231,10 @@ class CloneManager(Manager):
               state="present", hostname=None, metadata=None, parallel=None):
         """Make the clones that do not exist yet (and start them with ``state`` running, ``parallel`` at a time).
         Returns (changed, [per-clone facts])."""
+        if parallel is None:
+            parallel = START_PARALLEL
+        if int(parallel) < 1:
+            raise ValueError("parallel must be at least 1, not %s" % parallel)
         src = self._validate(source, clones, snapshot, linked, hostname, metadata)
         todo = src["todo"]
         freeze = self._plan_freeze(source, src, linked, todo)
@@ -243,7 +247,7 @@ class CloneManager(Manager):
             for n in starts:
                 self.record("%s: start" % n)
             if not self.check_mode:
-                self._start_all(starts, parallel or START_PARALLEL)
+                self._start_all(starts, parallel)
         facts = []
         for n in clones:
             if n in targets:
@@ -539,8 +543,9 @@ class CloneManager(Manager):
 
     def _start_all(self, names_to_start, parallel):
         """Start the clones, ``parallel`` at a time (libvirt serves a connection's calls concurrently); every one is
-        tried, and the first failure is raised once all are done (those started stay running, the others defined)."""
-        pending, errors, lock = list(names_to_start), [], threading.Lock()
+        tried, and the failures are reported together once all are done (those started stay running, the others
+        defined)."""
+        pending, errors, lock = list(names_to_start), {}, threading.Lock()
 
         def worker():
             while True:
@@ -552,7 +557,7 @@ class CloneManager(Manager):
                     self._start(n)
                 except Exception as e:
                     with lock:
-                        errors.append((names_to_start.index(n), e))
+                        errors[n] = e
 
         threads = [threading.Thread(target=worker) for dummy in range(max(1, min(int(parallel), len(pending))))]
         for t in threads:
@@ -560,4 +565,8 @@ class CloneManager(Manager):
         for t in threads:
             t.join()
         if errors:
-            raise sorted(errors, key=lambda x: x[0])[0][1]
+            failed = [n for n in names_to_start if n in errors]
+            raise ValueError("%d of %d clone(s) did not start (%s; the others run): %s: %s"
+                             % (len(failed), len(names_to_start), ", ".join(failed), failed[0],
+                                str(errors[failed[0]]).splitlines()[0] if str(errors[failed[0]]) else
+                                type(errors[failed[0]]).__name__))

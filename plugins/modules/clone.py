@@ -168,7 +168,7 @@ actions:
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils.base import KvmfModule
 from ansible_collections.kvmfusion.compute.plugins.module_utils import diskspec
-from ansible_collections.kvmfusion.compute.plugins.module_utils.clones import CloneManager
+from ansible_collections.kvmfusion.compute.plugins.module_utils.clones import START_PARALLEL, CloneManager
 
 
 def main():
@@ -185,7 +185,7 @@ def main():
         provisioning=dict(type="str", choices=list(diskspec.PROVISIONING), default="thin"),
         format=dict(type="str", choices=list(diskspec.FORMATS)),
         state=dict(type="str", choices=["present", "running"], default="present"),
-        parallel=dict(type="int", default=4),
+        parallel=dict(type="int", default=START_PARALLEL),
         hostname=dict(type="str", default="{name}"),
         metadata=dict(type="dict"),
     )

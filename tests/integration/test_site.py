@@ -8,8 +8,9 @@ datastore, switch and port groups, security groups, a template, a VM under HA, l
 summary printed; day two: snapshot.yml twice (one name for the set, the policy's retention), maintenance.yml on the CNA
 of the VM under HA (moved by the cluster and back), a host that is not a CNA refused; a second run changed=0 on
 every host; --check --diff after it changed=0 with no diff; a purge
-(kvmfusion_purge) of clones dropped from the inventory, listed by --check and left in place there, then done; a purge
-of everything (kvmfusion_purge_all), which removes only what the site made (a VM defined by hand stays).
+(kvmfusion_purge) of clones dropped from the inventory, listed by --check and left in place there, then done, except the
+clone replaced by hand by another VM of its name (not the VM the site made: left); a purge of everything
+(kvmfusion_purge_all), listed by --check first, which removes only what the site made (a VM defined by hand stays).
 Ends with the lab as the plain cna role leaves it (site/teardown.yml).
 """
 
@@ -57,9 +58,9 @@ def state(lab):
                 for h in lab.group("cna"))
 
 
-def purge_everything(lab):
+def purge_everything(lab, *args):
     everything = dict(NOTHING, kvmfusion_purge=True, kvmfusion_purge_all=True)
-    return playbook(lab, SITE, "--tags", "purge", "-e", json.dumps(everything))
+    return playbook(lab, SITE, "--tags", "purge", "-e", json.dumps(everything), *args)
 
 
 def test_site(lab):
@@ -117,26 +118,39 @@ def test_site(lab):
         # ------------------------------------------------------------ purge: the clones dropped from the inventory
         lab.ssh(cna1, "virsh -c qemu:///system define /dev/stdin <<'EOF'\n<domain type='qemu'><name>by-hand</name>"
                       "<memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>\nEOF")
+        # web-02 replaced by hand: a VM of that name that the site did not make (another UUID) must stay
+        lab.ssh(cna1, "virsh -c qemu:///system destroy web-02; virsh -c qemu:///system undefine --snapshots-metadata "
+                      "web-02 && virsh -c qemu:///system define /dev/stdin <<'EOF'\n<domain type='qemu'><name>web-02"
+                      "</name><memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>\nEOF")
         dropped = ["-e", json.dumps({"kvmfusion_clones": [], "kvmfusion_purge": True})]
         listed = playbook(lab, SITE, "--check", *dropped)
         assert listed.returncode == 0, listed.stdout[-6000:]
-        assert "would remove: vms: web-01, web-02" in listed.stdout, listed.stdout[-6000:]
+        assert "would remove: vms: web-01 (left: web-02, not the VM(s) the site made)" in listed.stdout, listed.stdout[-6000:]
         assert {"by-hand", "tpl-web", "web-01", "web-02"} <= set(vms(lab, cna1))
         purged = playbook(lab, SITE, *dropped)
         assert purged.returncode == 0, purged.stdout[-6000:]
-        assert {"by-hand", "tpl-web"} <= set(vms(lab, cna1)) and not {"web-01", "web-02"} & set(vms(lab, cna1))
-        assert "web-01" not in lab.ssh(cna1, "cat /var/lib/kvmfusion/site/declared.json").stdout
+        assert {"by-hand", "tpl-web", "web-02"} <= set(vms(lab, cna1)) and "web-01" not in vms(lab, cna1)
+        record = json.loads(lab.ssh(cna1, "cat /var/lib/kvmfusion/site/declared.json").stdout)
+        assert not {"web-01", "web-02"} & set(record["vms"]) and sorted(record["vm_uuids"]) == ["db1", "tpl-web"]
         again = playbook(lab, SITE, *dropped)
         assert set(recap(again.stdout).values()) == {0}, again.stdout[-8000:]
+        lab.ssh(cna1, "virsh -c qemu:///system undefine web-02")
 
         # ------------------------------------------------------------ purge everything the site made
+        listed = purge_everything(lab, "--check")
+        assert listed.returncode == 0, listed.stdout[-6000:]
+        assert ("would remove: vms: db1, tpl-web; ha: db1; security_groups: sg-db, sg-web; portgroups: dvs-lab/pg-db, "
+                "dvs-lab/pg-web; switches: dvs-lab; datastores: lab-shared") in listed.stdout, listed.stdout[-6000:]
+        assert {"tpl-web"} <= set(vms(lab, cna1)) and "db1" in vms(lab, cna2)
         gone = purge_everything(lab)
         assert gone.returncode == 0, gone.stdout[-6000:]
         assert "by-hand" in vms(lab, cna1) and not {"tpl-web", "db1"} & set(vms(lab, cna1) + vms(lab, cna2))
         assert "dvs-lab" not in lab.ssh(cna1, "ovs-vsctl list-br").stdout
         assert "lab-shared" not in lab.ssh(cna2, "virsh -c qemu:///system pool-list --all --name").stdout
     finally:
-        lab.ssh(cna1, "virsh -c qemu:///system undefine by-hand", check=False)
+        lab.ssh(cna1, "virsh -c qemu:///system undefine by-hand; virsh -c qemu:///system domuuid web-02 | grep -q . && "
+                      "! virsh -c qemu:///system dumpxml web-02 | grep -q '<disk' && virsh -c qemu:///system undefine "
+                      "web-02", check=False)
         purge_everything(lab)
         down = playbook(lab, TEARDOWN)
         assert down.returncode == 0, down.stdout[-6000:]

@@ -52,20 +52,53 @@ def test_bad_declarations_are_each_named_in_one_short_sentence(change, expected)
 def test_a_vm_is_managed_where_it_runs_then_where_it_is_defined_then_at_home():
     lists = {"cna1": [{"name": "a", "state": "shutoff"}, {"name": "b", "state": "shutoff"}],
              "cna2": [{"name": "a", "state": "running"}]}
-    where = site.site_locate(lists, ["a", "b", "c"], {"a": "cna1", "b": "cna2", "c": "cna2"})
-    assert where == {"a": "cna2", "b": "cna1", "c": "cna2"}
+    where = site.site_locate(lists, ["a", "b", "c", "d"], {"a": "cna1", "b": "cna2", "c": "cna2"}, "cna1")
+    assert where == {"a": "cna2", "b": "cna1", "c": "cna2", "d": "cna1"}
 
 
 def test_the_record_keeps_what_was_declared_until_it_is_purged():
     old = [{"vms": ["a", "b"], "switches": ["s"]}, {"vms": ["c"]}]
-    declared = {"vms": ["a"], "switches": []}
+    declared = {"vms": ["a"], "switches": ["t"]}
     purge = site.site_purge(old, declared)
     assert purge["vms"] == ["b", "c"] and purge["switches"] == ["s"] and purge["datastores"] == []
     # not purged (no kvmfusion_purge): the record still holds them for a later purge
     assert site.site_record(old, declared)["vms"] == ["a", "b", "c"]
     after = site.site_record(old, declared, purge)
-    assert after["vms"] == ["a"] and after["switches"] == []
+    assert after["vms"] == ["a"] and after["switches"] == ["t"]
     assert site.site_purge([after], declared)["vms"] == []
+
+
+LISTS = {"cna1": [{"name": "tpl", "uuid": "u1", "state": "shutoff", "disks": [{"datastore": "ds"}]},
+                  {"name": "c1", "uuid": "u2", "state": "running", "clone_of": {"source": "tpl"},
+                   "disks": [{"datastore": "ds"}]},
+                  {"name": "hand", "uuid": "u9", "state": "shutoff", "disks": []}],
+         "cna2": [{"name": "keep", "uuid": "u3", "state": "running", "disks": [{"datastore": "ds"}]}]}
+RECORD = [{"vms": ["tpl", "c1", "hand", "old", "keep"], "vm_uuids": {"tpl": "u1", "c1": "u2", "hand": "u0", "keep": "u3"},
+           "datastores": ["ds"], "switches": ["s"]}]
+
+
+def test_a_purge_removes_a_vm_only_while_it_is_the_one_the_site_made_and_clones_first():
+    purge = site.site_purge(RECORD, {"vms": ["keep"], "datastores": ["ds"], "switches": ["s"]}, LISTS)
+    # 'hand' was made since under a name the site used: left; 'old' exists nowhere: only dropped from the record
+    assert purge["vms"] == ["c1", "tpl"] and purge["foreign"] == ["hand"] and purge["gone"] == ["old"]
+    assert purge["sources"] == ["tpl"] and purge["problems"] == []
+    record = site.site_record(RECORD, {"vms": ["keep"]}, dict(purge, vms=purge["vms"] + purge["gone"] + purge["foreign"]),
+                              LISTS)
+    assert record["vms"] == ["keep"] and record["vm_uuids"] == {"keep": "u3"}
+
+
+def test_a_purge_is_refused_for_a_datastore_in_use_and_for_an_area_left_empty():
+    purge = site.site_purge(RECORD, {"vms": ["keep"], "switches": ["s"]}, LISTS)
+    assert purge["problems"] == ["datastore ds is still used by VM(s) keep, which stay",
+                                 "the declarations leave datastores empty while the site made datastores ds: set "
+                                 "kvmfusion_purge_all to remove all of it"]
+    everything = site.site_purge(RECORD, {}, dict(LISTS, cna2=[]), purge_all=True)
+    assert everything["problems"] == [] and everything["vms"] == ["c1", "tpl"] and everything["gone"] == ["keep", "old"]
+
+
+def test_the_record_keeps_each_declared_vms_uuid():
+    record = site.site_record([], {"vms": ["tpl", "new"]}, None, LISTS)
+    assert record["vms"] == ["new", "tpl"] and record["vm_uuids"] == {"tpl": "u1"}
 
 
 def test_retention_counts_the_snapshot_being_taken_and_only_its_own_prefix():

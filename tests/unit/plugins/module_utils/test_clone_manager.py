@@ -115,6 +115,15 @@ class FailingRunner(Runner):
 
 
 # ---------------------------------------------------------------------------- XML and images
+@pytest.fixture(autouse=True)
+def plenty_of_memory(tmp_path_factory, monkeypatch):
+    """The starts' memory check reads /proc/meminfo: the tests must not depend on the machine's (a test that wants
+    little memory writes its own)."""
+    path = tmp_path_factory.mktemp("meminfo") / "meminfo"
+    path.write_text("MemTotal: 1073741824 kB\nMemFree: 1073741824 kB\nMemAvailable: 1073741824 kB\n")
+    monkeypatch.setattr(clones, "MEMINFO", str(path))
+
+
 def disk_el(path, target, fmt, device="disk"):
     if device == "lun":
         return ("<disk type='block' device='lun'><driver name='qemu' type='raw'/><source dev='%s'/>"
@@ -385,9 +394,19 @@ def test_starts_run_concurrently_and_every_one_is_tried(tmp_path):
     def refuse():
         raise RuntimeError("c03 cannot start")
     lab.client.domains["c03"].create = refuse
-    with pytest.raises(RuntimeError, match="c03 cannot start"):
+    lab.client.domains["c07"].create = refuse
+    with pytest.raises(ValueError, match=r"^2 of 10 clone\(s\) did not start \(c03, c07; the others run\): c03: c03 cannot start"):
         lab.manager().clone("tpl", names_, state="running", parallel=4)
-    assert [n for n in names_ if not lab.client.domains[n].running] == ["c03"]
+    assert [n for n in names_ if not lab.client.domains[n].running] == ["c03", "c07"]
+
+
+@pytest.mark.parametrize("parallel", [0, -1])
+def test_parallel_below_one_is_refused(tmp_path, parallel):
+    lab = Lab(tmp_path)
+    before = tree(lab.dir)
+    with pytest.raises(ValueError, match="parallel must be at least 1"):
+        lab.manager().clone("tpl", ["a"], state="running", parallel=parallel)
+    assert tree(lab.dir) == before
 
 
 def test_starting_more_than_the_free_memory_is_refused_before_any_clone(tmp_path, monkeypatch):
