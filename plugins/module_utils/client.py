@@ -208,6 +208,12 @@ class Client(object):
             raise LibvirtClientError("look up", obj, self.uri, code, _error_detail(e)) from e
 
     @staticmethod
+    def is_stopped_or_gone(err):
+        """Whether a LibvirtClientError says the domain stopped (or went) since it was read as running."""
+        codes = [getattr(libvirt, c, None) for c in ("VIR_ERR_OPERATION_INVALID", "VIR_ERR_NO_DOMAIN")]
+        return isinstance(err, LibvirtClientError) and err.code is not None and err.code in codes
+
+    @staticmethod
     def is_missing(err, kind):
         """Whether a LibvirtClientError says the object of ``kind`` does not exist (any more)."""
         return isinstance(err, LibvirtClientError) and err.code is not None and \

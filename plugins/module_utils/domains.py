@@ -23,6 +23,7 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.constants import
     UNDEFINE_NVRAM,
     UNDEFINE_SNAPSHOTS_METADATA,
 )
+from ansible_collections.kvmfusion.compute.plugins.module_utils.client import LibvirtClientError
 from ansible_collections.kvmfusion.compute.plugins.module_utils.diskspec import attached_disks
 from ansible_collections.kvmfusion.compute.plugins.module_utils.hosts import local_facts, refuse_in_maintenance
 from ansible_collections.kvmfusion.compute.plugins.module_utils.images import write_definition_copy  # noqa: F401 (imported from here too)
@@ -458,7 +459,17 @@ def _percent(done, total):
 def running_jobs(client, dom, name, root):
     """What a running VM is doing now, as QEMU counts it: its domain job (a migration, a save...) and the block
     jobs of its disks (a storage migration's copy, a commit). The progress of a vm_migration or
-    storage_migration task run with ``async``, read by polling vm_info."""
+    storage_migration task run with ``async``, read by polling vm_info. None and [] for a VM that stopped (or
+    went) since it was read as running: a listing of a busy CNA must not fail on it."""
+    try:
+        return _running_jobs(client, dom, name, root)
+    except LibvirtClientError as e:
+        if client.is_stopped_or_gone(e):
+            return None, []
+        raise
+
+
+def _running_jobs(client, dom, name, root):
     obj = "VM '%s'" % name
     job = None
     stats = client.call("read the job of", obj, dom.jobStats, 0) or {}

@@ -13,7 +13,7 @@ import pytest
 
 from ansible_collections.kvmfusion.compute.plugins.module_utils import constants, images, power, vmspec
 from ansible_collections.kvmfusion.compute.plugins.module_utils import domains, portsec, xmlutil
-from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client
+from ansible_collections.kvmfusion.compute.plugins.module_utils.client import Client, LibvirtClientError
 
 URI = "qemu:///system"
 KIB = 1024
@@ -1220,6 +1220,19 @@ def test_running_jobs_report_a_migration_and_a_block_copy_in_progress():
     dom.jobStats.return_value = {"type": 0}
     dom.blockJobInfo.side_effect = lambda target, flags: {}
     assert domains.running_jobs(client, dom, "vm1", root) == (None, [])
+
+
+def test_running_jobs_of_a_vm_that_stopped_meanwhile_are_none(fake_libvirt):
+    client = mock.MagicMock()
+    client.is_stopped_or_gone = Client.is_stopped_or_gone
+    stopped = LibvirtClientError("read the job of", "VM 'vm1'", "qemu:///system",
+                                 fake_libvirt.VIR_ERR_OPERATION_INVALID, "domain is not running")
+    client.call.side_effect = stopped
+    root = xmlutil.parse("<domain><devices><disk><target dev='vda'/></disk></devices></domain>")
+    assert domains.running_jobs(client, mock.MagicMock(), "vm1", root) == (None, [])
+    client.call.side_effect = LibvirtClientError("read the job of", "VM 'vm1'", "qemu:///system", 1, "internal error")
+    with pytest.raises(LibvirtClientError, match="internal error"):
+        domains.running_jobs(client, mock.MagicMock(), "vm1", root)
 
 
 def test_progress_is_100_only_when_done():
