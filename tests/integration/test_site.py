@@ -31,6 +31,7 @@ EXAMPLE = os.path.join(ROOT, "inventories", "lab")
 TEARDOWN = os.path.join(HERE, "site", "teardown.yml")
 SNAPSHOT = os.path.join(ROOT, "playbooks", "snapshot.yml")
 MAINTENANCE = os.path.join(ROOT, "playbooks", "maintenance.yml")
+SHARED = "/var/lib/kvmfusion/shared"  # the lab's shared filesystem (kvmfusion_shared_datastore_path)
 NOTHING = {"kvmfusion_datastores": [], "kvmfusion_switches": [], "kvmfusion_security_groups": [],
            "kvmfusion_templates": [], "kvmfusion_vms": [], "kvmfusion_clones": [], "kvmfusion_ha": {}}
 
@@ -119,9 +120,12 @@ def test_site(lab):
         lab.ssh(cna1, "virsh -c qemu:///system define /dev/stdin <<'EOF'\n<domain type='qemu'><name>by-hand</name>"
                       "<memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>\nEOF")
         # web-02 replaced by hand: a VM of that name that the site did not make (another UUID) must stay
+        # (its files go too: an overlay left on the datastore would still stand on the template, and the purge of the
+        # template would rightly refuse)
         lab.ssh(cna1, "virsh -c qemu:///system destroy web-02; virsh -c qemu:///system undefine --snapshots-metadata "
-                      "web-02 && virsh -c qemu:///system define /dev/stdin <<'EOF'\n<domain type='qemu'><name>web-02"
-                      "</name><memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>\nEOF")
+                      "web-02 && rm -f %s/lab-shared/web-02-* && virsh -c qemu:///system pool-refresh lab-shared && "
+                      "virsh -c qemu:///system define /dev/stdin <<'EOF'\n<domain type='qemu'><name>web-02"
+                      "</name><memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>\nEOF" % SHARED)
         dropped = ["-e", json.dumps({"kvmfusion_clones": [], "kvmfusion_purge": True})]
         listed = playbook(lab, SITE, "--check", *dropped)
         assert listed.returncode == 0, listed.stdout[-6000:]
