@@ -28,12 +28,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import time
+
+from _lab import median, play
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".cache", "venv", "bin")
 EXAMPLE = os.path.join(ROOT, "inventories", "lab")
 PREFIX = "bench-cs-"
 
@@ -129,29 +128,6 @@ CLEANUP = """
 """ % {"p": PREFIX}
 
 
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
-
-
-def play(text, inventory, extra, tmp):
-    path = os.path.join(tmp, "play.yml")
-    with open(path, "w") as f:
-        f.write(text)
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"],
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".cache", "collections"), ANSIBLE_STDOUT_CALLBACK="default")
-    cmd = ["ansible-playbook", "-i", inventory, "-i", EXAMPLE, path, "-e", json.dumps(extra)]
-    t0 = time.time()
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
-                         check=False)
-    took = time.time() - t0
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout[-4000:] + res.stderr[-2000:])
-        raise SystemExit("play failed: %s" % text.strip().splitlines()[0])
-    return took, res.stdout
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100)
@@ -161,26 +137,27 @@ def main():
     a = ap.parse_args()
     inventory = subprocess.run([os.path.join(ROOT, "tools", "lab"), "inventory"], stdout=subprocess.PIPE,
                                universal_newlines=True, check=True).stdout.strip()
+    inventories = [inventory, EXAMPLE]
     extra = {"count": a.count, "parallel": a.parallel,
              "source": "tpl-web" if a.guest == "example" else PREFIX + "tpl"}
     tmp = tempfile.mkdtemp(prefix="bench-cs-")
     rounds = []
     try:
-        play(CLEANUP, inventory, extra, tmp)
+        play(CLEANUP, inventories, extra, tmp)
         if a.guest == "firmware":
-            play(FIRMWARE, inventory, extra, tmp)
+            play(FIRMWARE, inventories, extra, tmp)
         for _r in range(a.rounds):
-            base = play(EMPTY, inventory, extra, tmp)[0]
-            t_clone = play(CLONE, inventory, extra, tmp)[0]
-            out = play(FLOOR, inventory, extra, tmp)[1]
+            base = play(EMPTY, inventories, extra, tmp)[0]
+            t_clone = play(CLONE, inventories, extra, tmp)[0]
+            out = play(FLOOR, inventories, extra, tmp)[1]
             line = [ln for ln in out.splitlines() if "FLOOR " in ln][0]
             floor, running = line.split("FLOOR ", 1)[1].strip().strip('"').split()[:2]
             rounds.append({"base": base, "clone": t_clone, "floor": int(floor) / 1000.0, "running": int(running)})
-            play(CLEANUP, inventory, extra, tmp)
+            play(CLEANUP, inventories, extra, tmp)
     finally:
-        play(CLEANUP, inventory, extra, tmp)
+        play(CLEANUP, inventories, extra, tmp)
         if a.guest == "firmware":
-            play(REMOVE_TEMPLATE, inventory, extra, tmp)
+            play(REMOVE_TEMPLATE, inventories, extra, tmp)
     clone_s, floor_s, base_s = (median([x[k] for x in rounds]) for k in ("clone", "floor", "base"))
     print("method: medians of %d rounds; the clone task's play timed whole (Ansible's start-up included), the floor "
           "timed on the CNA; clones removed between rounds, untimed" % a.rounds)

@@ -24,12 +24,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import time
+
+from _lab import median, play
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".cache", "venv", "bin")
 DS_DIR_VAR = "{{ kvmfusion_shared_datastore_path }}/bench-clone"
 
 SETUP = """
@@ -169,29 +168,6 @@ REMOVE_CLONES = """
         virsh -c qemu:///system pool-refresh bench-clone-ds >/dev/null
       changed_when: true
 """.replace("DSDIR", DS_DIR_VAR)
-
-
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
-
-
-def play(text, inventory, extra, tmp):
-    path = os.path.join(tmp, "play.yml")
-    with open(path, "w") as f:
-        f.write(text)
-    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"],
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".cache", "collections"),
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_STDOUT_CALLBACK="default")
-    cmd = ["ansible-playbook", "-i", inventory, path, "-e", json.dumps(extra)]
-    t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    took = time.time() - t0
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout[-4000:] + res.stderr[-2000:])
-        raise SystemExit("play failed: %s" % text.strip().splitlines()[0])
-    return took, res.stdout
 
 
 def main():
