@@ -16,6 +16,29 @@ AREAS = ("vms", "ha", "security_groups", "portgroups", "switches", "datastores")
 _LISTS = ("kvmfusion_datastores", "kvmfusion_switches", "kvmfusion_security_groups", "kvmfusion_templates",
           "kvmfusion_vms", "kvmfusion_clones")
 
+# The keys each declaration takes: the module options site.yml passes on, and the site's own keys (docs/site.md).
+# A key outside them is refused, not dropped: a typo in an option would otherwise change nothing and say nothing.
+# tests/unit/plugins/filter/test_site.py checks these against what playbooks/site.yml reads.
+_VM_KEYS = ("name", "state", "description", "hypervisor", "vcpus", "max_vcpus", "memory", "max_memory", "cpu_model",
+            "cpu_features", "firmware", "machine", "boot_devices", "kernel", "initrd", "cmdline", "graphics",
+            "guest_agent", "template", "disks", "nics", "qos", "host")
+KEYS = {
+    "kvmfusion_datastores": ("name", "type", "shared", "path", "server", "export", "mount_options", "portal", "iqn",
+                             "initiator_iqn", "chap_username", "chap_password", "devices", "vg_name", "adapter",
+                             "wwnn", "wwpn", "parent", "autostart", "hosts"),
+    "kvmfusion_switches": ("name", "uplinks", "bond_mode", "lacp", "mtu", "portgroups"),
+    "portgroups": ("name", "vlan_mode", "vlan", "trunk_vlans", "native_vlan", "shaping", "dhcp_isolation",
+                   "ip_mac_binding"),
+    "kvmfusion_security_groups": ("name", "rules", "peers"),
+    "kvmfusion_templates": _VM_KEYS,
+    "kvmfusion_vms": _VM_KEYS + ("ha",),
+    "ha": ("priority", "preferred_hosts", "forbidden_hosts", "max_restarts", "failure_timeout", "guest_monitor",
+           "start_timeout", "stop_timeout", "migrate_timeout"),
+    "kvmfusion_clones": ("source", "snapshot", "name", "names", "count", "name_pattern", "start_index", "linked",
+                         "datastore", "provisioning", "format", "state", "hostname", "metadata"),
+    "kvmfusion_snapshot_policy": ("vms", "keep", "memory", "quiesce", "prefix"),
+}
+
 
 def _list(config, key, problems):
     value = config.get(key)
@@ -35,6 +58,13 @@ def _name(item, key, kind, problems, field="name"):
         return None
 
 
+def _unknown(item, kind, what, problems):
+    extra = sorted(str(k) for k in item if k not in KEYS[kind])
+    if extra:
+        where = ("%s %s" % (kind, what)) if what else kind
+        problems.append("%s: unknown key(s) %s (known: %s)" % (where, ", ".join(extra), ", ".join(KEYS[kind])))
+
+
 def clones_of(item):
     """The VM names one entry of kvmfusion_clones makes."""
     if item.get("name"):
@@ -48,6 +78,14 @@ def site_problems(config, cna_hosts, ha_cluster=False):
     lists = {k: _list(config, k, problems) for k in _LISTS}
     if not cna_hosts:
         problems.append("the inventory has no host in group cna")
+    for key in _LISTS:
+        for i in lists[key]:
+            _unknown(i, key, i.get("source") if key == "kvmfusion_clones" else i.get("name"), problems)
+    policy = config.get("kvmfusion_snapshot_policy")
+    if policy is not None and not isinstance(policy, dict):
+        problems.append("kvmfusion_snapshot_policy must be a dict")
+    elif policy:
+        _unknown(policy, "kvmfusion_snapshot_policy", "", problems)
 
     def on_cnas(key, item, field, many):
         hosts = item.get(field)
@@ -75,6 +113,8 @@ def site_problems(config, cna_hosts, ha_cluster=False):
             problems.append("DVS %s: portgroups must be a list of dicts" % i.get("name"))
             continue
         pg_names = [_name(p, "DVS %s" % i.get("name"), "port group", problems) for p in pgs]
+        for p in pgs:
+            _unknown(p, "portgroups", "%s/%s" % (i.get("name"), p.get("name")), problems)
         unique("DVS %s portgroups" % i.get("name"), pg_names)
     sgs = [_name(i, "kvmfusion_security_groups", "security group", problems)
            for i in lists["kvmfusion_security_groups"]]
@@ -87,7 +127,6 @@ def site_problems(config, cna_hosts, ha_cluster=False):
             on_cnas(key[10:-1], i, "host", False)
     for i in lists["kvmfusion_clones"]:
         _name(i, "kvmfusion_clones", "source VM", problems, field="source")
-        on_cnas("clones of", i, "host", False)
         try:
             vms += clones_of(i)
         except ValueError as e:
@@ -102,6 +141,7 @@ def site_problems(config, cna_hosts, ha_cluster=False):
         if i.get("ha") is not None and not isinstance(i.get("ha"), dict):
             problems.append("VM %s: ha must be a dict (priority, preferred_hosts...)" % i.get("name"))
         elif i.get("ha"):
+            _unknown(i["ha"], "ha", "of VM %s" % i.get("name"), problems)
             for h in (i["ha"].get("preferred_hosts") or []) + (i["ha"].get("forbidden_hosts") or []):
                 if h not in cna_hosts:
                     problems.append("VM %s: ha host %r is not in the inventory's group cna" % (i.get("name"), h))

@@ -39,6 +39,17 @@ def test_the_lab_example_holds_together_and_names_every_object():
     ({"kvmfusion_datastores": [{"name": "d", "hosts": ["nohost"]}]}, "hosts 'nohost' is not in"),
     ({"kvmfusion_switches": [{"name": "s", "portgroups": [{"name": "p"}, {"name": "p"}]}]}, "p declared more than once"),
     ({"kvmfusion_vms": "db1"}, "kvmfusion_vms must be a list of dicts"),
+    ({"kvmfusion_vms": [{"name": "x", "vcpu": 2}]}, "kvmfusion_vms x: unknown key(s) vcpu (known: name, state"),
+    ({"kvmfusion_templates": [{"name": "t", "ha": {}}]}, "kvmfusion_templates t: unknown key(s) ha"),
+    ({"kvmfusion_vms": [{"name": "x", "ha": {"priorty": "high"}}]}, "ha of VM x: unknown key(s) priorty"),
+    ({"kvmfusion_clones": [{"source": "tpl-web", "name": "c", "host": "cna1"}]},
+     "kvmfusion_clones tpl-web: unknown key(s) host"),
+    ({"kvmfusion_datastores": [{"name": "d", "pth": "/x"}]}, "kvmfusion_datastores d: unknown key(s) pth"),
+    ({"kvmfusion_switches": [{"name": "s", "portgroups": [{"name": "p", "vlan_id": 3}]}]},
+     "portgroups s/p: unknown key(s) vlan_id"),
+    ({"kvmfusion_security_groups": [{"name": "g", "rule": []}]}, "kvmfusion_security_groups g: unknown key(s) rule"),
+    ({"kvmfusion_snapshot_policy": {"vms": ["db1"], "kep": 2}}, "kvmfusion_snapshot_policy: unknown key(s) kep"),
+    ({"kvmfusion_snapshot_policy": ["db1"]}, "kvmfusion_snapshot_policy must be a dict"),
 ])
 def test_bad_declarations_are_each_named_in_one_short_sentence(change, expected):
     cfg = dict(example(), **change)
@@ -47,6 +58,47 @@ def test_bad_declarations_are_each_named_in_one_short_sentence(change, expected)
     problems = site.site_problems(cfg, CNAS, "ha" not in str(change))
     assert any(expected in p for p in problems), problems
     assert all("\n" not in p for p in problems)
+
+
+def test_every_unknown_key_is_refused_at_once_and_the_example_uses_none():
+    cfg = dict(example(), kvmfusion_vms=[{"name": "x", "vcpu": 2, "mem": 1}], kvmfusion_switches=[{"name": "s", "mt": 1}])
+    problems = site.site_problems(cfg, CNAS, True)
+    assert [p for p in problems if "unknown key" in p] == [
+        "kvmfusion_switches s: unknown key(s) mt (known: %s)" % ", ".join(site.KEYS["kvmfusion_switches"]),
+        "kvmfusion_vms x: unknown key(s) mem, vcpu (known: %s)" % ", ".join(site.KEYS["kvmfusion_vms"])]
+
+
+def _site_reads():
+    """What playbooks/site.yml reads of each declaration (item.X in the task that loops over it)."""
+    import re
+    with open(os.path.join(ROOT, "playbooks", "site.yml")) as f:
+        plays = yaml.safe_load(f)
+    reads = {}
+    for play in plays:
+        for task in play.get("tasks") or []:
+            loop, body = str(task.get("loop", "")), yaml.safe_dump(task)
+            for key in site.KEYS:
+                if key.startswith("kvmfusion_") and re.search(r"\b%s\b" % key, loop):
+                    reads.setdefault(key, set()).update(re.findall(r"item\.(\w+)", body))
+            if "subelements('portgroups'" in loop:
+                reads.setdefault("portgroups", set()).update(re.findall(r"item\.1\.(\w+)", body))
+                reads.setdefault("kvmfusion_switches", set()).add("portgroups")
+            if "selectattr('ha'" in loop:
+                reads.setdefault("ha", set()).update(re.findall(r"item\.ha\.(\w+)", body))
+    return reads
+
+
+def test_the_known_keys_are_what_site_yml_passes_on_plus_the_site_keys():
+    reads = _site_reads()
+    site_own = {"kvmfusion_datastores": {"hosts"}, "kvmfusion_templates": {"host"}, "kvmfusion_vms": {"host", "ha"},
+                "kvmfusion_switches": {"portgroups"}}
+    for key in ("kvmfusion_datastores", "kvmfusion_switches", "kvmfusion_security_groups", "kvmfusion_clones",
+                "portgroups", "ha"):
+        assert set(site.KEYS[key]) == (reads[key] - {"0", "1", "ha"}) | site_own.get(key, set()), key
+    # templates and VMs share one task
+    vm_task = reads["kvmfusion_vms"] - {"ha"}
+    assert set(site.KEYS["kvmfusion_templates"]) == vm_task | {"host"}
+    assert set(site.KEYS["kvmfusion_vms"]) == vm_task | {"host", "ha"}
 
 
 def test_a_vm_is_managed_where_it_runs_then_where_it_is_defined_then_at_home():
