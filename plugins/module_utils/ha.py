@@ -32,6 +32,10 @@ from ansible_collections.kvmfusion.compute.plugins.module_utils.power import sta
 # OCF_RESKEY_config (VirtualDomain runs monitor scripts with no arguments, that variable set).
 GUEST_PING = "/etc/libvirt/hooks/kvmfusion/ha-guest-ping"
 BOOTSTRAP = "cib-bootstrap-options"
+# A CNA's memory, as its kernel and libvirt report it, moves by a few MiB to a few percent while it runs (a balloon,
+# memory hot-plug, memory the kernel reserves or frees): the capacity stored in the cluster is kept while the reading
+# stays within this fraction of it, so that a re-run changes nothing. A larger change (a DIMM added or lost) is stored.
+MEMORY_TOLERANCE = 0.05
 OWN_SET = "kvmfusion-ha"
 ADMISSION = "kvmfusion-admission-control"
 VCPU_RATIO = "kvmfusion-vcpu-ratio"
@@ -93,6 +97,15 @@ def admission_policy(value):
         return kind, int(num)
     except ValueError:
         return None, 0
+
+
+def memory_close(stored, reading):
+    """True when a node's stored memory capacity (MiB, as the CIB holds it) still stands for the reading."""
+    try:
+        stored, reading = int(stored), int(reading)
+    except (TypeError, ValueError):
+        return False
+    return stored > 0 and abs(reading - stored) <= stored * MEMORY_TOLERANCE
 
 
 def allowance(capacities, policy):
@@ -228,7 +241,9 @@ class HaManager(Manager):
         for node, util in sorted((capacity or {}).items()):
             have = cib["nodes"].get(node, {}).get("utilization", {})
             for key, value in sorted(util.items()):
-                if have.get(key) != value:
+                if key == "hv_memory" and memory_close(have.get(key), value):
+                    util[key] = have[key]  # the stored capacity stands (see MEMORY_TOLERANCE)
+                elif have.get(key) != value:
                     self.act("set capacity of node %s: %s=%s" % (node, key, value), self._tool,
                              ["crm_attribute", "--node", node, "--utilization", "--name", key, "--update", value])
         after_boot, after_own = dict(boot, **want_boot), dict(own, **want_own)

@@ -422,6 +422,30 @@ def test_cluster_settings_four_steps(env):
     assert not manager().converge(cluster_params(**want)).changed
 
 
+def test_a_memory_reading_that_moves_a_little_keeps_the_stored_capacity(env):
+    """The kernel's MemTotal moves (a balloon, hot-plug, reserved memory): a re-run must not report a change for it;
+    a real change (a DIMM added or lost) is stored."""
+    pm, client, manager, _ds = env
+    want = {"placement": "balanced"}
+    manager().converge(cluster_params(**want))
+    client.memory_mib = 4096 + 128  # 3 %
+    res = manager().converge(cluster_params(**want))
+    assert not res.changed and res.values["cluster"]["capacity"]["cna1"]["hv_memory"] == "4096"
+    assert not manager(check_mode=True).converge(cluster_params(**want)).changed
+    client.memory_mib = 8192
+    res = manager().converge(cluster_params(**want))
+    assert res.changed and res.values["cluster"]["capacity"]["cna1"]["hv_memory"] == "8192"
+    assert "set capacity of node cna1: hv_memory=8192" in res.actions
+
+
+@pytest.mark.parametrize("stored, reading, close", [
+    ("6105", "6233", True), ("6233", "6105", True), ("4096", "4400", False), (None, "4096", False),
+    ("", "4096", False), ("0", "0", False), ("4096", "4096", True),
+])
+def test_memory_close(stored, reading, close):
+    assert ha.memory_close(stored, reading) is close
+
+
 @pytest.mark.parametrize("ac,msg", [
     ({"enabled": True, "host_failures": 2, "percentage": None, "vcpu_ratio": 4.0}, "host_failures must be"),
     ({"enabled": True, "host_failures": None, "percentage": 100, "vcpu_ratio": 4.0}, "percentage must be"),
