@@ -136,6 +136,9 @@ def test_a_cna_leaves_the_site_and_its_cluster(lab, tmp_path):
         state = on("cna3", "systemctl is-active %s; systemctl is-enabled %s; true" % (unit, unit)).split()
         assert state[0] != "active" and state[1] != "enabled", (unit, state)
     assert on("cna3", "ls /etc/corosync").split().count("corosync.conf") == 0
+    # the cluster's secrets and state do not stay on a host outside it
+    assert on("cna3", "ls -d /etc/corosync/authkey /etc/corosync/qdevice/net/nssdb /var/lib/pacemaker/cib/cib.xml "
+                      "/var/lib/kvmfusion/cluster 2>/dev/null; true").split() == []
     assert "Quorate" in on("cna1", "corosync-quorumtool -s") and "Qdevice" in on("cna1", "corosync-quorumtool -s")
     assert where("decom-run") in (["cna1"], ["cna2"])
 
