@@ -34,8 +34,10 @@ GUEST_PING = "/etc/libvirt/hooks/kvmfusion/ha-guest-ping"
 BOOTSTRAP = "cib-bootstrap-options"
 # A CNA's memory, as its kernel and libvirt report it, moves by a few MiB to a few percent while it runs (a balloon,
 # memory hot-plug, memory the kernel reserves or frees): the capacity stored in the cluster is kept while the reading
-# stays within this fraction of it, so that a re-run changes nothing. A larger change (a DIMM added or lost) is stored.
+# stays within this fraction of it and within MEMORY_TOLERANCE_MIB, so that a re-run changes nothing. A larger change
+# (a DIMM added or lost, even on a large host) is stored.
 MEMORY_TOLERANCE = 0.05
+MEMORY_TOLERANCE_MIB = 512
 OWN_SET = "kvmfusion-ha"
 ADMISSION = "kvmfusion-admission-control"
 VCPU_RATIO = "kvmfusion-vcpu-ratio"
@@ -105,7 +107,7 @@ def memory_close(stored, reading):
         stored, reading = int(stored), int(reading)
     except (TypeError, ValueError):
         return False
-    return stored > 0 and abs(reading - stored) <= stored * MEMORY_TOLERANCE
+    return stored > 0 and abs(reading - stored) <= min(stored * MEMORY_TOLERANCE, MEMORY_TOLERANCE_MIB)
 
 
 def allowance(capacities, policy):

@@ -161,8 +161,8 @@ options:
               - vCPUs a CNA may run per host CPU. A CNA's capacity is its CPUs times this, and all its memory.
               - Left out, the stored ratio is kept (4 when none is stored).
               - A CNA's memory as its kernel reports it moves a little while it runs (a balloon, hot-plug, reserved
-                memory). The stored memory capacity is kept while the reading stays within 5% of it, so a re-run
-                changes nothing. A larger change is stored.
+                memory). The stored memory capacity is kept while the reading stays within 5% of it and within
+                512 MiB, so a re-run changes nothing. A larger change is stored.
             type: float
 notes:
   - Run it on a CNA of the cluster. It touches files only there (the definition copy of a VM defined on that

@@ -103,6 +103,14 @@ def test_a_cna_leaves_the_site_and_its_cluster(lab, tmp_path):
     # the example site keeps db1 preferring cna2
     one_line_failure(play(lab, DECOMMISSION, "-e", "kvmfusion_decommission_host=cna2"),
                      "once cna2 has left, site.yml would refuse: .*VM db1: ha host 'cna2' is not in")
+    # a cluster already missing a member: cna3 leaving could take its quorum
+    on("cna2", "systemctl stop pacemaker")
+    one_line_failure(play(lab, DECOMMISSION, "-e", "kvmfusion_decommission_host=cna3"),
+                     r"the HA cluster is not whole \(not members: cna2, quorate: True\)")
+    on("cna2", "systemctl start pacemaker")
+    deadline = time.time() + 180
+    while cluster()["online"] != before["online"] and time.time() < deadline:
+        time.sleep(3)
     assert cluster() == before
     assert MAINTENANCE_UUID not in on("cna3", "virsh -c qemu:///system secret-list"), "cna3 went into maintenance"
 
@@ -138,7 +146,8 @@ def test_a_cna_leaves_the_site_and_its_cluster(lab, tmp_path):
     assert on("cna3", "ls /etc/corosync").split().count("corosync.conf") == 0
     # the cluster's secrets and state do not stay on a host outside it
     assert on("cna3", "ls -d /etc/corosync/authkey /etc/corosync/qdevice/net/nssdb /var/lib/pacemaker/cib/cib.xml "
-                      "/var/lib/kvmfusion/cluster 2>/dev/null; true").split() == []
+                      "/var/lib/pacemaker/pengine/pe-* /var/lib/kvmfusion/cluster 2>/dev/null; true").split() == []
+    assert on("cna3", "ls /var/lib/kvmfusion/site").split() == ["declared.json.decommissioned"]
     assert "Quorate" in on("cna1", "corosync-quorumtool -s") and "Qdevice" in on("cna1", "corosync-quorumtool -s")
     assert where("decom-run") in (["cna1"], ["cna2"])
 

@@ -441,6 +441,8 @@ def test_a_memory_reading_that_moves_a_little_keeps_the_stored_capacity(env):
 @pytest.mark.parametrize("stored, reading, close", [
     ("6105", "6233", True), ("6233", "6105", True), ("4096", "4400", False), (None, "4096", False),
     ("", "4096", False), ("0", "0", False), ("4096", "4096", True),
+    # a large host: 5 % would hide a lost DIMM; at most 512 MiB either way
+    ("1048576", str(1048576 - 51200), False), ("1048576", str(1048576 + 400), True), ("1048576", str(1048576 - 600), False),
 ])
 def test_memory_close(stored, reading, close):
     assert ha.memory_close(stored, reading) is close
